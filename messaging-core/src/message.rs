@@ -1,0 +1,285 @@
+//! What travels: [`Message`] (a request [`Context`] and an encoded body), notification
+//! [`Priority`], and the typed [`RemoteError`] a failed call brings back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+// ===== Context =====
+
+/// The request context that travels with a message (oslo's `ctxt` dict): user, project,
+/// request id, trace ids and so on, as JSON values keyed by name.
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::Context;
+///
+/// let mut ctx = Context::new();
+/// ctx.insert("request_id", "req-1");
+/// assert_eq!(ctx.get("request_id").and_then(|v| v.as_str()), Some("req-1"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Context(BTreeMap<String, serde_json::Value>);
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Self {
+        Context::default()
+    }
+
+    /// Sets a key, returning the previous value.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Option<serde_json::Value> {
+        self.0.insert(key.into(), value.into())
+    }
+
+    /// Reads a key.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key)
+    }
+
+    /// Removes a key.
+    pub fn remove(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.0.remove(key)
+    }
+
+    /// Iterates over the entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the context has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<serde_json::Value>> FromIterator<(K, V)> for Context {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Context(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+// ===== Message =====
+
+/// A message as transports carry it: a [`Context`] and a body encoded by the sender's
+/// codec. Cloning is cheap (the body is reference-counted), which is what fanout needs.
+///
+/// `Debug` shows the body's length, never its bytes.
+#[derive(Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The request context.
+    pub context: Context,
+    /// The encoded body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// A message with an empty context.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Message {
+            context: Context::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Returns the message with its context replaced.
+    pub fn with_context(mut self, context: Context) -> Self {
+        self.context = context;
+        self
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("context", &self.context)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+// ===== Priority =====
+
+/// Notification priority, oslo's seven levels. Sent upper-case on the wire
+/// ([`as_wire`](Priority::as_wire)), used lower-case in queue names and by listeners
+/// ([`as_str`](Priority::as_str)). There is no `WARNING`: `warning` parses as [`Warn`](Priority::Warn).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// `audit`
+    Audit,
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `warn` (also parsed from `warning`)
+    Warn,
+    /// `error`
+    Error,
+    /// `critical`
+    Critical,
+    /// `sample`
+    Sample,
+}
+
+impl Priority {
+    /// Every priority, in oslo's order.
+    pub const ALL: [Priority; 7] = [
+        Priority::Audit,
+        Priority::Debug,
+        Priority::Info,
+        Priority::Warn,
+        Priority::Error,
+        Priority::Critical,
+        Priority::Sample,
+    ];
+
+    /// The lower-case name (`info`), as in queue names `<topic>.<priority>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Audit => "audit",
+            Priority::Debug => "debug",
+            Priority::Info => "info",
+            Priority::Warn => "warn",
+            Priority::Error => "error",
+            Priority::Critical => "critical",
+            Priority::Sample => "sample",
+        }
+    }
+
+    /// The upper-case name (`INFO`) that notifiers put in messages.
+    pub fn as_wire(self) -> &'static str {
+        match self {
+            Priority::Audit => "AUDIT",
+            Priority::Debug => "DEBUG",
+            Priority::Info => "INFO",
+            Priority::Warn => "WARN",
+            Priority::Error => "ERROR",
+            Priority::Critical => "CRITICAL",
+            Priority::Sample => "SAMPLE",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown priority name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown notification priority `{0}` (expected audit, debug, info, warn, error, critical or sample)"
+)]
+pub struct UnknownPriority(pub String);
+
+impl FromStr for Priority {
+    type Err = UnknownPriority;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        if lower == "warning" {
+            return Ok(Priority::Warn);
+        }
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == lower)
+            .ok_or_else(|| UnknownPriority(s.to_owned()))
+    }
+}
+
+// ===== RemoteError =====
+
+/// An error raised by a remote handler, as it travels back to the caller: exception
+/// class, module, message and traceback (oslo's failure JSON). Match on
+/// [`class`](RemoteError::class) to handle a specific remote error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("remote error: {module}.{class}: {message}")]
+#[non_exhaustive]
+pub struct RemoteError {
+    /// The error's class (e.g. `ValueError`, `NoSuchMethod`).
+    pub class: String,
+    /// The module the class lives in (e.g. `builtins`).
+    pub module: String,
+    /// The error message.
+    pub message: String,
+    /// Traceback lines, possibly empty.
+    pub traceback: Vec<String>,
+}
+
+impl RemoteError {
+    /// A remote error with an empty traceback.
+    pub fn new(
+        class: impl Into<String>,
+        module: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        RemoteError {
+            class: class.into(),
+            module: module.into(),
+            message: message.into(),
+            traceback: Vec::new(),
+        }
+    }
+
+    /// Returns the error with a traceback.
+    pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
+        self.traceback = traceback;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_parse_case_insensitively_and_warning_is_warn() {
+        assert_eq!("INFO".parse::<Priority>().unwrap(), Priority::Info);
+        assert_eq!("warning".parse::<Priority>().unwrap(), Priority::Warn);
+        assert!("loud".parse::<Priority>().is_err());
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>().unwrap(), p);
+            assert_eq!(p.as_wire().to_ascii_lowercase(), p.as_str());
+        }
+    }
+
+    #[test]
+    fn message_debug_hides_body() {
+        let m = Message::new(&b"secret payload"[..]);
+        let text = format!("{m:?}");
+        assert!(
+            text.contains("body_len: 14") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn context_collects_and_serializes_as_a_map() {
+        let ctx: Context = [("user", "u1"), ("project", "p1")].into_iter().collect();
+        assert_eq!(
+            serde_json::to_string(&ctx).unwrap(),
+            r#"{"project":"p1","user":"u1"}"#
+        );
+    }
+}

@@ -1,0 +1,576 @@
+//! [`Server`]: a transport listener, a dispatcher and an executor under one race-free
+//! lifecycle.
+//!
+//! # The lifecycle contract
+//!
+//! | call | returns when | before `start()` | repeated / concurrent | from inside a handler |
+//! |---|---|---|---|---|
+//! | [`start`](Server::start) | the listener is attached and the executor is ready; never waits for a message | — | no-op once started; concurrent callers wait for the one running it and share its result | no-op if started; a restart is refused ([`WouldDeadlock`](crate::ServerError::WouldDeadlock)) |
+//! | [`execute`](Server::execute) | the server was stopped and (blocking executor) its loop drained; it serves in the calling thread meanwhile | waits for `start()` | runs once per epoch; others wait for it | refused |
+//! | [`stop`](Server::stop) | no new message will be taken; does not wait for handlers | waits for `start()` | runs once per epoch; others wait for it | allowed (the non-blocking stop) |
+//! | [`wait`](Server::wait) | stopped, every message taken has been processed, the listener is cleaned up | waits for `start()` and `stop()` | runs once per epoch; any number of threads wait together | refused at once, never a deadlock |
+//!
+//! Every call takes an optional timeout ([`CallOptions::timeout`]; a
+//! [`Timeout`](crate::ServerError::Timeout) error, never a hang) and logs one
+//! "possible hang" warning through `tracing` when it has waited longer than
+//! [`CallOptions::log_after`] (30 s by default, like oslo's `log_after`).
+//!
+//! Each call acts on one [`Epoch`]: the one current when it was made, or the one it was
+//! pinned to with [`CallOptions::epoch`]. `start()` after `stop()` begins a new epoch,
+//! after first draining and cleaning up the stopped one if nobody has waited for it, so
+//! a restart never leaks the old epoch's workers or listener. A call whose epoch is
+//! over returns at once: it can never act on a later epoch by accident. To wait for
+//! exactly the epoch you stopped, pin the wait: `server.wait_with(&CallOptions::new().epoch(epoch))`
+//! with the epoch `stop()` returned.
+//!
+//! Where oslo.messaging is still wrong, this server is right:
+//!
+//! * a failed `start()` returns its error and leaves the server startable;
+//! * a restart after `stop()` without `wait()` drains the old epoch first (no leak);
+//! * `wait()` from inside a handler returns an error at once instead of deadlocking;
+//! * a caller's pinned `wait()` cannot attach to a later epoch.
+
+mod lifecycle;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{Dispatch, Dispatcher, in_scope};
+use crate::error::ServerError;
+use crate::executor::{Executor, WaitTimedOut};
+use crate::transport::{IncomingMessage, ListenOptions, Listener, Subscription, Transport};
+
+use lifecycle::{Lifecycle, Request, Steps};
+
+/// The default delay before a lifecycle call that is still waiting logs a
+/// "possible hang" warning (oslo's `DEFAULT_LOG_AFTER`).
+pub const DEFAULT_LOG_AFTER: Duration = Duration::from_secs(30);
+
+// ===== Epoch, Call, state =====
+
+/// One run of a server, from `start()` to `wait()`. The first epoch is 1; each restart
+/// adds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub(crate) u64);
+
+impl Epoch {
+    /// The epoch's number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch {}", self.0)
+    }
+}
+
+/// A lifecycle call, as named in errors and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// `start()`
+    Start,
+    /// `execute()`
+    Execute,
+    /// `stop()`
+    Stop,
+    /// `wait()`
+    Wait,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Start => "start()",
+            Call::Execute => "execute()",
+            Call::Stop => "stop()",
+            Call::Wait => "wait()",
+        })
+    }
+}
+
+/// Where one lifecycle step of the current epoch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepState {
+    /// Not run (or failed and reset) in this epoch.
+    NotRun,
+    /// A thread is running it.
+    Running,
+    /// Done in this epoch.
+    Done,
+}
+
+/// A snapshot of a server's lifecycle, for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerState {
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// Its `start` step.
+    pub start: StepState,
+    /// Its `execute` step.
+    pub execute: StepState,
+    /// Its `stop` step.
+    pub stop: StepState,
+    /// Its `wait` step.
+    pub wait: StepState,
+}
+
+impl ServerState {
+    /// Started and not yet stopping: messages are being taken.
+    pub fn is_running(&self) -> bool {
+        self.start == StepState::Done && self.stop == StepState::NotRun
+    }
+}
+
+// ===== CallOptions =====
+
+/// Options for one lifecycle call; unset fields take the server's defaults
+/// (see [`ServerBuilder`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use messaging_core::CallOptions;
+///
+/// let opts = CallOptions::new().timeout(Duration::from_secs(5)).never_log();
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    timeout: Option<Option<Duration>>,
+    log_after: Option<Option<Duration>>,
+    epoch: Option<Epoch>,
+}
+
+impl CallOptions {
+    /// Options that take every default.
+    pub fn new() -> Self {
+        CallOptions::default()
+    }
+
+    /// Fail with [`ServerError::Timeout`] instead of waiting longer than `timeout`.
+    /// The timeout bounds waiting for other steps and other threads, and the drain in
+    /// `wait()`; it cannot interrupt a handler running in the calling thread.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// Wait as long as it takes.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
+    }
+
+    /// Log a "possible hang" warning once the call has waited this long.
+    pub fn log_after(mut self, delay: Duration) -> Self {
+        self.log_after = Some(Some(delay));
+        self
+    }
+
+    /// Never log a "possible hang" warning (oslo's `log_after=0`).
+    pub fn never_log(mut self) -> Self {
+        self.log_after = Some(None);
+        self
+    }
+
+    /// Act on `epoch` only: if it is over, return at once; never move on to a later
+    /// epoch (a pinned `start()` never restarts).
+    pub fn epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+}
+
+// ===== Server =====
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A message-handling server: takes messages for its [`Subscription`] from a
+/// [`Transport`], hands them to a [`Dispatcher`] and runs the work on an [`Executor`],
+/// under the lifecycle contract described in the [module docs](self).
+///
+/// `Server` is a cheap handle (clone it to call `stop()` from another thread). A handler
+/// that needs its own server should hold a [`WeakServer`], so the server is not kept
+/// alive by its own handlers. Dropping the last handle of a running server stops it
+/// without waiting: call [`wait`](Server::wait) to be sure every handler finished.
+///
+/// # Examples
+///
+/// See `messaging-executors` for complete examples with real executors and the
+/// in-memory transport; the lifecycle calls look like this:
+///
+/// ```no_run
+/// # fn demo(server: messaging_core::Server) -> Result<(), messaging_core::ServerError> {
+/// server.start()?;          // listener attached, executor ready
+/// // ... messages are processed ...
+/// let epoch = server.stop()?; // no new message is taken from here on
+/// server.wait()?;           // every taken message processed, listener cleaned up
+/// # let _ = epoch; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+/// A weak handle to a [`Server`], for handlers that stop their own server.
+#[derive(Clone, Debug)]
+pub struct WeakServer {
+    inner: Weak<Inner>,
+}
+
+impl WeakServer {
+    /// The server, if it still exists.
+    pub fn upgrade(&self) -> Option<Server> {
+        self.inner.upgrade().map(|inner| Server { inner })
+    }
+}
+
+struct Inner {
+    id: u64,
+    name: String,
+    lifecycle: Lifecycle,
+    effects: Effects,
+    timeout: Option<Duration>,
+    log_after: Option<Duration>,
+}
+
+impl Server {
+    /// Starts building a server for `subscription` on `transport`, dispatching with
+    /// `dispatcher` and running the work on `executor`.
+    pub fn builder(
+        transport: Arc<dyn Transport>,
+        subscription: Subscription,
+        dispatcher: impl Dispatcher,
+        executor: impl Executor,
+    ) -> ServerBuilder {
+        ServerBuilder {
+            transport,
+            subscription,
+            dispatcher: Arc::new(dispatcher),
+            executor: Box::new(executor),
+            listen_options: ListenOptions::default(),
+            name: None,
+            timeout: None,
+            log_after: Some(DEFAULT_LOG_AFTER),
+        }
+    }
+
+    /// Starts the server with the default options; see [`start_with`](Server::start_with).
+    pub fn start(&self) -> Result<Epoch, ServerError> {
+        self.start_with(&CallOptions::new())
+    }
+
+    /// Attaches the listener and starts the executor, returning the epoch now running.
+    ///
+    /// * Returns as soon as set-up is complete; never waits for message processing
+    ///   (the blocking executor's loop runs only in [`execute`](Server::execute)).
+    ///   From then on `stop()` is safe.
+    /// * Already started: returns at once. Another thread starting: waits for it and
+    ///   returns its result.
+    /// * On failure (listen or executor error) returns the error; nothing is left
+    ///   running and the server can be started again.
+    /// * After `stop()`: begins a new epoch, first finishing the stopped one
+    ///   (waiting for its drain and cleaning up its listener) if nobody has waited.
+    ///   From inside a handler such a restart is refused with `WouldDeadlock`.
+    pub fn start_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
+        let mut req = self.request(Call::Start, options);
+        let result = self.inner.lifecycle.start(&self.inner.effects, &mut req);
+        self.trace(Call::Start, &result);
+        result
+    }
+
+    /// Serves in the calling thread with the default options; see
+    /// [`execute_with`](Server::execute_with).
+    pub fn execute(&self) -> Result<Epoch, ServerError> {
+        self.execute_with(&CallOptions::new())
+    }
+
+    /// Serves the epoch in the calling thread until it is stopped: the blocking
+    /// executor runs its dispatch loop here (the seed's `execute()`); other executors,
+    /// whose workers do the dispatching, just park the thread. `start(); execute();
+    /// wait()` is therefore "serve until stopped" for every executor.
+    ///
+    /// * Before `start()`: waits for it (bounded by the timeout).
+    /// * Runs once per epoch; a concurrent or repeated call waits for it to return.
+    /// * Returns at once if `wait()` already finished the epoch without a loop.
+    /// * From inside a handler of this server: refused with `WouldDeadlock`.
+    pub fn execute_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
+        let mut req = self.request(Call::Execute, options);
+        let result = self.inner.lifecycle.execute(&self.inner.effects, &mut req);
+        self.trace(Call::Execute, &result);
+        result
+    }
+
+    /// Stops the server with the default options; see [`stop_with`](Server::stop_with).
+    pub fn stop(&self) -> Result<Epoch, ServerError> {
+        self.stop_with(&CallOptions::new())
+    }
+
+    /// Stops taking messages, returning the epoch it stopped. When it returns, no new
+    /// message will be taken from the transport; messages already taken are still
+    /// processed (see [`wait`](Server::wait)). It does not wait for handlers, so it is
+    /// safe from any thread, including from inside a handler.
+    ///
+    /// * Before `start()`: waits for `start()` to complete (oslo's ordering), bounded
+    ///   by the timeout.
+    /// * Runs once per epoch; a concurrent call waits for it; a repeated call returns.
+    pub fn stop_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
+        let mut req = self.request(Call::Stop, options);
+        let result = self.inner.lifecycle.stop(&self.inner.effects, &mut req);
+        self.trace(Call::Stop, &result);
+        result
+    }
+
+    /// Waits for the server with the default options; see [`wait_with`](Server::wait_with).
+    pub fn wait(&self) -> Result<Epoch, ServerError> {
+        self.wait_with(&CallOptions::new())
+    }
+
+    /// Waits until the epoch is stopped, every message taken in it has been processed
+    /// (drained, not dropped) and its listener is cleaned up; returns that epoch.
+    ///
+    /// * Before `stop()`: waits for it.
+    /// * Any number of threads may wait at once; they all return when the drain is done.
+    ///   A repeated call returns at once.
+    /// * On timeout the drain goes on; a later `wait()` waits for the rest.
+    /// * From inside a handler of this server: returns `WouldDeadlock` at once, since the
+    ///   drain would wait for that handler.
+    pub fn wait_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
+        let mut req = self.request(Call::Wait, options);
+        let result = self.inner.lifecycle.wait(&self.inner.effects, &mut req);
+        self.trace(Call::Wait, &result);
+        result
+    }
+
+    /// A snapshot of the lifecycle.
+    pub fn state(&self) -> ServerState {
+        self.inner.lifecycle.snapshot()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.state().epoch
+    }
+
+    /// The server's name, for logs (its subscription unless set).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The executor's name.
+    pub fn executor_name(&self) -> &'static str {
+        self.inner.effects.executor.name()
+    }
+
+    /// A weak handle, for handlers that stop their own server.
+    pub fn downgrade(&self) -> WeakServer {
+        WeakServer {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    fn request(&self, call: Call, options: &CallOptions) -> Request<'_> {
+        Request::new(
+            call,
+            options.epoch,
+            options.timeout.unwrap_or(self.inner.timeout),
+            options.log_after.unwrap_or(self.inner.log_after),
+            in_scope(self.inner.id),
+            &self.inner.name,
+        )
+    }
+
+    fn trace(&self, call: Call, result: &Result<Epoch, ServerError>) {
+        match result {
+            Ok(epoch) => tracing::debug!(server = %self.inner.name, %epoch, "{call} done"),
+            Err(err) => tracing::debug!(server = %self.inner.name, error = %err, "{call} failed"),
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.inner.name)
+            .field("executor", &self.inner.effects.executor.name())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.lifecycle.snapshot().is_running() {
+            tracing::debug!(server = %self.name, "server dropped while running: stopping it");
+            let mut req = Request::new(Call::Stop, None, None, None, false, &self.name);
+            let _ = self.lifecycle.stop(&self.effects, &mut req);
+        }
+    }
+}
+
+// ===== ServerBuilder =====
+
+/// Builds a [`Server`]; made by [`Server::builder`].
+pub struct ServerBuilder {
+    transport: Arc<dyn Transport>,
+    subscription: Subscription,
+    dispatcher: Arc<dyn Dispatcher>,
+    executor: Box<dyn Executor>,
+    listen_options: ListenOptions,
+    name: Option<String>,
+    timeout: Option<Duration>,
+    log_after: Option<Duration>,
+}
+
+impl ServerBuilder {
+    /// Batch size and timeout for the listener (RPC servers use the default: 1).
+    pub fn listen_options(mut self, options: ListenOptions) -> Self {
+        self.listen_options = options;
+        self
+    }
+
+    /// The name used in logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The default timeout of every lifecycle call (none by default).
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The default delay before a waiting call logs "possible hang" (30 s by default;
+    /// `None`: never).
+    pub fn log_after(mut self, delay: Option<Duration>) -> Self {
+        self.log_after = delay;
+        self
+    }
+
+    /// Checks the subscription (oslo's target rules) and builds the server. Nothing is
+    /// created on the transport until `start()`.
+    pub fn build(self) -> Result<Server, ServerError> {
+        self.subscription.validate()?;
+        let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
+        let name = self.name.unwrap_or_else(|| self.subscription.to_string());
+        Ok(Server {
+            inner: Arc::new(Inner {
+                id,
+                name,
+                lifecycle: Lifecycle::new(),
+                effects: Effects {
+                    transport: self.transport,
+                    subscription: self.subscription,
+                    listen_options: self.listen_options,
+                    executor: self.executor,
+                    dispatcher: Arc::new(Scoped {
+                        id,
+                        inner: self.dispatcher,
+                    }),
+                    listener: Mutex::new(None),
+                },
+                timeout: self.timeout,
+                log_after: self.log_after,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("transport", &self.transport)
+            .field("subscription", &self.subscription)
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== effects =====
+
+/// Marks every dispatched piece of work with the server it belongs to.
+struct Scoped {
+    id: u64,
+    inner: Arc<dyn Dispatcher>,
+}
+
+impl Dispatcher for Scoped {
+    fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
+        self.inner.dispatch(batch).scoped(self.id)
+    }
+}
+
+struct Effects {
+    transport: Arc<dyn Transport>,
+    subscription: Subscription,
+    listen_options: ListenOptions,
+    executor: Box<dyn Executor>,
+    dispatcher: Arc<dyn Dispatcher>,
+    listener: Mutex<Option<Arc<dyn Listener>>>,
+}
+
+impl Effects {
+    fn listener(&self) -> Option<Arc<dyn Listener>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Steps for Effects {
+    fn start(&self) -> Result<(), ServerError> {
+        let listener: Arc<dyn Listener> = self
+            .transport
+            .listen(&self.subscription, &self.listen_options)
+            .map_err(|source| ServerError::Listen {
+                subscription: self.subscription.to_string(),
+                source,
+            })?
+            .into();
+        if let Err(source) = self
+            .executor
+            .start(listener.clone(), self.dispatcher.clone())
+        {
+            listener.stop();
+            listener.cleanup();
+            return Err(ServerError::Executor {
+                executor: self.executor.name(),
+                source,
+            });
+        }
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        Ok(())
+    }
+
+    fn execute(&self) {
+        self.executor.execute();
+    }
+
+    fn stop(&self) {
+        if let Some(listener) = self.listener() {
+            listener.stop();
+        }
+        self.executor.stop();
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
+        self.executor.wait(deadline)?;
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            listener.cleanup();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! [`Target`]: where a message goes, or what a server listens to.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidTarget;
+
+/// Identifies the destination of messages, or what a server or listener consumes.
+///
+/// The same type serves every role, with different fields mattering in each (as in
+/// oslo.messaging):
+///
+/// | role | required | optional |
+/// |---|---|---|
+/// | RPC server | `topic`, `server` | `exchange` |
+/// | endpoint | — | `namespace`, `version` |
+/// | RPC client | `topic` | everything else |
+/// | notifier / notification listener | `topic` | `exchange` |
+///
+/// An `exchange` of `None` means the transport's control exchange (`openstack` by default).
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::Target;
+///
+/// let server = Target::new("compute").with_server("host1");
+/// assert!(server.validate_for_listen().is_ok());
+/// let client = Target::new("compute").with_fanout(true);
+/// assert!(client.validate_for_call().is_err()); // a call cannot be fanout
+/// assert_eq!(server.to_string(), "<Target topic=compute, server=host1>");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Target {
+    /// Exchange (scope) of the topic; `None` means the transport's default exchange.
+    pub exchange: Option<String>,
+    /// Topic: the name of a service or notification stream.
+    pub topic: Option<String>,
+    /// Endpoint namespace (RPC).
+    pub namespace: Option<String>,
+    /// Interface version, `"major.minor[.revision]"` (RPC).
+    pub version: Option<String>,
+    /// A specific server of the topic.
+    pub server: Option<String>,
+    /// Deliver to every server of the topic (casts only).
+    pub fanout: bool,
+    /// Further namespaces an endpoint also accepts.
+    pub legacy_namespaces: Vec<String>,
+}
+
+impl Target {
+    /// A target with the given topic and every other field unset.
+    pub fn new(topic: impl Into<String>) -> Self {
+        Target {
+            topic: Some(topic.into()),
+            ..Target::default()
+        }
+    }
+
+    /// Returns a copy with `exchange` set. (Fields are public: set one to `None` to clear it.)
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    /// Returns a copy with `topic` set.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Returns a copy with `server` set.
+    pub fn with_server(mut self, server: impl Into<String>) -> Self {
+        self.server = Some(server.into());
+        self
+    }
+
+    /// Returns a copy with `namespace` set.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Returns a copy with `version` set.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Returns a copy with `fanout` replaced.
+    pub fn with_fanout(mut self, fanout: bool) -> Self {
+        self.fanout = fanout;
+        self
+    }
+
+    /// Returns a copy with `legacy_namespaces` replaced.
+    pub fn with_legacy_namespaces<I, S>(mut self, namespaces: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.legacy_namespaces = namespaces.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The namespaces an endpoint with this target accepts: `namespace` (possibly the
+    /// null namespace, `None`) followed by `legacy_namespaces`.
+    pub fn accepted_namespaces(&self) -> impl Iterator<Item = Option<&str>> {
+        std::iter::once(self.namespace.as_deref())
+            .chain(self.legacy_namespaces.iter().map(|ns| Some(ns.as_str())))
+    }
+
+    /// Checks the rule for an RPC server: topic and server must both be set.
+    pub fn validate_for_listen(&self) -> Result<(), InvalidTarget> {
+        if self.topic.is_none() || self.server.is_none() {
+            return Err(InvalidTarget::new(
+                "a server's target must have topic and server names specified",
+                self,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the rule for a notification listener: the topic must be set.
+    pub fn validate_for_notification_listen(&self) -> Result<(), InvalidTarget> {
+        if self.topic.is_none() {
+            return Err(InvalidTarget::new(
+                "a target must have topic specified",
+                self,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the rule for any send (cast, fanout cast, notification): the topic must be set.
+    pub fn validate_for_send(&self) -> Result<(), InvalidTarget> {
+        if self.topic.is_none() {
+            return Err(InvalidTarget::new("a topic is required to send", self));
+        }
+        Ok(())
+    }
+
+    /// Checks the rules for a call: a topic is required and fanout is not allowed.
+    pub fn validate_for_call(&self) -> Result<(), InvalidTarget> {
+        self.validate_for_send()?;
+        if self.fanout {
+            return Err(InvalidTarget::new(
+                "a call cannot be used with fanout",
+                self,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// oslo's representation: `<Target topic=t, server=s>`, listing only the fields that are set.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        let fields = [
+            ("exchange", &self.exchange),
+            ("topic", &self.topic),
+            ("namespace", &self.namespace),
+            ("version", &self.version),
+            ("server", &self.server),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                parts.push(format!("{name}={value}"));
+            }
+        }
+        if self.fanout {
+            parts.push("fanout=true".to_owned());
+        }
+        if parts.is_empty() {
+            f.write_str("<Target>")
+        } else {
+            write!(f, "<Target {}>", parts.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_requires_topic_and_server() {
+        let err = Target::new("t").validate_for_listen().unwrap_err();
+        assert_eq!(err.target().topic.as_deref(), Some("t"));
+        let err = Target::default()
+            .with_server("s")
+            .validate_for_listen()
+            .unwrap_err();
+        assert_eq!(err.target().server.as_deref(), Some("s"));
+        assert!(
+            Target::new("t")
+                .with_server("s")
+                .validate_for_listen()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn send_requires_topic_and_call_rejects_fanout() {
+        assert!(Target::default().validate_for_send().is_err());
+        assert!(Target::default().validate_for_call().is_err());
+        let fanout = Target::new("t").with_fanout(true);
+        assert!(fanout.validate_for_send().is_ok());
+        let err = fanout.validate_for_call().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a call cannot be used with fanout: <Target topic=t, fanout=true>"
+        );
+    }
+
+    #[test]
+    fn accepted_namespaces_lists_primary_then_legacy() {
+        let t = Target::default()
+            .with_namespace("a")
+            .with_legacy_namespaces(["b"]);
+        assert_eq!(
+            t.accepted_namespaces().collect::<Vec<_>>(),
+            [Some("a"), Some("b")]
+        );
+        assert_eq!(
+            Target::default().accepted_namespaces().collect::<Vec<_>>(),
+            [None]
+        );
+    }
+
+    #[test]
+    fn display_lists_set_fields_only() {
+        assert_eq!(Target::default().to_string(), "<Target>");
+        let t = Target::new("t").with_exchange("x").with_version("1.2");
+        assert_eq!(t.to_string(), "<Target exchange=x, topic=t, version=1.2>");
+    }
+}
