@@ -1,0 +1,192 @@
+//! [`MemoryListener`]: blocking and async polls over the bus.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use messaging_core::{Listener, Polled, TransportError};
+
+use super::bus::{Bus, BusState, ListenerId, incoming};
+
+/// A listener on the in-memory bus. Taking a message is atomic with handing it out, so
+/// nothing is ever buffered inside the listener: after `stop()` a poll returns
+/// [`Polled::Closed`] at once and the messages it did not take stay queued for the
+/// next listener.
+#[derive(Debug)]
+pub struct MemoryListener {
+    bus: Arc<Bus>,
+    id: ListenerId,
+    cond: Arc<Condvar>,
+}
+
+enum Step {
+    Ready(Polled),
+    /// Wait until woken, or until the instant if given (filling a batch).
+    Wait(Option<Instant>),
+}
+
+impl MemoryListener {
+    pub(crate) fn new(bus: Arc<Bus>, id: ListenerId, cond: Arc<Condvar>) -> Self {
+        MemoryListener { bus, id, cond }
+    }
+
+    fn take_now(&self, state: &mut BusState) -> Option<Polled> {
+        let batch_size = state.listeners.get(&self.id)?.options.batch_size.max(1);
+        let taken = state.take(self.id, batch_size);
+        (!taken.is_empty()).then(|| {
+            Polled::Messages(
+                taken
+                    .into_iter()
+                    .map(|(queue, envelope)| incoming(&self.bus, queue, envelope))
+                    .collect(),
+            )
+        })
+    }
+
+    /// One non-blocking look at the queues. `fill_since` is when this poll first saw a
+    /// message it might batch with more.
+    fn step(&self, state: &mut BusState, fill_since: &mut Option<Instant>) -> Step {
+        let Some(slot) = state.listeners.get(&self.id) else {
+            return Step::Ready(Polled::Closed);
+        };
+        if slot.stopped {
+            return Step::Ready(Polled::Closed);
+        }
+        let batch_size = slot.options.batch_size.max(1);
+        let batch_timeout = slot.options.batch_timeout;
+        let available = state.available(self.id);
+        if available == 0 {
+            *fill_since = None;
+            return Step::Wait(None);
+        }
+        if let Some(batch_timeout) = batch_timeout.filter(|_| available < batch_size) {
+            let since = *fill_since.get_or_insert_with(Instant::now);
+            let fill_deadline = since + batch_timeout;
+            if Instant::now() < fill_deadline {
+                return Step::Wait(Some(fill_deadline));
+            }
+        }
+        *fill_since = None;
+        match self.take_now(state) {
+            Some(polled) => Step::Ready(polled),
+            None => Step::Wait(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Listener for MemoryListener {
+    fn poll(&self, timeout: Option<Duration>) -> Result<Polled, TransportError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut fill_since = None;
+        let mut state = self.bus.lock();
+        let outcome = loop {
+            let wake_at = match self.step(&mut state, &mut fill_since) {
+                Step::Ready(polled) => break polled,
+                Step::Wait(fill) => match (fill, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            };
+            state.begin_wait(self.id, None);
+            state = match wake_at {
+                None => self.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        // Out of time: hand out a partial batch rather than nothing.
+                        break self.take_now(&mut state).unwrap_or(Polled::Idle);
+                    }
+                    let (guard, _) = self
+                        .cond
+                        .wait_timeout(state, at.saturating_duration_since(now))
+                        .unwrap_or_else(|p| p.into_inner());
+                    guard
+                }
+            };
+        };
+        let wakeups = state.end_wait(self.id);
+        drop(state);
+        wakeups.wake();
+        Ok(outcome)
+    }
+
+    async fn poll_async(&self) -> Result<Polled, TransportError> {
+        Ok(AsyncPoll {
+            listener: self,
+            fill_since: None,
+            timer_armed: None,
+        }
+        .await)
+    }
+
+    fn stop(&self) {
+        let wakeups = self.bus.lock().stop_listener(self.id);
+        wakeups.wake();
+    }
+
+    fn cleanup(&self) {
+        let wakeups = self.bus.lock().remove_listener(self.id);
+        wakeups.wake();
+    }
+}
+
+impl Drop for MemoryListener {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// The future behind [`MemoryListener::poll_async`]. Cancel safe: messages are taken
+/// only in the poll that returns them, and dropping a pending poll deregisters it and
+/// hands any message it was picked for to the next waiting listener.
+struct AsyncPoll<'a> {
+    listener: &'a MemoryListener,
+    fill_since: Option<Instant>,
+    timer_armed: Option<Instant>,
+}
+
+impl Future for AsyncPoll<'_> {
+    type Output = Polled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
+        let this = &mut *self;
+        let mut state = this.listener.bus.lock();
+        match this.listener.step(&mut state, &mut this.fill_since) {
+            Step::Ready(polled) => {
+                let wakeups = state.end_wait(this.listener.id);
+                drop(state);
+                wakeups.wake();
+                Poll::Ready(polled)
+            }
+            Step::Wait(fill_deadline) => {
+                state.begin_wait(this.listener.id, Some(cx.waker()));
+                drop(state);
+                if let Some(at) = fill_deadline {
+                    // No runtime here to ask for a timer: a short-lived thread wakes the
+                    // task when the batch must be returned. Only batch listeners with a
+                    // batch timeout get here, once per partial batch.
+                    if this.timer_armed != Some(at) {
+                        this.timer_armed = Some(at);
+                        let waker = cx.waker().clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                            waker.wake();
+                        });
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for AsyncPoll<'_> {
+    fn drop(&mut self) {
+        let wakeups = self.listener.bus.lock().end_wait(self.listener.id);
+        wakeups.wake();
+    }
+}
