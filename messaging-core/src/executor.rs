@@ -60,3 +60,29 @@ pub trait Executor: Send + Sync + fmt::Debug + 'static {
     /// the rest.
     fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut>;
 }
+
+impl<E: Executor + ?Sized> Executor for Box<E> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn start(
+        &self,
+        listener: Arc<dyn Listener>,
+        dispatcher: Arc<dyn Dispatcher>,
+    ) -> Result<(), ExecutorError> {
+        (**self).start(listener, dispatcher)
+    }
+
+    fn execute(&self) {
+        (**self).execute();
+    }
+
+    fn stop(&self) {
+        (**self).stop();
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
+        (**self).wait(deadline)
+    }
+}

@@ -48,7 +48,7 @@ pub use message::{Context, Message, Priority, RemoteError, UnknownPriority};
 pub use server::{CallOptions, Epoch, Server, ServerBuilder, ServerState, StepState, WeakServer};
 pub use target::Target;
 pub use transport::{
-    Acknowledger, IncomingMessage, ListenOptions, Listener, Polled, SendOptions, Subscription,
-    Transport,
+    Acknowledger, IncomingMessage, IncomingParts, ListenOptions, Listener, Polled, SendOptions,
+    Subscription, Transport,
 };
 pub use url::{Secret, TransportHost, TransportUrl};

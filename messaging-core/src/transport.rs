@@ -374,6 +374,46 @@ impl IncomingMessage {
     }
 }
 
+/// The pieces of an [`IncomingMessage`], for transports that wrap another transport's
+/// messages (a test double injecting faults, a metrics layer) and put them back together
+/// with [`IncomingMessage::from_parts`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IncomingParts {
+    /// The message.
+    pub message: Message,
+    /// How it is settled, if the transport needs to know.
+    pub acknowledger: Option<Box<dyn Acknowledger>>,
+    /// Where replies go, for a call.
+    pub replier: Option<Arc<dyn Replier>>,
+    /// The caller's call-monitor timeout.
+    pub client_timeout: Option<Duration>,
+}
+
+impl IncomingMessage {
+    /// Takes the message apart (a reply already sent is forgotten: only unsettled,
+    /// unreplied messages should be taken apart).
+    pub fn into_parts(mut self) -> IncomingParts {
+        IncomingParts {
+            message: std::mem::take(&mut self.message),
+            acknowledger: self.acknowledger.take(),
+            replier: self.replier.take(),
+            client_timeout: self.client_timeout,
+        }
+    }
+
+    /// Puts a message back together.
+    pub fn from_parts(parts: IncomingParts) -> Self {
+        IncomingMessage {
+            message: parts.message,
+            acknowledger: parts.acknowledger,
+            replier: parts.replier,
+            replied: false,
+            client_timeout: parts.client_timeout,
+        }
+    }
+}
+
 impl fmt::Debug for IncomingMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncomingMessage")

@@ -1,1 +1,44 @@
-//! placeholder
+//! Test doubles and fixtures for services built on the messaging framework — a product
+//! for downstream tests, the way `tower-test` and `tracing-mock` are.
+//!
+//! * [`fake_transport`]: an in-memory [`FakeTransport`] and its [`FakeHandle`], which
+//!   records every send and listener event and injects faults (listen fails, ack fails,
+//!   slow delivery, lost replies).
+//! * [`stop_endpoint`]: the seed's **non-blocking stop endpoint** — a handler that only
+//!   signals, so the test thread does `stop()` and `wait()` and no handler waits for its
+//!   own server.
+//! * [`ServerThread`]: runs a server's `start()` + `execute()` on its own thread and
+//!   guarantees `stop()` + `wait()` when dropped.
+//! * [`Recorder`], [`Latch`]: a dispatcher that records what it handled and can hold
+//!   handlers in flight; a one-shot signal.
+//! * [`RecordingExecutor`]: wraps any executor and records the lifecycle calls it gets.
+//! * [`LogCapture`]: asserts on `tracing` output (e.g. the "possible hang" warning).
+//! * [`within`], [`Watched`]: watchdogs, so that a deadlock fails a test instead of
+//!   hanging CI.
+//! * [`conformance`]: the **executor conformance suite** — oslo.messaging's
+//!   `TestServerLocking`, the seed's scenarios and the oslo defects this project fixes —
+//!   runnable against any [`Executor`](messaging_core::Executor) with
+//!   [`executor_conformance!`] or [`conformance::run_all`].
+//!
+//! *Compiler support: requires rustc 1.89+.*
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+
+pub mod conformance;
+mod fake;
+mod fixtures;
+mod logs;
+mod recording;
+mod watchdog;
+
+pub use fake::{FakeHandle, FakeTransport, ListenerCounts, Sent, SentKind, fake_transport};
+pub use fixtures::{Latch, Recorder, SERVER_THREAD_LIMIT, STOP, ServerThread, stop_endpoint};
+pub use logs::{CapturedEvent, LogCapture};
+pub use recording::{ExecutorLog, RecordingExecutor};
+pub use watchdog::{SCENARIO_LIMIT, Watched, within};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use messaging_core::Executor;
+}

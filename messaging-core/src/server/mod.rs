@@ -56,6 +56,11 @@ pub const DEFAULT_LOG_AFTER: Duration = Duration::from_secs(30);
 pub struct Epoch(pub(crate) u64);
 
 impl Epoch {
+    /// The first epoch of every server.
+    pub const fn first() -> Epoch {
+        Epoch(1)
+    }
+
     /// The epoch's number.
     pub fn get(self) -> u64 {
         self.0

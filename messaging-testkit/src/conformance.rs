@@ -1,0 +1,822 @@
+//! The executor conformance suite: every scenario of oslo.messaging's
+//! `TestServerLocking`, the seed commit's scenarios, and the oslo defects this project
+//! fixes, run against any [`Executor`].
+//!
+//! Run it from a crate's tests with one macro call (one `#[test]` per scenario):
+//!
+//! ```ignore
+//! mod thread_pool {
+//!     messaging_testkit::executor_conformance!(messaging_executors::ThreadPoolExecutor::new());
+//! }
+//! ```
+//!
+//! or with one function call ([`run_all`]). Each scenario builds a server over a
+//! [`fake_transport`] with the executor wrapped in a [`RecordingExecutor`], and runs
+//! under a watchdog: a deadlock fails the scenario instead of hanging.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use messaging_core::dispatch::block_on;
+use messaging_core::reply::ReplyEvent;
+use messaging_core::{
+    CallOptions, Dispatch, Epoch, Executor, IncomingMessage, ListenOptions, Message, Polled,
+    SendOptions, Server, ServerBuilder, ServerError, StepState, Subscription, Target, Transport,
+    WeakServer,
+};
+use tracing::Level;
+
+use crate::fake::{FakeHandle, FakeTransport, fake_transport};
+use crate::fixtures::{Latch, Recorder, STOP, ServerThread, stop_endpoint};
+use crate::logs::LogCapture;
+use crate::recording::{ExecutorLog, RecordingExecutor};
+use crate::watchdog::{SCENARIO_LIMIT, Watched, within};
+
+/// Builds a fresh executor for each scenario.
+pub type ExecutorFactory = Arc<dyn Fn() -> Box<dyn Executor> + Send + Sync>;
+
+const TOPIC: &str = "conformance";
+const SERVER: &str = "s1";
+/// Long enough for a thread to reach the point where it blocks.
+const SETTLE: Duration = Duration::from_millis(50);
+/// Limit for one step inside a scenario.
+const STEP: Duration = Duration::from_secs(20);
+
+// ===== the rig =====
+
+struct Rig {
+    transport: Arc<FakeTransport>,
+    fake: FakeHandle,
+    recorder: Recorder,
+    log: ExecutorLog,
+    server: Server,
+}
+
+fn subscription() -> Subscription {
+    Subscription::Rpc(Target::new(TOPIC).with_server(SERVER))
+}
+
+fn rig(factory: &ExecutorFactory) -> Rig {
+    rig_with(factory, |b| b, None)
+}
+
+/// A rig whose server dispatches with `dispatcher` (the recorder's by default).
+fn rig_with(
+    factory: &ExecutorFactory,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    dispatcher: Option<Box<dyn FnOnce(&Recorder) -> Box<dyn messaging_core::Dispatcher>>>,
+) -> Rig {
+    let (transport, fake) = fake_transport();
+    let recorder = Recorder::new();
+    let (executor, log) = RecordingExecutor::wrap(factory());
+    let dispatcher: Box<dyn messaging_core::Dispatcher> = match dispatcher {
+        Some(make) => make(&recorder),
+        None => Box::new(recorder.dispatcher()),
+    };
+    let server = configure(Server::builder(
+        transport.clone(),
+        subscription(),
+        BoxedDispatcher(dispatcher),
+        executor,
+    ))
+    .build()
+    .expect("a valid server");
+    Rig {
+        transport,
+        fake,
+        recorder,
+        log,
+        server,
+    }
+}
+
+struct BoxedDispatcher(Box<dyn messaging_core::Dispatcher>);
+
+impl messaging_core::Dispatcher for BoxedDispatcher {
+    fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
+        self.0.dispatch(batch)
+    }
+}
+
+impl Rig {
+    fn cast(&self, body: &str) {
+        self.cast_bytes(body.as_bytes());
+    }
+
+    fn cast_bytes(&self, body: &[u8]) {
+        block_on(self.transport.cast(
+            &Target::new(TOPIC),
+            Message::new(Bytes::copy_from_slice(body)),
+            &SendOptions::default(),
+        ))
+        .expect("cast");
+    }
+
+    /// Messages still queued for the server, taken by a fresh listener.
+    fn remaining(&self) -> Vec<String> {
+        let listener = self
+            .transport
+            .listen(
+                &Subscription::Rpc(Target::new(TOPIC).with_server("drain")),
+                &ListenOptions::default(),
+            )
+            .expect("listen");
+        let mut out = Vec::new();
+        while let Ok(Polled::Messages(batch)) = listener.poll(Some(Duration::from_millis(50))) {
+            out.extend(
+                batch
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.message().body).into_owned()),
+            );
+        }
+        listener.cleanup();
+        out
+    }
+}
+
+fn timeout(d: Duration) -> CallOptions {
+    CallOptions::new().timeout(d)
+}
+
+fn run(name: &str, factory: ExecutorFactory, scenario: fn(&ExecutorFactory)) {
+    within(SCENARIO_LIMIT, name, move || scenario(&factory));
+}
+
+// ===== oslo TestServerLocking =====
+
+/// `test_start_stop_wait`: start in another thread; stop and wait in this one.
+pub fn start_stop_wait(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let server = rig.server.clone();
+    Watched::spawn("start", move || server.start())
+        .join(STEP)
+        .expect("start");
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+    assert_eq!(rig.log.calls(), ["start", "stop", "wait"]);
+    let counts = rig.fake.listener_counts();
+    assert_eq!((counts.created, counts.cleaned_up), (1, 1), "{counts:?}");
+}
+
+/// `test_reversed_order`: wait, stop and start called in that order from three
+/// threads still run start → stop → wait.
+pub fn reversed_order(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let s = rig.server.clone();
+    let waiter = Watched::spawn("wait", move || s.wait());
+    std::thread::sleep(SETTLE);
+    let s = rig.server.clone();
+    let stopper = Watched::spawn("stop", move || s.stop());
+    std::thread::sleep(SETTLE);
+    let s = rig.server.clone();
+    let starter = Watched::spawn("start", move || s.start());
+    rig.server.wait().expect("wait");
+    for result in [starter.join(STEP), stopper.join(STEP), waiter.join(STEP)] {
+        assert_eq!(result.expect("lifecycle call"), Epoch::first());
+    }
+    assert_eq!(rig.log.calls(), ["start", "stop", "wait"]);
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 1);
+}
+
+/// `test_wait_for_running_task`: a second `start()` waits for the one running and
+/// does not start a second executor.
+pub fn wait_for_running_task(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let (entered, release) = rig.log.hold_next_start();
+    let s = rig.server.clone();
+    let runner = Watched::spawn("start (runner)", move || s.start());
+    assert!(
+        entered.wait(STEP),
+        "the runner reached the executor's start"
+    );
+    let s = rig.server.clone();
+    let mut waiter = Watched::spawn("start (waiter)", move || s.start());
+    assert!(
+        waiter.still_running_after(SETTLE),
+        "the waiter must wait for the runner"
+    );
+    assert_eq!(rig.server.state().start, StepState::Running);
+    assert_eq!(rig.log.count("start"), 1);
+    release.open();
+    assert_eq!(runner.join(STEP).expect("runner"), Epoch::first());
+    assert_eq!(waiter.join(STEP).expect("waiter"), Epoch::first());
+    assert_eq!(rig.log.count("start"), 1, "exactly one executor start");
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+}
+
+/// `test_start_stop_wait_stop_wait`: repeated stop and wait are no-ops.
+pub fn start_stop_wait_stop_wait(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let e = rig.server.start().expect("start");
+    assert_eq!(rig.server.stop().expect("stop"), e);
+    assert_eq!(rig.server.wait().expect("wait"), e);
+    assert_eq!(rig.server.stop().expect("stop again"), e);
+    assert_eq!(rig.server.wait().expect("wait again"), e);
+    assert_eq!(rig.log.calls(), ["start", "stop", "wait"]);
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 1);
+}
+
+/// `test_state_wrapping`: a call made in one epoch never acts on the next. A `stop()`
+/// issued before the first start completes in epoch 1; after a restart, calls pinned to
+/// epoch 1 return at once and leave epoch 2 running.
+pub fn state_wrapping(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let s = rig.server.clone();
+    let early_stop = Watched::spawn("early stop", move || s.stop());
+    std::thread::sleep(SETTLE);
+    let first = rig.server.start().expect("start");
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+    assert_eq!(early_stop.join(STEP).expect("early stop"), first);
+    let second = rig.server.start().expect("restart");
+    assert!(second > first);
+    let pinned = CallOptions::new().epoch(first);
+    assert_eq!(rig.server.stop_with(&pinned).expect("pinned stop"), first);
+    assert_eq!(rig.server.wait_with(&pinned).expect("pinned wait"), first);
+    assert!(rig.server.state().is_running(), "epoch 2 must still run");
+    assert_eq!(rig.log.calls(), ["start", "stop", "wait", "start"]);
+    rig.server.stop().expect("stop 2");
+    rig.server.wait().expect("wait 2");
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 2);
+}
+
+fn expect_hang_warning(logs: &LogCapture, what: &str) {
+    let warnings: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|e| e.level == Level::WARN && e.message.contains("possible hang"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "exactly one warning expected: {warnings:?}"
+    );
+    assert!(warnings[0].message.contains(what), "{warnings:?}");
+}
+
+/// `test_logging`: `stop()` before `start()` logs one "possible hang" warning after the
+/// server's `log_after`, then completes once another thread starts the server.
+pub fn logging(factory: &ExecutorFactory) {
+    let rig = rig_with(factory, |b| b.log_after(Some(SETTLE)), None);
+    let (logs, _guard) = LogCapture::start();
+    let s = rig.server.clone();
+    let starter = Watched::spawn("late start", move || {
+        std::thread::sleep(SETTLE * 4);
+        s.start()
+    });
+    rig.server.stop().expect("stop");
+    starter.join(STEP).expect("start");
+    expect_hang_warning(&logs, "stop() is waiting for start to complete");
+    rig.server.wait().expect("wait");
+}
+
+/// `test_logging_explicit_wait`: a per-call `log_after` overrides the server's.
+pub fn logging_explicit(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let (logs, _guard) = LogCapture::start();
+    let s = rig.server.clone();
+    let starter = Watched::spawn("late start", move || {
+        std::thread::sleep(SETTLE * 4);
+        s.start()
+    });
+    rig.server
+        .stop_with(&CallOptions::new().log_after(SETTLE))
+        .expect("stop");
+    starter.join(STEP).expect("start");
+    expect_hang_warning(&logs, "stop() is waiting for start to complete");
+    rig.server.wait().expect("wait");
+}
+
+/// `test_logging_with_timeout`: the warning comes before the timeout error.
+pub fn logging_with_timeout(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let (logs, _guard) = LogCapture::start();
+    let err = rig
+        .server
+        .stop_with(&timeout(SETTLE * 4).log_after(SETTLE))
+        .expect_err("stop must time out");
+    assert!(err.is_timeout(), "{err}");
+    expect_hang_warning(&logs, "stop() is waiting for start to complete");
+}
+
+/// `test_timeout_wait`: `stop()` before `start()` with a timeout fails with a typed
+/// timeout naming what it waited for, and the server is left as it was.
+pub fn timeout_wait(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let err = rig
+        .server
+        .stop_with(&timeout(SETTLE))
+        .expect_err("stop must time out");
+    match &err {
+        ServerError::Timeout {
+            waiting_for,
+            timeout,
+            ..
+        } => {
+            assert_eq!(*waiting_for, "start to complete");
+            assert_eq!(*timeout, SETTLE);
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!("stop() timed out after {SETTLE:?} waiting for start to complete")
+    );
+    assert_eq!(rig.server.state().stop, StepState::NotRun);
+    rig.server.start().expect("start");
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+}
+
+/// `test_timeout_running`: while another thread's `wait()` drains a long handler, a
+/// `wait()` with a timeout fails instead of hanging; the drain goes on and both
+/// complete once the handler finishes.
+pub fn timeout_running(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("gate:long");
+    assert!(rig.recorder.wait_started(1, STEP), "the handler started");
+    rig.server.stop().expect("stop");
+    let s = rig.server.clone();
+    let mut first = Watched::spawn("wait (draining)", move || s.wait());
+    assert!(first.still_running_after(SETTLE));
+    let err = rig
+        .server
+        .wait_with(&timeout(SETTLE))
+        .expect_err("the second wait must time out");
+    assert!(err.is_timeout(), "{err}");
+    rig.recorder.open_gate();
+    first.join(STEP).expect("the draining wait");
+    rig.server.wait().expect("wait after the drain");
+    assert_eq!(rig.recorder.processed(), ["gate:long"]);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// `test_log_after_zero`: with logging off, a timeout logs nothing.
+pub fn log_after_zero(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let (logs, _guard) = LogCapture::start();
+    let err = rig
+        .server
+        .stop_with(&timeout(SETTLE * 3).never_log())
+        .expect_err("stop must time out");
+    assert!(err.is_timeout());
+    assert_eq!(logs.count(Level::WARN, "possible hang"), 0);
+}
+
+// ===== the seed =====
+
+/// The seed's non-blocking stop endpoint: the handler only signals; the test thread
+/// checks that `start()` is a no-op on the running server, then stops and waits. No
+/// deadlock.
+pub fn stop_endpoint_then_stop_and_wait_from_test_thread(factory: &ExecutorFactory) {
+    let stopped: Arc<OnceLock<Latch>> = Arc::default();
+    let slot = stopped.clone();
+    let rig = rig_with(
+        factory,
+        |b| b,
+        Some(Box::new(move |recorder: &Recorder| {
+            let (dispatcher, latch) = stop_endpoint(recorder.dispatcher());
+            let _ = slot.set(latch);
+            Box::new(dispatcher) as Box<dyn messaging_core::Dispatcher>
+        })),
+    );
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("before");
+    rig.cast_bytes(STOP);
+    assert!(
+        stopped.get().expect("latch").wait(STEP),
+        "the stop endpoint was called"
+    );
+    assert_eq!(
+        rig.server.start().expect("start again"),
+        running.epoch(),
+        "start() is a no-op while running"
+    );
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+    assert_eq!(rig.recorder.processed(), ["before"]);
+    assert_eq!(rig.log.count("start"), 1);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// A dispatcher for handlers that act on their own server.
+fn self_aware(
+    me: Arc<OnceLock<WeakServer>>,
+    act: fn(&Server) -> Result<Epoch, ServerError>,
+    results: Arc<std::sync::Mutex<Vec<Result<Epoch, ServerError>>>>,
+) -> Box<dyn FnOnce(&Recorder) -> Box<dyn messaging_core::Dispatcher>> {
+    Box::new(move |recorder: &Recorder| {
+        let inner = recorder.dispatcher();
+        Box::new(move |batch: Vec<IncomingMessage>| {
+            let me = me.clone();
+            let results = results.clone();
+            let act_now = batch.iter().any(|m| m.message().body.as_ref() == b"act");
+            let rest = messaging_core::Dispatcher::dispatch(&inner, batch);
+            Dispatch::blocking(move || {
+                if act_now {
+                    let server = me.get().and_then(WeakServer::upgrade).expect("server");
+                    let result = act(&server);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(result);
+                }
+                rest.run();
+            })
+        }) as Box<dyn messaging_core::Dispatcher>
+    })
+}
+
+/// `stop()` called from inside a handler returns (it does not wait for handlers) and
+/// the test thread's `wait()` completes: no deadlock.
+pub fn stop_from_inside_a_handler(factory: &ExecutorFactory) {
+    let me: Arc<OnceLock<WeakServer>> = Arc::default();
+    let results = Arc::default();
+    let rig = rig_with(
+        factory,
+        |b| b,
+        Some(self_aware(me.clone(), Server::stop, Arc::clone(&results))),
+    );
+    let _ = me.set(rig.server.downgrade());
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("act");
+    let epoch = rig.server.wait().expect("wait");
+    let results = results.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].as_ref().expect("stop from the handler"), &epoch);
+    assert_eq!(rig.recorder.processed(), ["act"]);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// oslo defect (behaviour table row 14): `wait()` from inside a handler deadlocks in
+/// oslo even with a timeout. Here it returns `WouldDeadlock` at once.
+pub fn wait_from_handler_returns_error_instead_of_deadlocking(factory: &ExecutorFactory) {
+    let me: Arc<OnceLock<WeakServer>> = Arc::default();
+    let results = Arc::default();
+    let rig = rig_with(
+        factory,
+        |b| b,
+        Some(self_aware(me.clone(), Server::wait, Arc::clone(&results))),
+    );
+    let _ = me.set(rig.server.downgrade());
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("act");
+    assert!(rig.recorder.wait_processed(1, STEP), "the handler returned");
+    let results = results.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let err = results[0]
+        .as_ref()
+        .expect_err("wait() from a handler must fail");
+    assert!(err.is_would_deadlock(), "{err}");
+    assert!(
+        rig.server.state().is_running(),
+        "the refused wait changed nothing"
+    );
+    running
+        .stop_and_wait()
+        .expect("stop and wait from the test thread");
+}
+
+/// `stop()` and `wait()` from 8 threads at once: all return the same epoch, each step
+/// runs once.
+pub fn stop_and_wait_from_eight_threads(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("one");
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, barrier) = (rig.server.clone(), barrier.clone());
+            Watched::spawn(&format!("stop+wait {i}"), move || {
+                barrier.wait();
+                let stopped = s.stop()?;
+                let waited = s.wait()?;
+                Ok::<_, ServerError>((stopped, waited))
+            })
+        })
+        .collect();
+    for caller in callers {
+        let (stopped, waited) = caller.join(STEP).expect("stop+wait");
+        assert_eq!((stopped, waited), (running.epoch(), running.epoch()));
+    }
+    assert_eq!(rig.log.count("stop"), 1);
+    assert_eq!(rig.log.count("wait"), 1);
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 1);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// `wait()` returns only after the handlers in flight have finished.
+pub fn wait_returns_only_after_in_flight_handlers_finish(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("gate:in-flight");
+    assert!(rig.recorder.wait_started(1, STEP));
+    rig.server.stop().expect("stop");
+    let (s, recorder) = (rig.server.clone(), rig.recorder.clone());
+    let mut waiter = Watched::spawn("wait", move || {
+        let waited = s.wait();
+        (waited, recorder.processed())
+    });
+    assert!(
+        waiter.still_running_after(SETTLE * 2),
+        "wait() returned with a handler in flight"
+    );
+    rig.recorder.open_gate();
+    let (waited, processed_at_return) = waiter.join(STEP);
+    waited.expect("wait");
+    assert_eq!(processed_at_return, ["gate:in-flight"]);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// After `stop()` returns, no new message is taken: later messages stay queued on the
+/// transport for the next server.
+pub fn nothing_is_dispatched_after_stop_returns(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("before-1");
+    rig.cast("before-2");
+    assert!(rig.recorder.wait_processed(2, STEP));
+    rig.server.stop().expect("stop");
+    for i in 0..5 {
+        rig.cast(&format!("after-{i}"));
+    }
+    rig.server.wait().expect("wait");
+    std::thread::sleep(SETTLE);
+    let mut processed = rig.recorder.processed();
+    processed.sort();
+    assert_eq!(processed, ["before-1", "before-2"]);
+    let remaining = rig.remaining();
+    assert_eq!(
+        remaining.len(),
+        5,
+        "the messages sent after stop stay queued: {remaining:?}"
+    );
+    running.stop_and_wait().expect("fixture");
+}
+
+/// Messages the executor took before `stop()` are processed (drained, not dropped), and
+/// none is lost: whatever was not taken is still on the transport.
+pub fn messages_taken_before_stop_are_processed(factory: &ExecutorFactory) {
+    const N: usize = 12;
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    for i in 0..N {
+        rig.cast(&format!("gate:{i}"));
+    }
+    assert!(rig.recorder.wait_started(1, STEP));
+    std::thread::sleep(SETTLE);
+    rig.server.stop().expect("stop");
+    rig.recorder.open_gate();
+    rig.server.wait().expect("wait");
+    let delivered = rig.fake.listener_counts().delivered;
+    let processed = rig.recorder.processed();
+    assert_eq!(
+        processed.len(),
+        delivered,
+        "every message taken was processed"
+    );
+    assert_eq!(
+        processed.len() + rig.remaining().len(),
+        N,
+        "no message lost"
+    );
+    running.stop_and_wait().expect("fixture");
+}
+
+// ===== oslo defects, pinned =====
+
+/// oslo defect (row 2): a failed `start()` still counts as started there, and the next
+/// `start()` silently does nothing. Here the error is returned, nothing is left behind,
+/// and the server starts on the next try.
+pub fn failed_start_leaves_the_server_startable(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    rig.fake.fail_next_listens(1);
+    let err = rig.server.start().expect_err("listen fails");
+    assert!(matches!(err, ServerError::Listen { .. }), "{err}");
+    assert_eq!(rig.server.state().start, StepState::NotRun);
+    rig.log.fail_next_start();
+    let err = rig.server.start().expect_err("the executor fails");
+    assert!(matches!(err, ServerError::Executor { .. }), "{err}");
+    let counts = rig.fake.listener_counts();
+    assert_eq!(
+        counts.live(),
+        0,
+        "the failed start's listener was cleaned up: {counts:?}"
+    );
+    let running = ServerThread::spawn(rig.server.clone()).expect("the third start works");
+    rig.cast("served");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    assert_eq!(running.epoch(), Epoch::first());
+    running.stop_and_wait().expect("fixture");
+    assert_eq!(rig.fake.listener_counts().live(), 0);
+}
+
+/// oslo defect (row 12): a restart after `stop()` without `wait()` leaks the old
+/// executor and connection there. Here the restart drains and cleans up the old epoch
+/// before the new one starts.
+pub fn restart_without_wait_does_not_leak(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let first = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("gate:in-flight");
+    assert!(rig.recorder.wait_started(1, STEP));
+    rig.server.stop().expect("stop");
+    let s = rig.server.clone();
+    let mut restart = Watched::spawn("restart", move || s.start());
+    assert!(
+        restart.still_running_after(SETTLE),
+        "the restart waits for the old drain"
+    );
+    rig.recorder.open_gate();
+    let second = restart.join(STEP).expect("restart");
+    assert!(second > first.epoch());
+    assert_eq!(rig.recorder.processed(), ["gate:in-flight"]);
+    let calls = rig.log.calls();
+    let wait_at = calls
+        .iter()
+        .position(|c| *c == "wait")
+        .expect("the old epoch was waited");
+    let restart_at = calls.iter().rposition(|c| *c == "start").expect("restart");
+    assert!(wait_at < restart_at, "wait before the new start: {calls:?}");
+    let counts = rig.fake.listener_counts();
+    assert_eq!((counts.created, counts.cleaned_up), (2, 1), "{counts:?}");
+    drop(first); // its epoch is over: stop/wait pinned to it are no-ops
+    let running = ServerThread::spawn(rig.server.clone());
+    let running = running.expect("start is a no-op on the running epoch");
+    assert_eq!(running.epoch(), second);
+    rig.cast("served-by-epoch-2");
+    assert!(rig.recorder.wait_processed(2, STEP));
+    running.stop_and_wait().expect("fixture");
+    assert_eq!(rig.fake.listener_counts().live(), 0);
+}
+
+/// oslo defect (§1.2 note): a reset between one thread's `stop()` and `wait()` makes
+/// that `wait()` attach to the new epoch there. Here a wait pinned to the stopped
+/// epoch returns at once, and the new epoch keeps running.
+pub fn wait_cannot_attach_to_a_later_epoch(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    rig.server.start().expect("start");
+    let stopped = rig.server.stop().expect("stop");
+    let s = rig.server.clone();
+    let restarted = Watched::spawn("restart", move || s.start())
+        .join(STEP)
+        .expect("restart");
+    assert!(restarted > stopped);
+    let waited = rig
+        .server
+        .wait_with(&CallOptions::new().epoch(stopped).timeout(STEP))
+        .expect("pinned wait");
+    assert_eq!(waited, stopped);
+    assert!(rig.server.state().is_running());
+    let err = rig
+        .server
+        .wait_with(&timeout(SETTLE))
+        .expect_err("an unpinned wait is for the running epoch");
+    assert!(err.is_timeout());
+    rig.server.stop().expect("stop");
+    rig.server.wait().expect("wait");
+}
+
+// ===== more of the contract =====
+
+/// `stop()` before `start()` waits for `start()` (oslo's ordering) and then stops.
+pub fn stop_before_start_waits_for_start(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let s = rig.server.clone();
+    let mut stopper = Watched::spawn("stop", move || s.stop());
+    assert!(stopper.still_running_after(SETTLE));
+    let epoch = rig.server.start().expect("start");
+    assert_eq!(stopper.join(STEP).expect("stop"), epoch);
+    rig.server.wait().expect("wait");
+    assert_eq!(rig.log.calls(), ["start", "stop", "wait"]);
+}
+
+/// `execute()` before `start()` waits for it, serves until `stop()`, then returns.
+pub fn execute_serves_until_stop(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let s = rig.server.clone();
+    let mut serving = Watched::spawn("execute", move || s.execute());
+    assert!(serving.still_running_after(SETTLE));
+    rig.server.start().expect("start");
+    rig.cast("served");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    assert!(
+        serving.still_running_after(SETTLE),
+        "execute() serves until stop()"
+    );
+    rig.server.stop().expect("stop");
+    serving.join(STEP).expect("execute");
+    rig.server.wait().expect("wait");
+}
+
+/// A handler that panics is contained: the server keeps serving.
+pub fn handler_panic_keeps_the_server_serving(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("panic:boom");
+    rig.cast("after");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    assert_eq!(rig.recorder.processed(), ["after"]);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// A call's reply reaches the caller through the executor.
+pub fn calls_are_answered(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    let mut reply = block_on(rig.transport.call(
+        &Target::new(TOPIC).with_server(SERVER),
+        Message::new("ping"),
+        &SendOptions::default(),
+    ))
+    .expect("call");
+    assert_eq!(
+        reply.recv_timeout(Some(STEP)),
+        Ok(ReplyEvent::Reply(Ok(Bytes::from_static(b"ping"))))
+    );
+    running.stop_and_wait().expect("fixture");
+}
+
+// ===== running the suite =====
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario, by name.
+        pub const SCENARIOS: &[(&str, fn(&ExecutorFactory))] = &[$((stringify!($name), $name)),*];
+
+        /// Generates one `#[test]` per conformance scenario for an executor expression,
+        /// evaluated afresh for each scenario. Invoke it inside a module.
+        ///
+        /// ```ignore
+        /// mod blocking {
+        ///     messaging_testkit::executor_conformance!(messaging_executors::BlockingExecutor::new());
+        /// }
+        /// ```
+        #[macro_export]
+        macro_rules! executor_conformance {
+            ($executor:expr) => {
+                $(
+                    #[test]
+                    fn $name() {
+                        $crate::conformance::run_one(stringify!($name), ::std::sync::Arc::new(|| {
+                            ::std::boxed::Box::new($executor) as ::std::boxed::Box<dyn $crate::__private::Executor>
+                        }));
+                    }
+                )*
+            };
+        }
+    };
+}
+
+scenarios!(
+    start_stop_wait,
+    reversed_order,
+    wait_for_running_task,
+    start_stop_wait_stop_wait,
+    state_wrapping,
+    logging,
+    logging_explicit,
+    logging_with_timeout,
+    timeout_wait,
+    timeout_running,
+    log_after_zero,
+    stop_endpoint_then_stop_and_wait_from_test_thread,
+    stop_from_inside_a_handler,
+    wait_from_handler_returns_error_instead_of_deadlocking,
+    stop_and_wait_from_eight_threads,
+    wait_returns_only_after_in_flight_handlers_finish,
+    nothing_is_dispatched_after_stop_returns,
+    messages_taken_before_stop_are_processed,
+    failed_start_leaves_the_server_startable,
+    restart_without_wait_does_not_leak,
+    wait_cannot_attach_to_a_later_epoch,
+    stop_before_start_waits_for_start,
+    execute_serves_until_stop,
+    handler_panic_keeps_the_server_serving,
+    calls_are_answered,
+);
+
+/// Runs one scenario by name under the watchdog.
+///
+/// # Panics
+///
+/// If the scenario fails, hangs, or does not exist.
+pub fn run_one(name: &str, factory: ExecutorFactory) {
+    let (_, scenario) = SCENARIOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no conformance scenario named {name}"));
+    run(name, factory, *scenario);
+}
+
+/// Runs every scenario in turn.
+///
+/// # Panics
+///
+/// At the first scenario that fails or hangs, naming it.
+pub fn run_all(factory: ExecutorFactory) {
+    for (name, scenario) in SCENARIOS {
+        run(name, factory.clone(), *scenario);
+    }
+}
