@@ -21,9 +21,9 @@ use bytes::Bytes;
 use messaging_core::dispatch::block_on;
 use messaging_core::reply::ReplyEvent;
 use messaging_core::{
-    CallOptions, Dispatch, Epoch, Executor, IncomingMessage, ListenOptions, Message, Polled,
-    SendOptions, Server, ServerBuilder, ServerError, StepState, Subscription, Target, Transport,
-    WeakServer,
+    CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, ListenOptions, Message,
+    Polled, SendOptions, Server, ServerBuilder, ServerError, StepState, Subscription, Target,
+    Transport, WeakServer,
 };
 use tracing::Level;
 
@@ -35,6 +35,9 @@ use crate::watchdog::{SCENARIO_LIMIT, Watched, within};
 
 /// Builds a fresh executor for each scenario.
 pub type ExecutorFactory = Arc<dyn Fn() -> Box<dyn Executor> + Send + Sync>;
+
+/// Builds a scenario's dispatcher around its recorder.
+type MakeDispatcher = Box<dyn FnOnce(&Recorder) -> Box<dyn Dispatcher>>;
 
 const TOPIC: &str = "conformance";
 const SERVER: &str = "s1";
@@ -65,12 +68,12 @@ fn rig(factory: &ExecutorFactory) -> Rig {
 fn rig_with(
     factory: &ExecutorFactory,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
-    dispatcher: Option<Box<dyn FnOnce(&Recorder) -> Box<dyn messaging_core::Dispatcher>>>,
+    dispatcher: Option<MakeDispatcher>,
 ) -> Rig {
     let (transport, fake) = fake_transport();
     let recorder = Recorder::new();
     let (executor, log) = RecordingExecutor::wrap(factory());
-    let dispatcher: Box<dyn messaging_core::Dispatcher> = match dispatcher {
+    let dispatcher: Box<dyn Dispatcher> = match dispatcher {
         Some(make) => make(&recorder),
         None => Box::new(recorder.dispatcher()),
     };
@@ -91,9 +94,9 @@ fn rig_with(
     }
 }
 
-struct BoxedDispatcher(Box<dyn messaging_core::Dispatcher>);
+struct BoxedDispatcher(Box<dyn Dispatcher>);
 
-impl messaging_core::Dispatcher for BoxedDispatcher {
+impl Dispatcher for BoxedDispatcher {
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
         self.0.dispatch(batch)
     }
@@ -380,7 +383,7 @@ pub fn stop_endpoint_then_stop_and_wait_from_test_thread(factory: &ExecutorFacto
         Some(Box::new(move |recorder: &Recorder| {
             let (dispatcher, latch) = stop_endpoint(recorder.dispatcher());
             let _ = slot.set(latch);
-            Box::new(dispatcher) as Box<dyn messaging_core::Dispatcher>
+            Box::new(dispatcher) as Box<dyn Dispatcher>
         })),
     );
     let running = ServerThread::spawn(rig.server.clone()).expect("start");
@@ -407,14 +410,14 @@ fn self_aware(
     me: Arc<OnceLock<WeakServer>>,
     act: fn(&Server) -> Result<Epoch, ServerError>,
     results: Arc<std::sync::Mutex<Vec<Result<Epoch, ServerError>>>>,
-) -> Box<dyn FnOnce(&Recorder) -> Box<dyn messaging_core::Dispatcher>> {
+) -> MakeDispatcher {
     Box::new(move |recorder: &Recorder| {
         let inner = recorder.dispatcher();
         Box::new(move |batch: Vec<IncomingMessage>| {
             let me = me.clone();
             let results = results.clone();
             let act_now = batch.iter().any(|m| m.message().body.as_ref() == b"act");
-            let rest = messaging_core::Dispatcher::dispatch(&inner, batch);
+            let rest = Dispatcher::dispatch(&inner, batch);
             Dispatch::blocking(move || {
                 if act_now {
                     let server = me.get().and_then(WeakServer::upgrade).expect("server");
@@ -426,7 +429,7 @@ fn self_aware(
                 }
                 rest.run();
             })
-        }) as Box<dyn messaging_core::Dispatcher>
+        }) as Box<dyn Dispatcher>
     })
 }
 

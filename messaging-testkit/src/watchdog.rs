@@ -83,10 +83,10 @@ impl<T: Send + 'static> Watched<T> {
     }
 
     fn check(&mut self, wait: Duration) -> bool {
-        if self.done.is_none() {
-            if let Ok(result) = self.rx.recv_timeout(wait) {
-                self.done = Some(result);
-            }
+        if self.done.is_none()
+            && let Ok(result) = self.rx.recv_timeout(wait)
+        {
+            self.done = Some(result);
         }
         self.done.is_some()
     }

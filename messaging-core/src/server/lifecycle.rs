@@ -189,10 +189,11 @@ impl Lifecycle {
                     st = self.block(st, req, "another thread's start to complete", |s| {
                         s.epoch != e || s.start != Phase::Running
                     })?;
-                    if st.epoch == e && st.start_failures != attempt {
-                        if let Some(err) = &st.last_start_error {
-                            return Err(err.clone());
-                        }
+                    if st.epoch == e
+                        && st.start_failures != attempt
+                        && let Some(err) = &st.last_start_error
+                    {
+                        return Err(err.clone());
                     }
                 }
                 Phase::Done => {
@@ -411,27 +412,27 @@ impl Lifecycle {
                 return Ok(st);
             }
             let now = (req.deadline.is_some() || req.log_at.is_some()).then(Instant::now);
-            if let (Some(deadline), Some(now)) = (req.deadline, now) {
-                if now >= deadline {
-                    return Err(ServerError::Timeout {
-                        call: req.call,
-                        waiting_for,
-                        timeout: req.timeout.unwrap_or_default(),
-                    });
-                }
+            if let (Some(deadline), Some(now)) = (req.deadline, now)
+                && now >= deadline
+            {
+                return Err(ServerError::Timeout {
+                    call: req.call,
+                    waiting_for,
+                    timeout: req.timeout.unwrap_or_default(),
+                });
             }
-            if let (Some(log_at), Some(now)) = (req.log_at, now) {
-                if now >= log_at {
-                    tracing::warn!(
-                        server = req.server,
-                        epoch = st.epoch,
-                        waited = ?req.log_after.unwrap_or_default(),
-                        "possible hang: {} is waiting for {}",
-                        req.call,
-                        waiting_for,
-                    );
-                    req.log_at = None;
-                }
+            if let (Some(log_at), Some(now)) = (req.log_at, now)
+                && now >= log_at
+            {
+                tracing::warn!(
+                    server = req.server,
+                    epoch = st.epoch,
+                    waited = ?req.log_after.unwrap_or_default(),
+                    "possible hang: {} is waiting for {}",
+                    req.call,
+                    waiting_for,
+                );
+                req.log_at = None;
             }
             let wake_at = match (req.deadline, req.log_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),

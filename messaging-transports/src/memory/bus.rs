@@ -308,10 +308,10 @@ impl BusState {
         let Some(slot) = self.listeners.get_mut(&id) else {
             return;
         };
-        if let Some(waker) = waker {
-            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                slot.waker = Some(waker.clone());
-            }
+        if let Some(waker) = waker
+            && !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker))
+        {
+            slot.waker = Some(waker.clone());
         }
         if slot.waiting && !slot.notified {
             return;
@@ -354,13 +354,15 @@ impl BusState {
 
     fn wake_one(&mut self, queue: QueueId, wakeups: &mut Wakeups) {
         while let Some(id) = self.queues[queue].waiting.pop_front() {
-            if let Some(slot) = self.listeners.get_mut(&id) {
-                if slot.waiting && !slot.notified && !slot.stopped {
-                    slot.notified = true;
-                    slot.cond.notify_one();
-                    wakeups.0.extend(slot.waker.take());
-                    return;
-                }
+            if let Some(slot) = self.listeners.get_mut(&id)
+                && slot.waiting
+                && !slot.notified
+                && !slot.stopped
+            {
+                slot.notified = true;
+                slot.cond.notify_one();
+                wakeups.0.extend(slot.waker.take());
+                return;
             }
         }
     }
