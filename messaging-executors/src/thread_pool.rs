@@ -113,11 +113,23 @@ impl Shared {
             let rx = rx.clone();
             let shared = self.clone();
             if let Err(error) = self.spawn("messaging-worker", move || worker(&shared, &rx)) {
-                self.counts().workers -= 1;
+                let no_worker = {
+                    let mut c = self.counts();
+                    c.workers -= 1;
+                    if c.workers == 0 {
+                        c.queued -= 1;
+                    }
+                    c.workers == 0
+                };
                 tracing::error!(%error, "could not spawn a worker thread");
+                if no_worker {
+                    // Nobody would ever take it from the queue: run it here.
+                    work.run();
+                    return;
+                }
             }
         }
-        // Fails only if every worker is gone, which cannot happen while we hold `rx`.
+        // Cannot fail: `rx` is held by the poller until it exits.
         let _ = tx.send(work);
     }
 }
