@@ -219,10 +219,10 @@ thread_local! {
     static SCOPES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
-struct ScopeGuard;
+pub(crate) struct ScopeGuard;
 
 impl ScopeGuard {
-    fn enter(scope: u64) -> ScopeGuard {
+    pub(crate) fn enter(scope: u64) -> ScopeGuard {
         SCOPES.with(|s| s.borrow_mut().push(scope));
         ScopeGuard
     }

@@ -54,6 +54,14 @@ pub struct InvalidTransportUrl {
 }
 
 impl InvalidTransportUrl {
+    /// A parsed URL that a transport rejects (an unknown option value, ...).
+    pub fn new(url: &crate::TransportUrl, reason: impl Into<String>) -> Self {
+        InvalidTransportUrl {
+            url: url.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// Why the URL was rejected.
     pub fn reason(&self) -> &str {
         &self.reason

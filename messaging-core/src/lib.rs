@@ -30,21 +30,28 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+pub mod codec;
 pub mod dispatch;
 mod error;
 mod executor;
+pub mod ids;
 mod message;
+pub mod notify;
 pub mod reply;
+pub mod rpc;
 pub mod server;
 mod sync;
 mod target;
+pub mod timer;
 mod transport;
 mod url;
 
 pub use dispatch::{BoxFuture, Dispatch, Dispatcher};
 pub use error::{ExecutorError, InvalidTarget, InvalidTransportUrl, ServerError, TransportError};
 pub use executor::{Executor, WaitTimedOut};
-pub use message::{Context, Message, Priority, RemoteError, UnknownPriority};
+pub use message::{
+    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta, UnknownPriority,
+};
 pub use server::{CallOptions, Epoch, Server, ServerBuilder, ServerState, StepState, WeakServer};
 pub use target::Target;
 pub use transport::{

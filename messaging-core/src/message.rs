@@ -8,6 +8,8 @@ use std::str::FromStr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::CodecKind;
+
 // ===== Context =====
 
 /// The request context that travels with a message (oslo's `ctxt` dict): user, project,
@@ -79,8 +81,61 @@ impl<K: Into<String>, V: Into<serde_json::Value>> FromIterator<(K, V)> for Conte
 
 // ===== Message =====
 
-/// A message as transports carry it: a [`Context`] and a body encoded by the sender's
-/// codec. Cloning is cheap (the body is reference-counted), which is what fanout needs.
+/// What an RPC request carries besides its arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestMeta {
+    /// The method to call.
+    pub method: String,
+    /// The endpoint namespace (`None`: the null namespace).
+    pub namespace: Option<String>,
+    /// The interface version the caller needs (`None`: `1.0`).
+    pub version: Option<String>,
+}
+
+impl RequestMeta {
+    /// Metadata for a call or cast of `method`.
+    pub fn new(method: impl Into<String>) -> Self {
+        RequestMeta {
+            method: method.into(),
+            namespace: None,
+            version: None,
+        }
+    }
+}
+
+/// What a notification carries besides its payload (oslo's message fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotificationMeta {
+    /// A uuid4 with dashes.
+    pub message_id: String,
+    /// Who sent it, e.g. `compute.host1`.
+    pub publisher_id: String,
+    /// What happened, e.g. `compute.instance.create.end`.
+    pub event_type: String,
+    /// Its priority.
+    pub priority: Priority,
+    /// UTC, `2026-11-25 16:29:49.450261`.
+    pub timestamp: String,
+}
+
+/// The kind of a message, with its kind-specific metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Meta {
+    /// A plain message (transport tests, custom protocols).
+    #[default]
+    None,
+    /// An RPC call or cast.
+    Request(RequestMeta),
+    /// A notification.
+    Notification(NotificationMeta),
+}
+
+/// A message as transports carry it: a [`Context`], kind-specific [`Meta`], and a body
+/// encoded with [`codec`](Message::codec). Cloning is cheap (the body is
+/// reference-counted), which is what fanout needs.
 ///
 /// `Debug` shows the body's length, never its bytes.
 #[derive(Clone, Default, PartialEq)]
@@ -88,15 +143,21 @@ impl<K: Into<String>, V: Into<serde_json::Value>> FromIterator<(K, V)> for Conte
 pub struct Message {
     /// The request context.
     pub context: Context,
-    /// The encoded body.
+    /// What kind of message it is.
+    pub meta: Meta,
+    /// The codec the body was encoded with.
+    pub codec: CodecKind,
+    /// The encoded body (RPC arguments, a notification payload, ...).
     pub body: Bytes,
 }
 
 impl Message {
-    /// A message with an empty context.
+    /// A plain message with an empty context.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Message {
             context: Context::new(),
+            meta: Meta::None,
+            codec: CodecKind::default(),
             body: body.into(),
         }
     }
@@ -106,12 +167,26 @@ impl Message {
         self.context = context;
         self
     }
+
+    /// Returns the message with its metadata replaced.
+    pub fn with_meta(mut self, meta: Meta) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// Returns the message with its codec replaced.
+    pub fn with_codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
 }
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("context", &self.context)
+            .field("meta", &self.meta)
+            .field("codec", &self.codec)
             .field("body_len", &self.body.len())
             .finish()
     }

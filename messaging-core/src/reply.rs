@@ -180,7 +180,7 @@ impl ReplyReceiver {
     /// Blocks the calling thread until the next event, for at most `timeout`
     /// (`None`: no limit).
     pub fn recv_timeout(&mut self, timeout: Option<Duration>) -> Result<ReplyEvent, RecvError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut state = self.shared.lock();
         loop {
             if let Some(event) = state.queue.pop_front() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::codec::CodecKind;
 use crate::error::{InvalidTarget, Joined, TransportError};
 use crate::message::{Message, Priority, RemoteError};
 use crate::reply::{Replier, ReplyEvent, ReplyReceiver};
@@ -119,12 +120,32 @@ pub struct SendOptions {
     /// How long the caller will wait for a reply; brokers may use it to expire the
     /// request.
     pub timeout: Option<Duration>,
+    /// For a call: ask the server to heartbeat every half of this while the handler
+    /// runs (oslo's `call_monitor_timeout`, sent as `_timeout`).
+    pub call_monitor_timeout: Option<Duration>,
+    /// Connection retries: `None` forever, `Some(0)` none, `Some(n)` at most `n`.
+    pub retry: Option<u32>,
 }
 
 impl SendOptions {
     /// Options with a reply timeout.
     pub fn with_timeout(timeout: Option<Duration>) -> Self {
-        SendOptions { timeout }
+        SendOptions {
+            timeout,
+            ..SendOptions::default()
+        }
+    }
+
+    /// Returns the options with a call-monitor timeout.
+    pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
+        self.call_monitor_timeout = Some(timeout);
+        self
+    }
+
+    /// Returns the options with a retry limit.
+    pub fn retry(mut self, retry: u32) -> Self {
+        self.retry = Some(retry);
+        self
     }
 }
 
@@ -143,6 +164,10 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// The URL the transport was opened with (passwords redacted when displayed).
     fn url(&self) -> &TransportUrl;
+
+    /// The codec senders on this transport encode bodies with (receivers decode with
+    /// each message's own codec).
+    fn codec(&self) -> CodecKind;
 
     /// Sends a one-way message (a cast; a fanout cast when `target.fanout`).
     /// Returns once the transport has taken the message.

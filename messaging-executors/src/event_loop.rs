@@ -26,8 +26,11 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
 ///   has finished.
 ///
 /// The server's lifecycle calls block the calling thread; from async code, call them
-/// through `tokio::task::spawn_blocking`. With a runtime you provide, never block one
-/// of its threads on `wait()` if it is a current-thread runtime: its tasks could not run.
+/// through `tokio::task::spawn_blocking`. Never make a handler of a server await that
+/// server's `wait()` (through `spawn_blocking` or any other thread): the drain waits for
+/// the handler, and the server can only detect the call when it is made on the
+/// handler's own thread. With a runtime you provide, never block one of its threads on
+/// `wait()` if it is a current-thread runtime: its tasks could not run.
 ///
 /// [`Dispatch::blocking`]: messaging_core::Dispatch::blocking
 ///

@@ -162,12 +162,24 @@ fn worker(shared: &Shared, rx: &Receiver<Dispatch>) {
     }
 }
 
+/// Marks the poller as finished even if it unwinds (a listener that panics), so that
+/// `wait()` never waits for a poller that is gone.
+struct PollerDone<'a>(&'a Shared);
+
+impl Drop for PollerDone<'_> {
+    fn drop(&mut self) {
+        self.0.counts().poller_running = false;
+        self.0.changed.notify_all();
+    }
+}
+
 fn poller(
     shared: &Arc<Shared>,
     listener: &dyn Listener,
     dispatcher: &dyn Dispatcher,
     queue_capacity: usize,
 ) {
+    let _done = PollerDone(shared);
     let (tx, rx) = bounded::<Dispatch>(queue_capacity);
     let mut backoff = Backoff::new();
     loop {
@@ -185,8 +197,6 @@ fn poller(
     }
     // Dropping both ends lets the workers finish the queue and exit.
     drop((tx, rx));
-    shared.counts().poller_running = false;
-    shared.changed.notify_all();
 }
 
 impl Default for ThreadPoolExecutor {

@@ -381,11 +381,16 @@ fn replies_lost_by_the_transport_leave_the_caller_to_its_timeout() {
             &SendOptions::default(),
         ))
         .unwrap();
-        assert_eq!(
-            reply.recv_timeout(Some(SETTLE)),
-            Err(messaging_core::reply::RecvError::Timeout)
+        assert!(
+            recorder.wait_processed(1, STEP),
+            "the handler ran and replied"
         );
         assert_eq!(rig.fake.listener_counts().replies, 1);
+        assert_eq!(
+            reply.recv_timeout(Some(SETTLE)),
+            Err(messaging_core::reply::RecvError::Timeout),
+            "the reply was lost, the channel stays open: the caller times out"
+        );
         rig.fake.drop_replies(false);
         let mut reply = block_on(rig.transport.call(
             &Target::new("t"),

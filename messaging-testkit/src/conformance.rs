@@ -266,7 +266,7 @@ pub fn logging(factory: &ExecutorFactory) {
     let (logs, _guard) = LogCapture::start();
     let s = rig.server.clone();
     let starter = Watched::spawn("late start", move || {
-        std::thread::sleep(SETTLE * 4);
+        std::thread::sleep(SETTLE * 10);
         s.start()
     });
     rig.server.stop().expect("stop");
@@ -281,7 +281,7 @@ pub fn logging_explicit(factory: &ExecutorFactory) {
     let (logs, _guard) = LogCapture::start();
     let s = rig.server.clone();
     let starter = Watched::spawn("late start", move || {
-        std::thread::sleep(SETTLE * 4);
+        std::thread::sleep(SETTLE * 10);
         s.start()
     });
     rig.server
@@ -681,6 +681,75 @@ pub fn wait_cannot_attach_to_a_later_epoch(factory: &ExecutorFactory) {
     rig.server.wait().expect("wait");
 }
 
+/// A dispatcher's own inline work (not only the `Dispatch` it returns) is inside the
+/// handler scope: a `wait()` from there is refused instead of waiting for the poller
+/// that runs it.
+pub fn wait_from_a_dispatcher_is_refused(factory: &ExecutorFactory) {
+    let me: Arc<OnceLock<WeakServer>> = Arc::default();
+    let results: Arc<std::sync::Mutex<Vec<Result<Epoch, ServerError>>>> = Arc::default();
+    let (slot, sink) = (me.clone(), results.clone());
+    let rig = rig_with(
+        factory,
+        |b| b,
+        Some(Box::new(move |recorder: &Recorder| {
+            let inner = recorder.dispatcher();
+            Box::new(move |batch: Vec<IncomingMessage>| {
+                if let Some(server) = slot.get().and_then(WeakServer::upgrade) {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(server.wait());
+                }
+                inner.dispatch(batch)
+            }) as Box<dyn Dispatcher>
+        })),
+    );
+    let _ = me.set(rig.server.downgrade());
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("inline");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    let results = results.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        results[0]
+            .as_ref()
+            .is_err_and(ServerError::is_would_deadlock),
+        "{results:?}"
+    );
+    running.stop_and_wait().expect("fixture");
+}
+
+/// A listener that panics does not leave `wait()` (or a restart) waiting forever.
+pub fn a_panicking_listener_does_not_hang_wait(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    rig.fake.panic_next_polls(1);
+    let s = rig.server.clone();
+    let serving = Watched::spawn("execute", move || {
+        s.start()?;
+        // The blocking executor's loop panics in this thread; the others' pollers
+        // panic on their own threads and execute() parks until stop().
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.execute())).ok();
+        Ok::<_, ServerError>(())
+    });
+    std::thread::sleep(SETTLE);
+    rig.server.stop().expect("stop");
+    rig.server.wait_with(&timeout(STEP)).expect("wait returns");
+    serving.join(STEP).expect("serving thread");
+    let running = ServerThread::spawn(rig.server.clone()).expect("restart");
+    rig.cast("after");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    running.stop_and_wait().expect("fixture");
+}
+
+/// Timeouts too long to represent (`Duration::MAX`) mean "no deadline", not a panic.
+pub fn huge_timeouts_mean_no_deadline(factory: &ExecutorFactory) {
+    let rig = rig_with(factory, |b| b.default_timeout(Some(Duration::MAX)), None);
+    let huge = CallOptions::new()
+        .timeout(Duration::MAX)
+        .log_after(Duration::MAX);
+    rig.server.start_with(&huge).expect("start");
+    rig.server.stop_with(&huge).expect("stop");
+    rig.server.wait_with(&huge).expect("wait");
+}
+
 // ===== more of the contract =====
 
 /// `stop()` before `start()` waits for `start()` (oslo's ordering) and then stops.
@@ -794,6 +863,9 @@ scenarios!(
     failed_start_leaves_the_server_startable,
     restart_without_wait_does_not_leak,
     wait_cannot_attach_to_a_later_epoch,
+    wait_from_a_dispatcher_is_refused,
+    a_panicking_listener_does_not_hang_wait,
+    huge_timeouts_mean_no_deadline,
     stop_before_start_waits_for_start,
     execute_serves_until_stop,
     handler_panic_keeps_the_server_serving,

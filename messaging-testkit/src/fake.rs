@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use messaging_core::codec::CodecKind;
 use messaging_core::reply::{Replier, ReplyEvent, ReplyReceiver};
 use messaging_core::{
     Acknowledger, IncomingMessage, IncomingParts, ListenOptions, Listener, Message, Polled,
@@ -66,6 +67,7 @@ struct Faults {
     fail_acks: bool,
     delivery_delay: Option<Duration>,
     drop_replies: bool,
+    panic_polls: usize,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +162,11 @@ impl FakeHandle {
         self.shared.lock().faults.delivery_delay = delay;
     }
 
+    /// The next `n` polls panic, as a buggy transport might.
+    pub fn panic_next_polls(&self, n: usize) {
+        self.shared.lock().faults.panic_polls = n;
+    }
+
     /// Replies (and heartbeats) are silently lost while `on`: callers time out.
     pub fn drop_replies(&self, on: bool) {
         self.shared.lock().faults.drop_replies = on;
@@ -184,6 +191,10 @@ impl Transport for FakeTransport {
 
     fn url(&self) -> &TransportUrl {
         self.inner.url()
+    }
+
+    fn codec(&self) -> CodecKind {
+        self.inner.codec()
     }
 
     async fn cast(
@@ -246,6 +257,18 @@ struct FakeListener {
 }
 
 impl FakeListener {
+    fn maybe_panic(&self) {
+        let panic = {
+            let mut state = self.shared.lock();
+            let panic = state.faults.panic_polls > 0;
+            state.faults.panic_polls = state.faults.panic_polls.saturating_sub(1);
+            panic
+        };
+        if panic {
+            panic!("injected fault: the listener panicked");
+        }
+    }
+
     fn deliver(&self, polled: Polled) -> Polled {
         let Polled::Messages(batch) = polled else {
             return polled;
@@ -280,10 +303,12 @@ impl FakeListener {
 #[async_trait]
 impl Listener for FakeListener {
     fn poll(&self, timeout: Option<Duration>) -> Result<Polled, TransportError> {
+        self.maybe_panic();
         Ok(self.deliver(self.inner.poll(timeout)?))
     }
 
     async fn poll_async(&self) -> Result<Polled, TransportError> {
+        self.maybe_panic();
         let polled = self.inner.poll_async().await?;
         Ok(self.deliver(polled))
     }

@@ -265,8 +265,8 @@ impl ServerThread {
             .spawn(move || {
                 let started = runner.start();
                 let _ = tx.send(started.clone());
-                started?;
-                runner.execute()
+                // Serve exactly the epoch started here, never a later one.
+                runner.execute_with(&CallOptions::new().epoch(started?))
             })
             .expect("spawn the server thread");
         match rx.recv_timeout(SERVER_THREAD_LIMIT) {

@@ -15,6 +15,11 @@
 //! * [`LogCapture`]: asserts on `tracing` output (e.g. the "possible hang" warning).
 //! * [`within`], [`Watched`]: watchdogs, so that a deadlock fails a test instead of
 //!   hanging CI.
+//! * [`functional`]: the **transport-generic functional suite** ported from
+//!   oslo.messaging's functional tests — RPC calls, casts, fanout, timeouts, typed
+//!   remote errors, versions and namespaces, call-monitor heartbeats, notifications
+//!   with pools, batches, requeue and filters — run against any transport URL with
+//!   [`functional_suite!`] or [`functional::run_all`].
 //! * [`conformance`]: the **executor conformance suite** — oslo.messaging's
 //!   `TestServerLocking`, the seed's scenarios and the oslo defects this project fixes —
 //!   runnable against any [`Executor`](messaging_core::Executor) with
@@ -28,6 +33,7 @@
 pub mod conformance;
 mod fake;
 mod fixtures;
+pub mod functional;
 mod logs;
 mod recording;
 mod watchdog;

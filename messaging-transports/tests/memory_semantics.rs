@@ -447,3 +447,45 @@ fn unknown_schemes_and_bad_urls_are_typed_errors() {
     assert!(err.to_string().contains("invalid port"), "{err}");
     assert!(!err.to_string().contains("pw@"), "{err}");
 }
+
+#[test]
+fn cleanup_wakes_a_blocked_poll() {
+    let t = MemoryTransport::new();
+    let listener: Arc<dyn Listener> = Arc::from(rpc(&t, "compute", "s"));
+    let poller = {
+        let l = listener.clone();
+        thread::spawn(move || matches!(l.poll(None).unwrap(), Polled::Closed))
+    };
+    thread::sleep(Duration::from_millis(20));
+    listener.cleanup();
+    assert!(poller.join().unwrap());
+}
+
+#[test]
+fn batch_timeouts_too_long_to_represent_wait_for_a_full_batch() {
+    let t = MemoryTransport::new();
+    let listener = notifications(&t, "n", None, ListenOptions::batch(2, Some(Duration::MAX)));
+    notify(&t, "n", "1");
+    assert!(matches!(
+        listener.poll(SHORT).unwrap(),
+        Polled::Messages(_) | Polled::Idle
+    ));
+    notify(&t, "n", "2");
+    notify(&t, "n", "3");
+    let got = bodies(listener.poll(LONG).unwrap());
+    assert!(!got.is_empty() && got.len() <= 2, "{got:?}");
+}
+
+#[test]
+fn an_async_batch_is_handed_out_at_its_timeout() {
+    let t = MemoryTransport::new();
+    let listener = notifications(
+        &t,
+        "n",
+        None,
+        ListenOptions::batch(10, Some(Duration::from_millis(50))),
+    );
+    notify(&t, "n", "1");
+    notify(&t, "n", "2");
+    assert_eq!(bodies(block_on(listener.poll_async()).unwrap()), ["1", "2"]);
+}

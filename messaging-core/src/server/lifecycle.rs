@@ -100,7 +100,9 @@ impl<'a> Request<'a> {
         in_handler: bool,
         server: &'a str,
     ) -> Self {
+        // An unrepresentable instant (`Duration::MAX`) means "never", not a panic.
         let now = (timeout.is_some() || log_after.is_some()).then(Instant::now);
+        let after = |d: Option<Duration>| now.zip(d).and_then(|(now, d)| now.checked_add(d));
         Request {
             call,
             pin,
@@ -108,8 +110,8 @@ impl<'a> Request<'a> {
             log_after,
             in_handler,
             server,
-            deadline: now.zip(timeout).map(|(now, t)| now + t),
-            log_at: now.zip(log_after).map(|(now, t)| now + t),
+            deadline: after(timeout),
+            log_at: after(log_after),
         }
     }
 }
@@ -412,15 +414,8 @@ impl Lifecycle {
                 return Ok(st);
             }
             let now = (req.deadline.is_some() || req.log_at.is_some()).then(Instant::now);
-            if let (Some(deadline), Some(now)) = (req.deadline, now)
-                && now >= deadline
-            {
-                return Err(ServerError::Timeout {
-                    call: req.call,
-                    waiting_for,
-                    timeout: req.timeout.unwrap_or_default(),
-                });
-            }
+            // The warning comes first: a call that times out after waiting longer than
+            // `log_after` has logged it, however late this thread woke up.
             if let (Some(log_at), Some(now)) = (req.log_at, now)
                 && now >= log_at
             {
@@ -433,6 +428,15 @@ impl Lifecycle {
                     waiting_for,
                 );
                 req.log_at = None;
+            }
+            if let (Some(deadline), Some(now)) = (req.deadline, now)
+                && now >= deadline
+            {
+                return Err(ServerError::Timeout {
+                    call: req.call,
+                    waiting_for,
+                    timeout: req.timeout.unwrap_or_default(),
+                });
             }
             let wake_at = match (req.deadline, req.log_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -240,23 +240,54 @@ fn loom_wait_returns_only_after_in_flight_work() {
 
 #[test]
 fn loom_pinned_call_never_acts_on_a_later_epoch() {
-    // oslo's test_state_wrapping: a stop() made during epoch 1 must not stop epoch 2.
+    // oslo's test_state_wrapping: a stop() made during epoch 1 must not stop epoch 2,
+    // however late its thread runs.
     model(|| {
         let lc = Arc::new(Lifecycle::new());
         let m = Model::new();
         let early = {
             let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || lc.stop(&*m, &mut req(Call::Stop)).unwrap())
+            thread::spawn(move || lc.stop(&*m, &mut pinned(Call::Stop, 1)).unwrap())
         };
         lc.start(&*m, &mut req(Call::Start)).unwrap();
         lc.stop(&*m, &mut req(Call::Stop)).unwrap();
         lc.wait(&*m, &mut req(Call::Wait)).unwrap();
         let second = lc.start(&*m, &mut req(Call::Start)).unwrap();
         assert_eq!(second, Epoch(2));
+        assert_eq!(
+            early.join().unwrap(),
+            Epoch(1),
+            "the early stop acted on epoch 1"
+        );
+        assert_eq!(m.stops.load(SeqCst), 1, "epoch 2 was never stopped");
+        assert_eq!(m.starts.load(SeqCst), 2);
+        assert!(lc.snapshot().is_running(), "epoch 2 still runs");
+    });
+}
+
+#[test]
+fn loom_unpinned_calls_pin_the_epoch_current_when_made() {
+    // The same race without an explicit pin: the early stop acts on whichever epoch was
+    // current when it was made, and never on one that began while it was blocked.
+    model(|| {
+        let lc = Arc::new(Lifecycle::new());
+        let m = Model::new();
+        let early = {
+            let (lc, m) = (lc.clone(), m.clone());
+            thread::spawn(move || {
+                let at_entry = lc.snapshot().epoch;
+                let stopped = lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+                assert!(stopped >= at_entry);
+                stopped
+            })
+        };
+        lc.start(&*m, &mut req(Call::Start)).unwrap();
+        lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+        lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+        lc.start(&*m, &mut req(Call::Start)).unwrap();
         let stopped = early.join().unwrap();
         let expected_stops = if stopped == Epoch(2) { 2 } else { 1 };
         assert_eq!(m.stops.load(SeqCst), expected_stops);
-        assert_eq!(m.starts.load(SeqCst), 2);
     });
 }
 

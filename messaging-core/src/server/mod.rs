@@ -345,7 +345,9 @@ impl Server {
     ///   A repeated call returns at once.
     /// * On timeout the drain goes on; a later `wait()` waits for the rest.
     /// * From inside a handler of this server: returns `WouldDeadlock` at once, since the
-    ///   drain would wait for that handler.
+    ///   drain would wait for that handler. The check sees the handler's own thread (and
+    ///   a dispatcher's inline work); a handler that hands `wait()` to another thread and
+    ///   waits for it deadlocks and cannot be detected — don't.
     pub fn wait_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
         let mut req = self.request(Call::Wait, options);
         let result = self.inner.lifecycle.wait(&self.inner.effects, &mut req);
@@ -508,6 +510,9 @@ struct Scoped {
 
 impl Dispatcher for Scoped {
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
+        // Work a dispatcher does inline runs on the executor's poller: a wait() from
+        // there would wait for the poller itself, so it is inside the handler scope too.
+        let _scope = crate::dispatch::ScopeGuard::enter(self.id);
         self.inner.dispatch(batch).scoped(self.id)
     }
 }

@@ -257,11 +257,17 @@ impl BusState {
         (id, cond)
     }
 
+    /// Removes a listener; a poll still blocked on it returns `Closed`.
     pub(crate) fn remove_listener(&mut self, id: ListenerId) -> Wakeups {
+        let waker = self
+            .listeners
+            .get_mut(&id)
+            .and_then(|slot| slot.waker.take());
         let mut wakeups = self.end_wait(id);
         if let Some(slot) = self.listeners.remove(&id) {
-            wakeups.0.extend(slot.waker);
+            slot.cond.notify_all();
         }
+        wakeups.0.extend(waker);
         wakeups
     }
 

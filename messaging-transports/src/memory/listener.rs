@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use messaging_core::timer::{self, Sleep};
 use messaging_core::{Listener, Polled, TransportError};
 
 use super::bus::{Bus, BusState, ListenerId, incoming};
@@ -64,9 +65,13 @@ impl MemoryListener {
         }
         if let Some(batch_timeout) = batch_timeout.filter(|_| available < batch_size) {
             let since = *fill_since.get_or_insert_with(Instant::now);
-            let fill_deadline = since + batch_timeout;
-            if Instant::now() < fill_deadline {
-                return Step::Wait(Some(fill_deadline));
+            match since.checked_add(batch_timeout) {
+                Some(fill_deadline) if Instant::now() < fill_deadline => {
+                    return Step::Wait(Some(fill_deadline));
+                }
+                Some(_) => {}
+                // A batch timeout too long to represent: wait for a full batch.
+                None => return Step::Wait(None),
             }
         }
         *fill_since = None;
@@ -80,7 +85,7 @@ impl MemoryListener {
 #[async_trait]
 impl Listener for MemoryListener {
     fn poll(&self, timeout: Option<Duration>) -> Result<Polled, TransportError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut fill_since = None;
         let mut state = self.bus.lock();
         let outcome = loop {
@@ -118,7 +123,7 @@ impl Listener for MemoryListener {
         Ok(AsyncPoll {
             listener: self,
             fill_since: None,
-            timer_armed: None,
+            fill_timer: None,
         }
         .await)
     }
@@ -146,7 +151,8 @@ impl Drop for MemoryListener {
 struct AsyncPoll<'a> {
     listener: &'a MemoryListener,
     fill_since: Option<Instant>,
-    timer_armed: Option<Instant>,
+    /// Wakes the task when a partial batch must be handed out.
+    fill_timer: Option<Sleep>,
 }
 
 impl Future for AsyncPoll<'_> {
@@ -160,23 +166,25 @@ impl Future for AsyncPoll<'_> {
                 let wakeups = state.end_wait(this.listener.id);
                 drop(state);
                 wakeups.wake();
+                this.fill_timer = None;
                 Poll::Ready(polled)
             }
             Step::Wait(fill_deadline) => {
                 state.begin_wait(this.listener.id, Some(cx.waker()));
                 drop(state);
-                if let Some(at) = fill_deadline {
-                    // No runtime here to ask for a timer: a short-lived thread wakes the
-                    // task when the batch must be returned. Only batch listeners with a
-                    // batch timeout get here, once per partial batch.
-                    if this.timer_armed != Some(at) {
-                        this.timer_armed = Some(at);
-                        let waker = cx.waker().clone();
-                        std::thread::spawn(move || {
-                            std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                            waker.wake();
-                        });
+                match fill_deadline {
+                    Some(at) => {
+                        let timer = this
+                            .fill_timer
+                            .get_or_insert_with(|| timer::sleep_until(at));
+                        if timer.deadline() != Some(at) {
+                            timer.reset(at);
+                        }
+                        if Pin::new(timer).poll(cx).is_ready() {
+                            cx.waker().wake_by_ref(); // the batch is due: look again
+                        }
                     }
+                    None => this.fill_timer = None,
                 }
                 Poll::Pending
             }

@@ -32,10 +32,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
+use messaging_core::codec::CodecKind;
 use messaging_core::reply::{ReplyReceiver, reply_channel};
 use messaging_core::{
-    ListenOptions, Listener, Message, Priority, SendOptions, Subscription, Target, Transport,
-    TransportError, TransportUrl,
+    InvalidTransportUrl, ListenOptions, Listener, Message, Priority, SendOptions, Subscription,
+    Target, Transport, TransportError, TransportUrl,
 };
 
 use bus::{Bus, Envelope};
@@ -68,6 +69,7 @@ pub struct MemoryTransport {
     bus: Arc<Bus>,
     url: TransportUrl,
     default_exchange: String,
+    codec: CodecKind,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Bus>>> {
@@ -88,12 +90,20 @@ impl MemoryTransport {
             bus: Arc::new(Bus::default()),
             url: TransportUrl::parse("memory://").expect("a valid URL"),
             default_exchange: DEFAULT_EXCHANGE.to_owned(),
+            codec: CodecKind::Bincode,
         }
     }
 
+    /// Returns the transport with senders using `codec`.
+    pub fn with_codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
+
     /// A transport on the shared bus named by the URL's virtual host (`memory://` and
-    /// `fake://` use the default bus). The option `control_exchange` sets the exchange
-    /// used for targets that name none.
+    /// `fake://` use the default bus). Options: `control_exchange` sets the exchange
+    /// used for targets that name none; `codec` (`bincode`, the default, or `json`)
+    /// what senders encode bodies with.
     pub fn open(url: &TransportUrl) -> Result<Self, TransportError> {
         if !matches!(url.driver(), "memory" | "fake") {
             return Err(TransportError::UnknownScheme {
@@ -101,6 +111,14 @@ impl MemoryTransport {
                 hint: " (the in-memory transport handles memory:// and fake://)".to_owned(),
             });
         }
+        let codec = match url.option("codec") {
+            Some(name) => name
+                .parse()
+                .map_err(|e: messaging_core::codec::UnknownCodec| {
+                    TransportError::InvalidUrl(InvalidTransportUrl::new(url, e.to_string()))
+                })?,
+            None => CodecKind::Bincode,
+        };
         let name = url.virtual_host().unwrap_or_default().to_owned();
         let bus = {
             let mut buses = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -121,6 +139,7 @@ impl MemoryTransport {
                 .option("control_exchange")
                 .unwrap_or(DEFAULT_EXCHANGE)
                 .to_owned(),
+            codec,
         })
     }
 
@@ -161,6 +180,10 @@ impl Transport for MemoryTransport {
         &self.url
     }
 
+    fn codec(&self) -> CodecKind {
+        self.codec
+    }
+
     async fn cast(
         &self,
         target: &Target,
@@ -176,7 +199,7 @@ impl Transport for MemoryTransport {
         &self,
         target: &Target,
         message: Message,
-        _options: &SendOptions,
+        options: &SendOptions,
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
         let (reply, receiver) = reply_channel();
@@ -185,7 +208,7 @@ impl Transport for MemoryTransport {
             Envelope {
                 message,
                 reply: Some(reply),
-                client_timeout: None,
+                client_timeout: options.call_monitor_timeout,
             },
         );
         Ok(receiver)

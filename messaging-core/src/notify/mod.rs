@@ -1,0 +1,87 @@
+//! Notifications: a [`Notifier`] sends them with oslo's seven priorities; a listener
+//! (a [`Server`] with a [`NotificationDispatcher`]) hands them to
+//! [`NotificationEndpoint`] handlers, filtered, with requeue on request, in pools
+//! (competing consumers inside a pool, one copy per pool) and in batches.
+//!
+//! Delivery is acknowledged after dispatch: a notification whose handler asks for
+//! requeue (or panics) is delivered again when the listener allows requeue.
+
+mod filter;
+mod listener;
+mod notifier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use filter::NotificationFilter;
+pub use listener::{
+    Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
+};
+pub use notifier::{DEFAULT_TOPIC, Notifier, NotifyDriver, NotifyError, UnknownDriver};
+
+use crate::executor::Executor;
+use crate::server::{Server, ServerBuilder};
+use crate::target::Target;
+use crate::transport::{ListenOptions, Subscription, Transport};
+
+/// How a notification listener consumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerOptions {
+    /// Listeners of the same pool share one copy of each notification.
+    pub pool: Option<String>,
+    /// Let handlers requeue (oslo's listeners default to false).
+    pub allow_requeue: bool,
+    /// Deliver batches of up to this many (`None`: one at a time).
+    pub batch_size: Option<usize>,
+    /// Wait at most this long to fill a batch.
+    pub batch_timeout: Option<Duration>,
+}
+
+impl ListenerOptions {
+    /// One at a time, no pool, no requeue.
+    pub fn new() -> Self {
+        ListenerOptions::default()
+    }
+
+    /// Joins a pool.
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.pool = Some(pool.into());
+        self
+    }
+
+    /// Allows requeue.
+    pub fn allow_requeue(mut self, allow: bool) -> Self {
+        self.allow_requeue = allow;
+        self
+    }
+
+    /// Batches of up to `size`, waiting at most `timeout` to fill one.
+    pub fn batch(mut self, size: usize, timeout: Option<Duration>) -> Self {
+        self.batch_size = Some(size.max(1));
+        self.batch_timeout = timeout;
+        self
+    }
+}
+
+/// A [`ServerBuilder`] for a notification listener on `targets` (topics), subscribed
+/// to every priority the endpoints handle.
+pub fn listener(
+    transport: Arc<dyn Transport>,
+    targets: Vec<Target>,
+    endpoints: Vec<NotificationEndpoint>,
+    options: ListenerOptions,
+    executor: impl Executor,
+) -> ServerBuilder {
+    let dispatcher = NotificationDispatcher::new(endpoints, options.allow_requeue);
+    let subscription = Subscription::Notifications {
+        targets,
+        priorities: dispatcher.priorities(),
+        pool: options.pool,
+    };
+    let listen = match options.batch_size {
+        Some(size) => ListenOptions::batch(size, options.batch_timeout),
+        None => ListenOptions::default(),
+    };
+    Server::builder(transport, subscription, dispatcher, executor).listen_options(listen)
+}

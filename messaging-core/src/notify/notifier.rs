@@ -1,0 +1,256 @@
+//! [`Notifier`]: sends notifications with oslo's seven priorities.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{Codec, Json};
+use crate::error::{InvalidTarget, TransportError};
+use crate::ids;
+use crate::message::{Context, Message, Meta, NotificationMeta, Priority};
+use crate::target::Target;
+use crate::transport::Transport;
+
+/// oslo's default notification topic.
+pub const DEFAULT_TOPIC: &str = "notifications";
+
+/// Where a [`Notifier`] sends (oslo's notification drivers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NotifyDriver {
+    /// Over the transport, to `<topic>.<priority>` for each topic (`messaging`,
+    /// `messagingv2`).
+    #[default]
+    Messaging,
+    /// To `tracing`, at the priority's level, target `messaging::notification`.
+    Log,
+    /// Nowhere.
+    Noop,
+}
+
+/// An unknown driver name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown notification driver `{0}` (expected messaging, messagingv2, log or noop)")]
+pub struct UnknownDriver(pub String);
+
+impl FromStr for NotifyDriver {
+    type Err = UnknownDriver;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "messaging" | "messagingv2" => Ok(NotifyDriver::Messaging),
+            "log" => Ok(NotifyDriver::Log),
+            "noop" => Ok(NotifyDriver::Noop),
+            other => Err(UnknownDriver(other.to_owned())),
+        }
+    }
+}
+
+/// A notification could not be sent.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// A topic is missing.
+    #[error(transparent)]
+    InvalidTarget(#[from] InvalidTarget),
+    /// The payload could not be encoded.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// The transport failed (the notification may have reached some topics).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Sends notifications: `notifier.info(&ctx, "compute.instance.create.end", &payload)`.
+///
+/// Each notification carries a fresh `message_id` (uuid4), the publisher id, the event
+/// type, the priority and a UTC timestamp; the payload is encoded with the transport's
+/// codec. With the messaging driver it goes to `<topic>.<priority>` for every topic and
+/// is stored until a listener takes it. The `with_*` methods return a modified copy
+/// (oslo's `prepare()`).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(transport: std::sync::Arc<dyn messaging_core::Transport>) -> Result<(), messaging_core::notify::NotifyError> {
+/// use messaging_core::Context;
+/// use messaging_core::notify::Notifier;
+///
+/// let notifier = Notifier::new(transport, "compute.host1").with_topics(["notifications"]);
+/// notifier
+///     .info(&Context::new(), "compute.instance.create.end", &serde_json::json!({"id": 1}))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Notifier {
+    transport: Arc<dyn Transport>,
+    publisher_id: String,
+    driver: NotifyDriver,
+    topics: Vec<String>,
+    exchange: Option<String>,
+}
+
+impl Notifier {
+    /// A notifier for `publisher_id`, on topic `notifications`, with the messaging driver.
+    pub fn new(transport: Arc<dyn Transport>, publisher_id: impl Into<String>) -> Self {
+        Notifier {
+            transport,
+            publisher_id: publisher_id.into(),
+            driver: NotifyDriver::Messaging,
+            topics: vec![DEFAULT_TOPIC.to_owned()],
+            exchange: None,
+        }
+    }
+
+    /// Sends to these topics instead.
+    pub fn with_topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Uses another driver.
+    pub fn with_driver(mut self, driver: NotifyDriver) -> Self {
+        self.driver = driver;
+        self
+    }
+
+    /// Sends as another publisher.
+    pub fn with_publisher_id(mut self, publisher_id: impl Into<String>) -> Self {
+        self.publisher_id = publisher_id.into();
+        self
+    }
+
+    /// Sends to another exchange.
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    /// Whether notifications go anywhere (the driver is not `noop`).
+    pub fn is_enabled(&self) -> bool {
+        self.driver != NotifyDriver::Noop
+    }
+
+    /// Sends one notification.
+    ///
+    /// # Errors
+    ///
+    /// An empty topic, a payload the codec cannot encode, or a transport failure.
+    pub async fn notify<P: Serialize + ?Sized>(
+        &self,
+        context: &Context,
+        priority: Priority,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<(), NotifyError> {
+        let meta = NotificationMeta {
+            message_id: ids::uuid4(),
+            publisher_id: self.publisher_id.clone(),
+            event_type: event_type.to_owned(),
+            priority,
+            timestamp: ids::utc_timestamp(),
+        };
+        match self.driver {
+            NotifyDriver::Noop => Ok(()),
+            NotifyDriver::Log => {
+                log_notification(&meta, &Json.encode(payload)?);
+                Ok(())
+            }
+            NotifyDriver::Messaging => {
+                let codec = self.transport.codec();
+                let body = codec.encode(payload)?;
+                let message = Message::new(body)
+                    .with_context(context.clone())
+                    .with_meta(Meta::Notification(meta))
+                    .with_codec(codec);
+                for topic in &self.topics {
+                    let mut target = Target::new(topic.clone());
+                    target.exchange = self.exchange.clone();
+                    target.validate_for_send()?;
+                    tracing::debug!(%target, %priority, event_type, "notify");
+                    self.transport
+                        .notify(&target, priority, message.clone())
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+macro_rules! priority_methods {
+    ($($(#[$doc:meta])* $name:ident => $priority:ident,)*) => {
+        impl Notifier {
+            $(
+                $(#[$doc])*
+                pub async fn $name<P: Serialize + ?Sized>(
+                    &self,
+                    context: &Context,
+                    event_type: &str,
+                    payload: &P,
+                ) -> Result<(), NotifyError> {
+                    self.notify(context, Priority::$priority, event_type, payload).await
+                }
+            )*
+        }
+    };
+}
+
+priority_methods! {
+    /// Sends at priority `audit`.
+    audit => Audit,
+    /// Sends at priority `debug`.
+    debug => Debug,
+    /// Sends at priority `info`.
+    info => Info,
+    /// Sends at priority `warn`.
+    warn => Warn,
+    /// Sends at priority `error`.
+    error => Error,
+    /// Sends at priority `critical`.
+    critical => Critical,
+    /// Sends at priority `sample`.
+    sample => Sample,
+}
+
+fn log_notification(meta: &NotificationMeta, payload: &[u8]) {
+    let payload = String::from_utf8_lossy(payload);
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: "messaging::notification",
+                $level,
+                publisher_id = %meta.publisher_id,
+                event_type = %meta.event_type,
+                priority = %meta.priority,
+                message_id = %meta.message_id,
+                timestamp = %meta.timestamp,
+                payload = %payload,
+                "notification"
+            )
+        };
+    }
+    match meta.priority {
+        Priority::Debug => emit!(tracing::Level::DEBUG),
+        Priority::Info | Priority::Audit | Priority::Sample => emit!(tracing::Level::INFO),
+        Priority::Warn => emit!(tracing::Level::WARN),
+        Priority::Error | Priority::Critical => emit!(tracing::Level::ERROR),
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier")
+            .field("publisher_id", &self.publisher_id)
+            .field("driver", &self.driver)
+            .field("topics", &self.topics)
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
+    }
+}
