@@ -25,47 +25,84 @@
 //!
 //! # Examples
 //!
-//! A server on the thread pool, over the in-memory transport, stopped from inside a
-//! handler while the main thread waits:
+//! A complete RPC service and its client over the in-memory transport: an endpoint
+//! with a typed handler, a server on the thread pool, a call, a typed remote error, a
+//! notification, and a clean stop.
 //!
 //! ```
-//! use std::sync::{Arc, OnceLock};
+//! use serde::{Deserialize, Serialize};
 //! use messaging_core::dispatch::block_on;
-//! use messaging_core::{
-//!     Dispatch, IncomingMessage, Message, SendOptions, Server, Subscription, Target,
-//!     Transport, WeakServer,
-//! };
-//! use messaging_executors::ThreadPoolExecutor;
-//! use messaging_transports::memory::MemoryTransport;
+//! use messaging_core::notify::{ListenerOptions, Notification, NotificationEndpoint, NotificationResult, Notifier};
+//! use messaging_core::rpc::{self, Endpoint, HandlerError, RpcClient};
+//! use messaging_core::{Context, Priority, Target};
+//! use messaging_executors::{BlockingExecutor, ThreadPoolExecutor};
 //!
-//! let transport = Arc::new(MemoryTransport::new());
-//! let me: Arc<OnceLock<WeakServer>> = Arc::default();
-//! let handler_me = me.clone();
-//! let server = Server::builder(
+//! #[derive(Serialize, Deserialize)]
+//! struct Add {
+//!     a: i64,
+//!     b: i64,
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = messaging_transports::open("memory:///quickstart")?;
+//!
+//! // The server: one endpoint, one method, on a thread pool.
+//! let endpoint = Endpoint::new().method("add", |_ctx: Context, args: Add| {
+//!     if args.a < 0 {
+//!         return Err(HandlerError::new("ValueError", "a must not be negative").expected());
+//!     }
+//!     Ok(args.a + args.b)
+//! });
+//! let target = Target::new("calculator").with_server("calc-1");
+//! let server = rpc::server(transport.clone(), target, vec![endpoint], ThreadPoolExecutor::new())?
+//!     .build()?;
+//! server.start()?;
+//!
+//! // The client: a call returns the result or a typed error.
+//! let client = RpcClient::new(transport.clone(), Target::new("calculator"));
+//! let sum: i64 = client.call_blocking(&Context::new(), "add", &Add { a: 2, b: 3 })?;
+//! assert_eq!(sum, 5);
+//! let err = client
+//!     .call_blocking::<_, i64>(&Context::new(), "add", &Add { a: -1, b: 3 })
+//!     .unwrap_err();
+//! assert_eq!(err.remote().map(|r| r.class.as_str()), Some("ValueError"));
+//!
+//! // Notifications: a listener on the blocking executor, served by execute().
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let on_info = NotificationEndpoint::new().on(Priority::Info, move |n: Notification<String>| {
+//!     tx.send(n.payload).unwrap();
+//!     NotificationResult::Handled
+//! });
+//! let listener = messaging_core::notify::listener(
 //!     transport.clone(),
-//!     Subscription::Rpc(Target::new("demo").with_server("s1")),
-//!     move |batch: Vec<IncomingMessage>| {
-//!         let me = handler_me.clone();
-//!         Dispatch::blocking(move || {
-//!             for incoming in batch {
-//!                 if incoming.message().body == "stop" {
-//!                     // stop() is safe from inside a handler: it does not wait for it.
-//!                     me.get().and_then(WeakServer::upgrade).unwrap().stop().unwrap();
-//!                 }
-//!             }
-//!         })
-//!     },
-//!     ThreadPoolExecutor::new(),
+//!     vec![Target::new("notifications")],
+//!     vec![on_info],
+//!     ListenerOptions::new(),
+//!     BlockingExecutor::new(),
 //! )
 //! .build()?;
-//! me.set(server.downgrade()).unwrap();
+//! listener.start()?;
+//! let serving = {
+//!     let listener = listener.clone();
+//!     std::thread::spawn(move || listener.execute())
+//! };
+//! let notifier = Notifier::new(transport, "calc-1");
+//! block_on(notifier.info(&Context::new(), "calculator.added", &"2 + 3".to_owned()))?;
+//! assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5))?, "2 + 3");
 //!
-//! server.start()?;
-//! block_on(transport.cast(&Target::new("demo"), Message::new("stop"), &SendOptions::default()))
-//!     .unwrap();
-//! server.wait()?; // returns once the handler has stopped the server and finished
-//! # Ok::<(), messaging_core::ServerError>(())
+//! // Stop: no new message is taken; wait: everything taken is done.
+//! for s in [&server, &listener] {
+//!     s.stop()?;
+//!     s.wait()?;
+//! }
+//! serving.join().unwrap()?;
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! A handler that stops its own server holds a [`WeakServer`](messaging_core::WeakServer)
+//! and calls `stop()`, which never waits for handlers; `wait()` belongs to another
+//! thread (see the `lifecycle` example).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
