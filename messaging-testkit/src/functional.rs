@@ -534,6 +534,45 @@ pub fn context_and_trace_id_reach_the_handler(url: &str) {
     group.stop();
 }
 
+/// A handler can extend the context it received and pass it on to a nested call; the
+/// trace id travels through both hops.
+pub fn context_can_be_extended_for_nested_calls(url: &str) {
+    let downstream = Group::start(url, 1);
+    let next = downstream.client();
+    let relay = Endpoint::new().method("relay", move |mut ctx: Context, args: Key| {
+        ctx.insert("hop", "relay");
+        let value: Option<String> = next
+            .call_blocking(&ctx, "context_value", &args)
+            .map_err(|e| HandlerError::new("NestedCallFailed", e.to_string()))?;
+        Ok::<_, HandlerError>(value)
+    });
+    let mut upstream = Group::start(url, 0);
+    upstream.add("relay", Box::new(ThreadPoolExecutor::new()), vec![relay]);
+    let mut ctx = Context::new();
+    ctx.insert(TRACE_ID, "feedfacefeedfacefeedfacefeedface");
+    let client = upstream.client();
+    let hop: Option<String> = client
+        .call_blocking(&ctx, "relay", &Key { key: "hop".into() })
+        .unwrap();
+    assert_eq!(
+        hop.as_deref(),
+        Some("relay"),
+        "the extension reached the nested call"
+    );
+    let trace: Option<String> = client
+        .call_blocking(
+            &ctx,
+            "relay",
+            &Key {
+                key: TRACE_ID.into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(trace.as_deref(), Some("feedfacefeedfacefeedfacefeedface"));
+    upstream.stop();
+    downstream.stop();
+}
+
 /// Dynamic JSON arguments and results work end to end with the JSON codec.
 pub fn dynamic_json_arguments(url: &str) {
     let url = with_option(url, "codec", "json");
@@ -1199,6 +1238,7 @@ scenarios!(
     no_such_method_and_unsupported_version_are_distinct,
     handler_panic_is_a_remote_error_and_the_server_keeps_serving,
     context_and_trace_id_reach_the_handler,
+    context_can_be_extended_for_nested_calls,
     dynamic_json_arguments,
     every_executor_serves_calls,
     cast_to_a_specific_server,

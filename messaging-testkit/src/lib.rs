@@ -40,7 +40,7 @@ mod watchdog;
 
 pub use fake::{FakeHandle, FakeTransport, ListenerCounts, Sent, SentKind, fake_transport};
 pub use fixtures::{Latch, Recorder, SERVER_THREAD_LIMIT, STOP, ServerThread, stop_endpoint};
-pub use logs::{CapturedEvent, LogCapture};
+pub use logs::{CapturedEvent, CapturedSpan, LogCapture};
 pub use recording::{ExecutorLog, RecordingExecutor};
 pub use watchdog::{SCENARIO_LIMIT, Watched, within};
 

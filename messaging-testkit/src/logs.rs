@@ -23,7 +23,29 @@ pub struct CapturedEvent {
     pub fields: Vec<(String, String)>,
 }
 
-/// Records every event emitted on the current thread while its guard lives.
+/// One captured span (its name and the fields it was created with).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CapturedSpan {
+    /// Its name, e.g. `rpc.call`.
+    pub name: String,
+    /// Its fields, formatted with `Debug`.
+    pub fields: Vec<(String, String)>,
+}
+
+impl CapturedSpan {
+    /// The value of one field.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Records every event and span emitted on the current thread while its guard lives
+/// ([`start`](LogCapture::start)), or in the whole process
+/// ([`global`](LogCapture::global), for what handlers log on executor threads).
 ///
 /// # Examples
 ///
@@ -35,18 +57,44 @@ pub struct CapturedEvent {
 #[derive(Clone, Debug, Default)]
 pub struct LogCapture {
     events: Arc<Mutex<Vec<CapturedEvent>>>,
+    spans: Arc<Mutex<Vec<CapturedSpan>>>,
 }
 
 impl LogCapture {
     /// Starts capturing on this thread; capture ends when the guard is dropped.
     pub fn start() -> (LogCapture, DefaultGuard) {
         let capture = LogCapture::default();
-        let subscriber = CaptureSubscriber {
-            events: capture.events.clone(),
-            next_span: AtomicU64::new(1),
-        };
-        let guard = tracing::subscriber::set_default(subscriber);
+        let guard = tracing::subscriber::set_default(capture.subscriber());
         (capture, guard)
+    }
+
+    /// Captures everything the process logs from now on, on every thread. The first
+    /// call installs the global subscriber; later calls return the same capture. Use it
+    /// in a test binary of its own: a process has one global subscriber.
+    pub fn global() -> LogCapture {
+        static GLOBAL: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let capture = LogCapture::default();
+                if tracing::subscriber::set_global_default(capture.subscriber()).is_err() {
+                    panic!("another global tracing subscriber is already installed");
+                }
+                capture
+            })
+            .clone()
+    }
+
+    fn subscriber(&self) -> CaptureSubscriber {
+        CaptureSubscriber {
+            events: self.events.clone(),
+            spans: self.spans.clone(),
+            next_span: AtomicU64::new(1),
+        }
+    }
+
+    /// Every span so far.
+    pub fn spans(&self) -> Vec<CapturedSpan> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every event so far.
@@ -68,6 +116,7 @@ impl LogCapture {
 
 struct CaptureSubscriber {
     events: Arc<Mutex<Vec<CapturedEvent>>>,
+    spans: Arc<Mutex<Vec<CapturedSpan>>>,
     next_span: AtomicU64,
 }
 
@@ -102,7 +151,16 @@ impl Subscriber for CaptureSubscriber {
         true
     }
 
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
+    fn new_span(&self, attributes: &Attributes<'_>) -> Id {
+        let mut fields = Fields::default();
+        attributes.record(&mut fields);
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(CapturedSpan {
+                name: attributes.metadata().name().to_owned(),
+                fields: fields.others,
+            });
         Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed))
     }
 

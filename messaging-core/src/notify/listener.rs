@@ -292,7 +292,18 @@ impl Dispatcher for NotificationDispatcher {
                 }
             }
             for (priority, messages, raws) in groups {
-                let span = tracing::info_span!("notification", %priority, count = messages.len());
+                let first = raws.first().map(|r| (&r.meta, &r.context));
+                let span = tracing::info_span!(
+                    "notification",
+                    %priority,
+                    count = messages.len(),
+                    event_type = first.map(|(m, _)| m.event_type.as_str()).unwrap_or_default(),
+                    publisher_id = first.map(|(m, _)| m.publisher_id.as_str()).unwrap_or_default(),
+                    trace_id = first
+                        .and_then(|(_, c)| c.get(crate::rpc::TRACE_ID))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                );
                 let _enter = span.enter();
                 let result = this.run(priority, raws);
                 for mut incoming in messages {

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::codec::{Codec, Json};
 use crate::error::{InvalidTarget, TransportError};
@@ -143,6 +144,28 @@ impl Notifier {
     ///
     /// An empty topic, a payload the codec cannot encode, or a transport failure.
     pub async fn notify<P: Serialize + ?Sized>(
+        &self,
+        context: &Context,
+        priority: Priority,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<(), NotifyError> {
+        let span = tracing::info_span!(
+            "notify",
+            %priority,
+            event_type,
+            publisher_id = %self.publisher_id,
+            trace_id = context
+                .get(crate::rpc::TRACE_ID)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
+        );
+        self.notify_inner(context, priority, event_type, payload)
+            .instrument(span)
+            .await
+    }
+
+    async fn notify_inner<P: Serialize + ?Sized>(
         &self,
         context: &Context,
         priority: Priority,
