@@ -120,6 +120,25 @@ pub struct NotificationMeta {
     pub timestamp: String,
 }
 
+impl NotificationMeta {
+    /// Metadata for a notification.
+    pub fn new(
+        message_id: impl Into<String>,
+        publisher_id: impl Into<String>,
+        event_type: impl Into<String>,
+        priority: Priority,
+        timestamp: impl Into<String>,
+    ) -> Self {
+        NotificationMeta {
+            message_id: message_id.into(),
+            publisher_id: publisher_id.into(),
+            event_type: event_type.into(),
+            priority,
+            timestamp: timestamp.into(),
+        }
+    }
+}
+
 /// The kind of a message, with its kind-specific metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

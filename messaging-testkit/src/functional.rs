@@ -313,20 +313,29 @@ pub fn calls_to_a_topic_spread_over_the_group(url: &str) {
     group.stop();
 }
 
-/// `CallTestCase.test_different_exchanges`: groups on one topic in different exchanges
-/// are isolated.
+/// `CallTestCase.test_different_exchanges`: groups in different exchanges (each on
+/// its own topic, as in oslo: queue names are global on a broker) are isolated, and a
+/// topic bound only in exchange `a` cannot be reached through another exchange.
 pub fn exchanges_are_isolated(url: &str) {
-    let topic = unique("topic");
     let thread_pool = || Box::new(ThreadPoolExecutor::new()) as Box<dyn Executor>;
-    let default = Group::start_on(url, topic.clone(), None, 2, thread_pool);
-    let a = Group::start_on(url, topic.clone(), Some(unique("a")), 2, thread_pool);
-    let b = Group::start_on(url, topic, Some(unique("b")), 2, thread_pool);
+    let default = Group::start_on(url, unique("topic"), None, 2, thread_pool);
+    let a = Group::start_on(url, unique("topic"), Some(unique("a")), 2, thread_pool);
+    let b = Group::start_on(url, unique("topic"), Some(unique("b")), 2, thread_pool);
     assert_eq!(add(&default.server_client(1), 1), 1);
     for _ in 0..4 {
         add(&a.client(), 10);
     }
     let total = |g: &Group| g.servers.iter().map(|s| s.state.ival()).sum::<i64>();
     assert_eq!((total(&default), total(&a), total(&b)), (1, 40, 0));
+    let wrong_exchange = RpcClient::new(open(url), Target::new(a.topic.clone()))
+        .with_exchange(b.exchange.clone().expect("b has an exchange"))
+        .with_timeout(Duration::from_millis(300));
+    let err = call::<i64>(&wrong_exchange, "add", &Increment { increment: 1 }).unwrap_err();
+    assert!(
+        err.is_timeout(),
+        "a's topic is not reachable through b's exchange: {err}"
+    );
+    assert_eq!((total(&a), total(&b)), (40, 0));
     default.stop();
     a.stop();
     b.stop();

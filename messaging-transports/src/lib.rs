@@ -3,10 +3,10 @@
 //! | scheme | transport | cargo feature |
 //! |---|---|---|
 //! | `memory://`, `fake://` | [`memory::MemoryTransport`]: the embedded in-process bus | always |
+//! | `rabbit://`, `kombu://`, `amqp://`, `amqps://` | `rabbit::RabbitTransport`: RabbitMQ, oslo.messaging's wire protocol | `rabbit` |
 //!
-//! RabbitMQ (`rabbit://`, oslo.messaging wire compatible) and NATS (`nats://`) will join
-//! behind their own features, so that a user of the in-memory transport compiles no
-//! broker client.
+//! Each broker transport sits behind its own feature, so a user of the in-memory
+//! transport compiles no broker client.
 //!
 //! *Compiler support: requires rustc 1.89+.*
 
@@ -14,10 +14,19 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 pub mod memory;
+#[cfg(feature = "rabbit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbit")))]
+pub mod rabbit;
 
 use std::sync::Arc;
 
 use messaging_core::{Transport, TransportError, TransportUrl};
+
+const KNOWN_SCHEMES: &str = if cfg!(feature = "rabbit") {
+    "memory://, fake://, rabbit://, kombu://, amqp://, amqps://"
+} else {
+    "memory:// and fake://"
+};
 
 /// Opens the transport a URL names.
 ///
@@ -38,9 +47,16 @@ pub fn open(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
     let url = TransportUrl::parse(url)?;
     match url.driver() {
         "memory" | "fake" => Ok(Arc::new(memory::MemoryTransport::open(&url)?)),
+        #[cfg(feature = "rabbit")]
+        "rabbit" | "kombu" | "amqp" | "amqps" => Ok(Arc::new(rabbit::RabbitTransport::open(&url)?)),
+        #[cfg(not(feature = "rabbit"))]
+        "rabbit" | "kombu" | "amqp" | "amqps" => Err(TransportError::UnknownScheme {
+            scheme: url.scheme().to_owned(),
+            hint: " (enable the `rabbit` feature of messaging-transports)".to_owned(),
+        }),
         other => Err(TransportError::UnknownScheme {
             scheme: other.to_owned(),
-            hint: " (this build knows memory:// and fake://)".to_owned(),
+            hint: format!(" (this build knows {})", KNOWN_SCHEMES),
         }),
     }
 }

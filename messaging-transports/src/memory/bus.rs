@@ -21,23 +21,38 @@ pub(crate) struct Envelope {
     pub(crate) message: Message,
     pub(crate) reply: Option<ReplySender>,
     pub(crate) client_timeout: Option<Duration>,
+    /// Handed to this waiting listener: nobody else may take it until it is released.
+    reserved: Option<ListenerId>,
 }
 
 impl Envelope {
     pub(crate) fn cast(message: Message) -> Self {
+        Envelope::new(message, None, None)
+    }
+
+    pub(crate) fn new(
+        message: Message,
+        reply: Option<ReplySender>,
+        client_timeout: Option<Duration>,
+    ) -> Self {
         Envelope {
             message,
-            reply: None,
-            client_timeout: None,
+            reply,
+            client_timeout,
+            reserved: None,
         }
     }
 
     fn duplicate(&self) -> Self {
-        Envelope {
-            message: self.message.clone(),
-            reply: self.reply.clone(),
-            client_timeout: self.client_timeout,
-        }
+        Envelope::new(
+            self.message.clone(),
+            self.reply.clone(),
+            self.client_timeout,
+        )
+    }
+
+    fn free_for(&self, id: ListenerId) -> bool {
+        self.reserved.is_none_or(|r| r == id)
     }
 }
 
@@ -278,30 +293,43 @@ impl BusState {
             slot.cond.notify_all();
             wakeups.0.extend(slot.waker.take());
         }
+        self.release(id, &mut wakeups);
         wakeups
     }
 
-    /// Messages available to a listener, across its queues.
+    /// Messages a listener may take, across its queues.
     pub(crate) fn available(&self, id: ListenerId) -> usize {
         self.listeners.get(&id).map_or(0, |slot| {
             slot.queues
                 .iter()
-                .map(|&q| self.queues[q].items.len())
+                .map(|&q| {
+                    self.queues[q]
+                        .items
+                        .iter()
+                        .filter(|e| e.free_for(id))
+                        .count()
+                })
                 .sum()
         })
     }
 
-    /// Takes up to `max` envelopes from the listener's queues, in queue order.
+    /// Takes up to `max` envelopes from the listener's queues, in queue order, skipping
+    /// messages handed to other waiting listeners.
     pub(crate) fn take(&mut self, id: ListenerId, max: usize) -> Vec<(QueueId, Envelope)> {
         let mut out = Vec::new();
         let Some(slot) = self.listeners.get(&id) else {
             return out;
         };
         for &q in &slot.queues {
-            while out.len() < max {
-                match self.queues[q].items.pop_front() {
-                    Some(envelope) => out.push((q, envelope)),
-                    None => break,
+            let items = &mut self.queues[q].items;
+            let mut i = 0;
+            while out.len() < max && i < items.len() {
+                if items[i].free_for(id) {
+                    let mut envelope = items.remove(i).expect("index checked");
+                    envelope.reserved = None;
+                    out.push((q, envelope));
+                } else {
+                    i += 1;
                 }
             }
         }
@@ -333,8 +361,8 @@ impl BusState {
         }
     }
 
-    /// Deregisters a waiting listener; if its queues still hold messages (it was picked
-    /// but is leaving, or took only part), hands them on to the next waiter.
+    /// Deregisters a waiting listener, releases the messages handed to it that it did
+    /// not take, and hands any message left in its queues to the next waiter.
     pub(crate) fn end_wait(&mut self, id: ListenerId) -> Wakeups {
         let mut wakeups = Wakeups::default();
         let Some(slot) = self.listeners.get_mut(&id) else {
@@ -350,14 +378,36 @@ impl BusState {
         for &q in &queues {
             self.queues[q].waiting.retain(|&l| l != id);
         }
+        self.release(id, &mut wakeups);
         for &q in &queues {
-            if !self.queues[q].items.is_empty() {
+            let free = self.queues[q].items.iter().any(|e| e.reserved.is_none());
+            if free {
                 self.wake_one(q, &mut wakeups);
             }
         }
         wakeups
     }
 
+    /// Frees the messages reserved for `id` and hands each to another waiter.
+    fn release(&mut self, id: ListenerId, wakeups: &mut Wakeups) {
+        let Some(slot) = self.listeners.get(&id) else {
+            return;
+        };
+        for q in slot.queues.clone() {
+            let mut released = 0;
+            for envelope in self.queues[q].items.iter_mut() {
+                if envelope.reserved == Some(id) {
+                    envelope.reserved = None;
+                    released += 1;
+                }
+            }
+            for _ in 0..released {
+                self.wake_one(q, wakeups);
+            }
+        }
+    }
+
+    /// Hands the first free message of `queue` to its longest-waiting listener.
     fn wake_one(&mut self, queue: QueueId, wakeups: &mut Wakeups) {
         while let Some(id) = self.queues[queue].waiting.pop_front() {
             if let Some(slot) = self.listeners.get_mut(&id)
@@ -368,6 +418,13 @@ impl BusState {
                 slot.notified = true;
                 slot.cond.notify_one();
                 wakeups.0.extend(slot.waker.take());
+                if let Some(envelope) = self.queues[queue]
+                    .items
+                    .iter_mut()
+                    .find(|e| e.reserved.is_none())
+                {
+                    envelope.reserved = Some(id);
+                }
                 return;
             }
         }
@@ -397,11 +454,7 @@ impl Acknowledger for MemoryAck {
         let mut wakeups = Wakeups::default();
         bus.lock().push(
             self.queue,
-            Envelope {
-                message,
-                reply: self.reply,
-                client_timeout: self.client_timeout,
-            },
+            Envelope::new(message, self.reply, self.client_timeout),
             &mut wakeups,
         );
         wakeups.wake();
@@ -414,6 +467,7 @@ pub(crate) fn incoming(bus: &Arc<Bus>, queue: QueueId, envelope: Envelope) -> In
         message,
         reply,
         client_timeout,
+        ..
     } = envelope;
     let ack = MemoryAck {
         bus: Arc::downgrade(bus),

@@ -205,11 +205,7 @@ impl Transport for MemoryTransport {
         let (reply, receiver) = reply_channel();
         self.deliver(
             target,
-            Envelope {
-                message,
-                reply: Some(reply),
-                client_timeout: options.call_monitor_timeout,
-            },
+            Envelope::new(message, Some(reply), options.call_monitor_timeout),
         );
         Ok(receiver)
     }

@@ -1,0 +1,280 @@
+//! The transport URL's meaning for RabbitMQ: brokers, credentials, TLS, and options.
+
+use std::time::Duration;
+
+use messaging_core::codec::CodecKind;
+use messaging_core::{InvalidTransportUrl, TransportError, TransportUrl};
+
+/// One broker to try.
+#[derive(Clone)]
+pub(crate) struct Broker {
+    /// The amqp:// URI, with the password: never log it.
+    pub(crate) uri: String,
+    /// For logs: the same with the password redacted.
+    pub(crate) display: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Everything the URL says.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) brokers: Vec<Broker>,
+    pub(crate) shuffle: bool,
+    pub(crate) control_exchange: String,
+    pub(crate) prefetch: u16,
+    pub(crate) connect_timeout: Duration,
+    /// oslo's `rabbit_transient_queues_ttl`: reply and fanout queues expire after this
+    /// long without consumers (30 min by default).
+    pub(crate) transient_ttl_ms: u32,
+    /// Our extension: `x-expires` on topic, server and notification queues too (tests).
+    pub(crate) queue_ttl_ms: Option<u32>,
+}
+
+/// The options this transport understands (oslo's names, plus a few of ours).
+const KNOWN: &[&str] = &[
+    "codec",
+    "control_exchange",
+    "prefetch",
+    "rabbit_qos_prefetch_count",
+    "heartbeat",
+    "heartbeat_timeout_threshold",
+    "kombu_failover_strategy",
+    "rabbit_transient_queues_ttl",
+    "queue_ttl",
+    "ssl",
+    "connect_timeout",
+];
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Options {
+    pub(crate) fn from_url(url: &TransportUrl) -> Result<Options, TransportError> {
+        let bad =
+            |reason: String| TransportError::InvalidUrl(InvalidTransportUrl::new(url, reason));
+        if let Some(unknown) = url.options().keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "unknown option `{unknown}` (known: {})",
+                KNOWN.join(", ")
+            )));
+        }
+        if let Some(codec) = url.option("codec") {
+            match codec.parse::<CodecKind>() {
+                Ok(CodecKind::Json) => {}
+                _ => {
+                    return Err(bad(format!(
+                        "codec `{codec}`: oslo's wire protocol on RabbitMQ is JSON only"
+                    )));
+                }
+            }
+        }
+        let number = |keys: &[&str], default: u64, max: u64| -> Result<u64, TransportError> {
+            for key in keys {
+                if let Some(value) = url.option(key) {
+                    return value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|v| *v <= max)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "`{key}` must be a whole number up to {max}, got `{value}`"
+                            ))
+                        });
+                }
+            }
+            Ok(default)
+        };
+        let flag = |key: &str| -> Result<bool, TransportError> {
+            match url.option(key) {
+                None => Ok(false),
+                Some("true" | "1" | "yes" | "True") => Ok(true),
+                Some("false" | "0" | "no" | "False") => Ok(false),
+                Some(other) => Err(bad(format!("`{key}` must be true or false, got `{other}`"))),
+            }
+        };
+        let tls = url.scheme() == "amqps" || flag("ssl")?;
+        let shuffle = match url.option("kombu_failover_strategy") {
+            None | Some("round-robin") => false,
+            Some("shuffle") => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "kombu_failover_strategy must be round-robin or shuffle, got `{other}`"
+                )));
+            }
+        };
+        let heartbeat = number(
+            &["heartbeat", "heartbeat_timeout_threshold"],
+            60,
+            u16::MAX as u64,
+        )? as u16;
+        let connect_timeout = Duration::from_secs(number(&["connect_timeout"], 10, 3600)?.max(1));
+        let vhost = match url.virtual_host() {
+            None | Some("") => "%2F".to_owned(),
+            Some(vhost) => quote(vhost),
+        };
+        let scheme = if tls { "amqps" } else { "amqp" };
+        let default_port = if tls { 5671 } else { 5672 };
+        let query = format!(
+            "heartbeat={heartbeat}&connection_timeout={}",
+            connect_timeout.as_millis()
+        );
+        let mut brokers = Vec::new();
+        let hosts: Vec<_> = if url.hosts().is_empty() {
+            vec![Default::default()]
+        } else {
+            url.hosts().to_vec()
+        };
+        for host in hosts {
+            let user = host.username.clone().unwrap_or_else(|| "guest".to_owned());
+            let password = host
+                .password
+                .as_ref()
+                .map_or_else(|| "guest".to_owned(), |p| p.expose().to_owned());
+            let hostname = host
+                .hostname
+                .clone()
+                .unwrap_or_else(|| "localhost".to_owned());
+            let hostname = if hostname.contains(':') {
+                format!("[{hostname}]")
+            } else {
+                hostname
+            };
+            let port = host.port.unwrap_or(default_port);
+            let user = quote(&user);
+            brokers.push(Broker {
+                uri: format!(
+                    "{scheme}://{user}:{}@{hostname}:{port}/{vhost}?{query}",
+                    quote(&password)
+                ),
+                display: format!("{scheme}://{user}:***@{hostname}:{port}/{vhost}"),
+            });
+        }
+        Ok(Options {
+            brokers,
+            shuffle,
+            control_exchange: url
+                .option("control_exchange")
+                .unwrap_or("openstack")
+                .to_owned(),
+            prefetch: number(
+                &["prefetch", "rabbit_qos_prefetch_count"],
+                64,
+                u16::MAX as u64,
+            )?
+            .max(1) as u16,
+            connect_timeout,
+            transient_ttl_ms: number(&["rabbit_transient_queues_ttl"], 1800, 2_000_000)? as u32
+                * 1000,
+            queue_ttl_ms: match url.option("queue_ttl") {
+                None => None,
+                Some(_) => Some(number(&["queue_ttl"], 0, 2_000_000)?.max(1) as u32 * 1000),
+            },
+        })
+    }
+
+    /// The brokers in the order to try them (shuffled with `kombu_failover_strategy=shuffle`).
+    pub(crate) fn brokers_in_order(&self) -> Vec<Broker> {
+        let mut brokers = self.brokers.clone();
+        if self.shuffle && brokers.len() > 1 {
+            let start = (messaging_core::ids::hex_id().as_bytes()[0] as usize) % brokers.len();
+            brokers.rotate_left(start);
+        }
+        brokers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(url: &str) -> Result<Options, TransportError> {
+        Options::from_url(&TransportUrl::parse(url).unwrap())
+    }
+
+    #[test]
+    fn oslo_urls_become_amqp_uris_with_defaults() {
+        let o = options("rabbit://").unwrap();
+        assert_eq!(
+            o.brokers[0].uri,
+            "amqp://guest:guest@localhost:5672/%2F?heartbeat=60&connection_timeout=10000"
+        );
+        let o = options("rabbit://me:p%40ss@h1:5673,h2/prod?heartbeat=10").unwrap();
+        assert_eq!(o.brokers.len(), 2);
+        assert!(
+            o.brokers[0]
+                .uri
+                .starts_with("amqp://me:p%40ss@h1:5673/prod?heartbeat=10")
+        );
+        assert!(
+            o.brokers[1]
+                .uri
+                .starts_with("amqp://guest:guest@h2:5672/prod")
+        );
+        assert_eq!(o.brokers[0].display, "amqp://me:***@h1:5673/prod");
+        assert_eq!(o.control_exchange, "openstack");
+    }
+
+    #[test]
+    fn tls_by_scheme_or_option() {
+        assert!(
+            options("amqps://h").unwrap().brokers[0]
+                .uri
+                .starts_with("amqps://guest:guest@h:5671/")
+        );
+        assert!(
+            options("rabbit://h?ssl=true").unwrap().brokers[0]
+                .uri
+                .starts_with("amqps://")
+        );
+    }
+
+    #[test]
+    fn bad_options_are_typed_errors_without_passwords() {
+        for (url, expected) in [
+            ("rabbit://u:secret@h/?nope=1", "unknown option `nope`"),
+            ("rabbit://u:secret@h/?codec=bincode", "JSON only"),
+            (
+                "rabbit://u:secret@h/?prefetch=lots",
+                "`prefetch` must be a whole number",
+            ),
+            (
+                "rabbit://u:secret@h/?ssl=maybe",
+                "`ssl` must be true or false",
+            ),
+            (
+                "rabbit://u:secret@h/?kombu_failover_strategy=random",
+                "round-robin or shuffle",
+            ),
+        ] {
+            let err = options(url).unwrap_err().to_string();
+            assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        let o = options("rabbit://[::1]:5672/").unwrap();
+        assert!(
+            o.brokers[0]
+                .uri
+                .starts_with("amqp://guest:guest@[::1]:5672/"),
+            "{}",
+            o.brokers[0].uri
+        );
+    }
+}
