@@ -1,0 +1,180 @@
+//! The `messaging` binary against RabbitMQ, as separate processes: `serve` answers
+//! `call` and prints `cast`s; `listen` prints what `notify` sends. Runs when
+//! `MESSAGING_TEST_RABBIT_URL` is set.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_messaging");
+
+fn url() -> Option<String> {
+    match std::env::var("MESSAGING_TEST_RABBIT_URL") {
+        Ok(url) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{separator}queue_ttl=600"))
+        }
+        Err(_) => {
+            eprintln!("skipped: MESSAGING_TEST_RABBIT_URL is not set");
+            None
+        }
+    }
+}
+
+/// A background `messaging` process with its stdout lines and stderr readiness.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn start(args: &[&str]) -> Background {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("serving") || line.contains("listening") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the process got ready");
+        Background { child, lines }
+    }
+
+    fn line(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap().code()
+    }
+}
+
+fn messaging(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn serve_call_cast_notify_and_listen_over_rabbitmq() {
+    let Some(url) = url() else { return };
+    let topic = format!("cli_{}", std::process::id());
+    let server = Background::start(&["serve", "--url", &url, "--topic", &topic, "--server", "s1"]);
+
+    let out = messaging(&[
+        "call",
+        "--url",
+        &url,
+        "--topic",
+        &topic,
+        "echo",
+        r#"{"value": {"a": 3, "b": 4.0}}"#,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"a\":3,\"b\":4.0}\n"
+    );
+
+    let out = messaging(&[
+        "call",
+        "--url",
+        &url,
+        "--topic",
+        &topic,
+        "--server",
+        "s1",
+        "fail",
+        r#"{"message": "boom"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: remote error: builtins.RuntimeError: boom"
+    );
+
+    let out = messaging(&[
+        "call",
+        "--url",
+        &url,
+        "--topic",
+        "nobody_listens_here",
+        "--timeout",
+        "0.5",
+        "echo",
+        r#"{"value": 1}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+
+    let out = messaging(&[
+        "cast",
+        "--url",
+        &url,
+        "--topic",
+        &topic,
+        "echo",
+        r#"{"value": "cast"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(server.line()["args"]["value"], "cast");
+
+    let listener = Background::start(&["listen", "--url", &url, "--topic", &topic]);
+    let out = messaging(&[
+        "notify",
+        "--url",
+        &url,
+        "--topic",
+        &topic,
+        "--priority",
+        "warn",
+        "--event-type",
+        "cli.test",
+        r#"{"id": 7}"#,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let note = listener.line();
+    assert_eq!(
+        (
+            note["priority"].as_str(),
+            note["event_type"].as_str(),
+            note["payload"]["id"].as_i64()
+        ),
+        (Some("warn"), Some("cli.test"), Some(7))
+    );
+
+    assert_eq!(listener.terminate(), Some(0));
+    assert_eq!(server.terminate(), Some(0));
+}

@@ -1,0 +1,263 @@
+//! RabbitMQ faults: connections closed by the broker (`rabbitmqctl
+//! close_all_connections`) and the broker application restarting (`stop_app` /
+//! `start_app`). Runs when `MESSAGING_TEST_RABBIT_URL` is set and `rabbitmqctl` works;
+//! the tests take turns, since each disturbs the whole broker. Each prints what it
+//! measured (reconnect times) to stderr.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use messaging_core::dispatch::block_on;
+use messaging_core::notify::{
+    ListenerOptions, Notification, NotificationEndpoint, NotificationResult, Notifier,
+};
+use messaging_core::rpc::{self, Endpoint, HandlerError, RpcClient, RpcError};
+use messaging_core::{CallOptions, Context, Priority, Target, ids};
+use messaging_executors::ThreadPoolExecutor;
+use messaging_testkit::{ServerThread, within};
+use serde::{Deserialize, Serialize};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn url() -> Option<String> {
+    let Ok(url) = std::env::var("MESSAGING_TEST_RABBIT_URL") else {
+        eprintln!("skipped: MESSAGING_TEST_RABBIT_URL is not set");
+        return None;
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}queue_ttl=600"))
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn close_all_connections() {
+    rabbitmqctl(&["close_all_connections", "fault test"]);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Value {
+    n: u64,
+}
+
+fn server(url: &str, topic: &str) -> ServerThread {
+    let transport = messaging_transports::open(url).unwrap();
+    let endpoint = Endpoint::new()
+        .method("echo", |_ctx, v: Value| Ok::<_, HandlerError>(v.n))
+        .method("sleep", |_ctx, s: Sleep| {
+            std::thread::sleep(Duration::from_millis(s.ms));
+            Ok::<_, HandlerError>(s.ms)
+        });
+    let server = rpc::server(
+        transport,
+        Target::new(topic).with_server("s1"),
+        vec![endpoint],
+        ThreadPoolExecutor::new(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    ServerThread::spawn(server).unwrap()
+}
+
+/// Calls until one succeeds; returns how long that took.
+fn call_until_served(client: &RpcClient, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match client.call_blocking::<_, u64>(&Context::new(), "echo", &Value { n }) {
+            Ok(echoed) => {
+                assert_eq!(echoed, n);
+                return started.elapsed();
+            }
+            Err(error) => {
+                assert!(
+                    started.elapsed() < limit,
+                    "not served again within {limit:?}: {error}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn servers_and_clients_resume_after_the_broker_closes_every_connection() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(
+        Duration::from_secs(120),
+        "resume after close_all_connections",
+        move || {
+            let topic = format!("faults_{}", &ids::hex_id()[..10]);
+            let running = server(&url, &topic);
+            let client = RpcClient::new(
+                messaging_transports::open(&url).unwrap(),
+                Target::new(topic),
+            )
+            .with_timeout(Duration::from_secs(2));
+            call_until_served(&client, Duration::from_secs(10));
+            close_all_connections();
+            let resumed = call_until_served(&client, Duration::from_secs(60));
+            eprintln!("measured: first successful call {resumed:?} after close_all_connections");
+            for n in 0..20 {
+                assert_eq!(
+                    client
+                        .call_blocking::<_, u64>(&Context::new(), "echo", &Value { n })
+                        .unwrap(),
+                    n
+                );
+            }
+            running.stop_and_wait().unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_pending_call_completes_or_times_out_never_later() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(Duration::from_secs(120), "pending call", move || {
+        let topic = format!("faults_{}", &ids::hex_id()[..10]);
+        let running = server(&url, &topic);
+        let timeout = Duration::from_secs(4);
+        let client = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic),
+        )
+        .with_timeout(timeout);
+        call_until_served(&client, Duration::from_secs(10));
+        let caller = {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let result =
+                    client.call_blocking::<_, u64>(&Context::new(), "sleep", &Sleep { ms: 1_000 });
+                (result, started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        close_all_connections();
+        let (result, elapsed) = caller.join().unwrap();
+        eprintln!("measured: the pending call ended after {elapsed:?} with {result:?}");
+        match result {
+            Ok(ms) => assert_eq!(ms, 1_000),
+            Err(RpcError::Timeout { .. }) => {}
+            Err(other) => panic!("expected the result or a timeout, got {other}"),
+        }
+        assert!(
+            elapsed < timeout + Duration::from_secs(1),
+            "{elapsed:?} is past the {timeout:?} timeout"
+        );
+        call_until_served(&client, Duration::from_secs(60));
+        running.stop_and_wait().unwrap();
+    });
+}
+
+#[test]
+fn notifications_are_not_lost_when_connections_drop() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(Duration::from_secs(120), "notifications", move || {
+        const N: u64 = 200;
+        let topic = format!("faults_n_{}", &ids::hex_id()[..10]);
+        let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let handled = seen.clone();
+        let endpoint =
+            NotificationEndpoint::new().on(Priority::Info, move |n: Notification<Value>| {
+                std::thread::sleep(Duration::from_millis(2));
+                handled.lock().unwrap().insert(n.payload.n);
+                NotificationResult::Handled
+            });
+        let listener = messaging_core::notify::listener(
+            messaging_transports::open(&url).unwrap(),
+            vec![Target::new(topic.clone())],
+            vec![endpoint],
+            ListenerOptions::new(),
+            ThreadPoolExecutor::new().with_max_workers(4),
+        )
+        .build()
+        .unwrap();
+        let running = ServerThread::spawn(listener).unwrap();
+        let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "faults")
+            .with_topics([topic.as_str()]);
+        for n in 0..N {
+            block_on(notifier.info(&Context::new(), "fault.test", &Value { n })).unwrap();
+            if n == N / 2 {
+                close_all_connections();
+            }
+        }
+        let started = Instant::now();
+        while seen.lock().unwrap().len() < N as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "only {} of {N} handled",
+                seen.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "measured: all {N} notifications handled {:?} after the last was sent",
+            started.elapsed()
+        );
+        running.stop_and_wait().unwrap();
+    });
+}
+
+#[test]
+fn stop_and_wait_complete_while_the_broker_is_down_and_servers_resume_after_a_restart() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(Duration::from_secs(180), "broker restart", move || {
+        let topic = format!("faults_{}", &ids::hex_id()[..10]);
+        let running = server(&url, &topic);
+        let other = format!("faults_{}", &ids::hex_id()[..10]);
+        let survivor = server(&url, &other);
+        rabbitmqctl(&["stop_app"]);
+        // The first server is stopped and waited for while its listener reconnects.
+        let started = Instant::now();
+        let limit = CallOptions::new().timeout(Duration::from_secs(30));
+        running.server().stop_with(&limit).unwrap();
+        running.server().wait_with(&limit).unwrap();
+        eprintln!(
+            "measured: stop()+wait() during the outage took {:?}",
+            started.elapsed()
+        );
+        drop(running);
+        std::thread::sleep(Duration::from_secs(2));
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+        let restarted = Instant::now();
+        let client = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(other),
+        )
+        .with_timeout(Duration::from_secs(2));
+        let resumed = call_until_served(&client, Duration::from_secs(90));
+        eprintln!(
+            "measured: the other server answered {resumed:?} after the broker was back ({:?} after start_app)",
+            restarted.elapsed()
+        );
+        survivor.stop_and_wait().unwrap();
+    });
+}
