@@ -132,6 +132,10 @@ def build_parser():
     l.add_argument('--topic', required=True)
     l.add_argument('--pool')
     l.add_argument('--exchange')
+
+    d = sub.add_parser('delete-queues', parents=[common],
+                       help='delete queues (test clean-up); missing ones are fine')
+    d.add_argument('queues', nargs='+', metavar='QUEUE')
     return p
 
 
@@ -374,8 +378,30 @@ def cmd_listen(args):
     return 0
 
 
+def cmd_delete_queues(args):
+    """Deletes the named queues through kombu; prints {"deleted": N}."""
+    import kombu
+    url = args.url.replace('rabbit://', 'amqp://', 1)
+    deleted = 0
+    with kombu.Connection(url) as connection:
+        for name in args.queues:
+            channel = connection.channel()
+            try:
+                channel.queue_delete(name)
+                deleted += 1
+            except Exception:  # a missing queue closes the channel: take a new one
+                pass
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    emit({'deleted': deleted})
+    return 0
+
+
 COMMANDS = {'server': cmd_server, 'call': cmd_call, 'cast': cmd_cast,
-            'notify': cmd_notify, 'listen': cmd_listen}
+            'notify': cmd_notify, 'listen': cmd_listen, 'delete-queues': cmd_delete_queues}
 
 
 def main(argv=None):
