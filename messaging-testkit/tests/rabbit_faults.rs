@@ -261,3 +261,35 @@ fn stop_and_wait_complete_while_the_broker_is_down_and_servers_resume_after_a_re
         survivor.stop_and_wait().unwrap();
     });
 }
+
+#[test]
+fn a_dead_host_in_the_url_fails_over_to_the_next() {
+    let Some(url) = url() else { return };
+    // Put a port nothing listens on in front of the real broker.
+    let Some(rest) = url.strip_prefix("rabbit://guest:guest@") else {
+        eprintln!("skipped: the failover test needs a rabbit://guest:guest@host URL");
+        return;
+    };
+    let failover = format!("rabbit://guest:guest@127.0.0.1:1,guest:guest@{rest}");
+    within(Duration::from_secs(60), "failover", move || {
+        let topic = format!("faults_{}", &ids::hex_id()[..10]);
+        let running = server(&failover, &topic);
+        let client = RpcClient::new(
+            messaging_transports::open(&failover).unwrap(),
+            Target::new(topic),
+        )
+        .with_timeout(Duration::from_secs(10));
+        let started = Instant::now();
+        assert_eq!(
+            client
+                .call_blocking::<_, u64>(&Context::new(), "echo", &Value { n: 5 })
+                .unwrap(),
+            5
+        );
+        eprintln!(
+            "measured: a call through the second host in {:?}",
+            started.elapsed()
+        );
+        running.stop_and_wait().unwrap();
+    });
+}
