@@ -13,7 +13,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+#[cfg(any(feature = "rabbit", feature = "nats"))]
+mod buffer;
 pub mod memory;
+#[cfg(any(feature = "rabbit", feature = "nats"))]
+mod pending;
 #[cfg(feature = "rabbit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbit")))]
 pub mod rabbit;

@@ -7,11 +7,8 @@
 //! handler, or requeued. Deliveries still in the buffer at `stop()` go back to the
 //! broker, and closing the channel at `cleanup()` returns anything else unacknowledged.
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -25,7 +22,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use messaging_core::dispatch::block_on;
 use messaging_core::reply::{Replier, ReplyEvent};
-use messaging_core::timer::{self, Sleep};
+use messaging_core::timer;
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
 };
@@ -36,6 +33,7 @@ use super::connection::{self, Backoff, Kind, connection_error};
 use super::options::Options;
 use super::publisher::{Publish, Publisher};
 use super::wire::{self, DuplicateFilter};
+use crate::buffer::{Buffer, OnStop};
 
 /// What a listener consumes.
 #[derive(Clone, Debug)]
@@ -176,14 +174,6 @@ struct Item {
     client_timeout: Option<Duration>,
 }
 
-#[derive(Default)]
-struct State {
-    items: VecDeque<Item>,
-    stopped: bool,
-    closed: bool,
-    waker: Option<Waker>,
-}
-
 /// The lifecycle the consumer task follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -193,40 +183,14 @@ enum Phase {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    buffer: Buffer<Item>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
-    ready: Condvar,
-    batch_size: usize,
-    batch_timeout: Option<Duration>,
     publisher: Arc<Publisher>,
     runtime: Handle,
     name: String,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, item: Item) {
-        let waker = {
-            let mut state = self.lock();
-            state.items.push_back(item);
-            state.waker.take()
-        };
-        self.ready.notify_one();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    fn wake_all(&self, state: &mut State) {
-        self.ready.notify_all();
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
-        }
-    }
-
     fn incoming(self: &Arc<Self>, item: Item) -> IncomingMessage {
         let incoming = IncomingMessage::new(item.message)
             .with_acknowledger(RabbitAck {
@@ -245,11 +209,6 @@ impl Shared {
             None => incoming,
         }
     }
-}
-
-enum Step {
-    Ready(Polled),
-    Wait(Option<Instant>),
 }
 
 /// What a listener is started with.
@@ -280,11 +239,8 @@ impl std::fmt::Debug for RabbitListener {
 impl RabbitListener {
     pub(crate) fn start(session: Session, spec: Spec, listen: &ListenOptions) -> RabbitListener {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            buffer: Buffer::new(listen, OnStop::GiveBack),
             duplicates: Arc::default(),
-            ready: Condvar::new(),
-            batch_size: listen.batch_size.max(1),
-            batch_timeout: listen.batch_timeout,
             publisher: spec.publisher,
             runtime: spec.runtime.clone(),
             name: spec.name,
@@ -304,89 +260,24 @@ impl RabbitListener {
             task: Mutex::new(Some(task)),
         }
     }
-
-    fn step(&self, state: &mut State, fill_since: &mut Option<Instant>, out_of_time: bool) -> Step {
-        if state.stopped || state.closed {
-            return Step::Ready(Polled::Closed);
-        }
-        let available = state.items.len();
-        if available == 0 {
-            *fill_since = None;
-            return Step::Wait(None);
-        }
-        if let Some(batch_timeout) = self
-            .shared
-            .batch_timeout
-            .filter(|_| available < self.shared.batch_size && !out_of_time)
-        {
-            let since = *fill_since.get_or_insert_with(Instant::now);
-            match since.checked_add(batch_timeout) {
-                Some(at) if Instant::now() < at => return Step::Wait(Some(at)),
-                Some(_) => {}
-                None => return Step::Wait(None),
-            }
-        }
-        *fill_since = None;
-        let n = available.min(self.shared.batch_size);
-        let batch = state
-            .items
-            .drain(..n)
-            .map(|item| self.shared.incoming(item))
-            .collect();
-        Step::Ready(Polled::Messages(batch))
-    }
 }
 
 #[async_trait]
 impl Listener for RabbitListener {
     fn poll(&self, timeout: Option<Duration>) -> Result<Polled, TransportError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut fill_since = None;
-        let mut state = self.shared.lock();
-        loop {
-            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-            let wake_at = match self.step(&mut state, &mut fill_since, out_of_time) {
-                Step::Ready(polled) => return Ok(polled),
-                Step::Wait(fill) => match (fill, deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                },
-            };
-            if out_of_time {
-                return Ok(Polled::Idle);
-            }
-            state = match wake_at {
-                None => self
-                    .shared
-                    .ready
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    self.shared
-                        .ready
-                        .wait_timeout(state, at.saturating_duration_since(Instant::now()))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
+        Ok(self
+            .shared
+            .buffer
+            .poll(timeout, &|item| self.shared.incoming(item)))
     }
 
     async fn poll_async(&self) -> Result<Polled, TransportError> {
-        Ok(AsyncPoll {
-            listener: self,
-            fill_since: None,
-            fill_timer: None,
-        }
-        .await)
+        let convert = |item| self.shared.incoming(item);
+        Ok(self.shared.buffer.poll_async(&convert).await)
     }
 
     fn stop(&self) {
-        {
-            let mut state = self.shared.lock();
-            state.stopped = true;
-            self.shared.wake_all(&mut state);
-        }
+        self.shared.buffer.stop();
         self.phase.send_if_modified(|phase| {
             let change = *phase == Phase::Running;
             if change {
@@ -408,9 +299,7 @@ impl Listener for RabbitListener {
                 abort.abort();
             }
         }
-        let mut state = self.shared.lock();
-        state.closed = true;
-        self.shared.wake_all(&mut state);
+        self.shared.buffer.close();
     }
 }
 
@@ -423,46 +312,6 @@ impl Drop for RabbitListener {
             .is_some();
         if running {
             self.cleanup();
-        }
-    }
-}
-
-struct AsyncPoll<'a> {
-    listener: &'a RabbitListener,
-    fill_since: Option<Instant>,
-    fill_timer: Option<Sleep>,
-}
-
-impl Future for AsyncPoll<'_> {
-    type Output = Polled;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Polled> {
-        let this = &mut *self;
-        let mut state = this.listener.shared.lock();
-        match this.listener.step(&mut state, &mut this.fill_since, false) {
-            Step::Ready(polled) => Poll::Ready(polled),
-            Step::Wait(fill) => {
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
-                }
-                drop(state);
-                if let Some(at) = fill {
-                    let timer = this
-                        .fill_timer
-                        .get_or_insert_with(|| timer::sleep_until(at));
-                    if timer.deadline() != Some(at) {
-                        timer.reset(at);
-                    }
-                    if Pin::new(timer).poll(cx).is_ready() {
-                        cx.waker().wake_by_ref();
-                    }
-                }
-                Poll::Pending
-            }
         }
     }
 }
@@ -492,9 +341,7 @@ async fn consume(
     struct Closed(Arc<Shared>);
     impl Drop for Closed {
         fn drop(&mut self) {
-            let mut state = self.0.lock();
-            state.closed = true;
-            self.0.wake_all(&mut state);
+            self.0.buffer.close();
         }
     }
     let _closed = Closed(shared.clone());
@@ -521,7 +368,7 @@ async fn consume(
                             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                             .await;
                     }
-                    let returned: Vec<Item> = shared.lock().items.drain(..).collect();
+                    let returned = shared.buffer.take_all();
                     for item in returned {
                         let _ = item
                             .acker
@@ -548,7 +395,7 @@ async fn consume(
         }
         // The connection is gone: deliveries still buffered cannot be acknowledged any
         // more (the broker requeues them), so they are dropped here, not handed out.
-        shared.lock().items.clear();
+        drop(shared.buffer.take_all());
         let mut backoff = Backoff::new();
         let lost = Instant::now();
         session = loop {
@@ -594,7 +441,7 @@ async fn handle(shared: &Shared, rpc: bool, delivery: lapin::message::Delivery) 
                     return;
                 }
                 let reply = request.reply_q.zip(request.msg_id);
-                shared.push(Item {
+                shared.buffer.push(Item {
                     acker: delivery.acker,
                     message: request.message,
                     unique_id: request.unique_id,
@@ -617,7 +464,7 @@ async fn handle(shared: &Shared, rpc: bool, delivery: lapin::message::Delivery) 
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                     return;
                 }
-                shared.push(Item {
+                shared.buffer.push(Item {
                     acker: delivery.acker,
                     message: notification.message,
                     unique_id: notification.unique_id,

@@ -2,31 +2,24 @@
 //! every call, as oslo does), consumed by one task that routes each reply to its call
 //! by `_msg_id`, and re-consumed after a reconnect.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use futures_lite::StreamExt;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use messaging_core::reply::{Replier, ReplyEvent, ReplySender};
-use messaging_core::{RemoteError, TransportError};
+use messaging_core::TransportError;
+use messaging_core::reply::ReplySender;
 
 use super::connection::{self, Backoff, connection_error};
 use super::options::Options;
 use super::wire;
-
-struct Pending {
-    sender: ReplySender,
-    /// A result that came without `ending` (pre-2015 servers send it separately).
-    stashed: Option<Result<Bytes, RemoteError>>,
-}
+use crate::pending::PendingCalls;
 
 pub(crate) struct Replies {
     options: Options,
     queue: String,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: PendingCalls,
     started: tokio::sync::Mutex<bool>,
 }
 
@@ -49,7 +42,7 @@ impl Replies {
         Replies {
             options,
             queue: format!("reply_{}", messaging_core::ids::hex_id()),
-            pending: Mutex::new(HashMap::new()),
+            pending: PendingCalls::default(),
             started: tokio::sync::Mutex::new(false),
         }
     }
@@ -105,61 +98,20 @@ impl Replies {
 
     /// Registers a call waiting for `msg_id`.
     pub(crate) fn expect(&self, msg_id: String, sender: ReplySender) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= 64 && pending.len().is_power_of_two() {
-            // Forget calls whose callers gave up (their receivers are gone).
-            pending.retain(|_, p| !p.sender.is_closed());
-        }
-        pending.insert(
-            msg_id,
-            Pending {
-                sender,
-                stashed: None,
-            },
-        );
+        self.pending.expect(msg_id, sender);
     }
 
     /// Forgets a call (its request could not be sent).
     pub(crate) fn forget(&self, msg_id: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(msg_id);
+        self.pending.forget(msg_id);
     }
 
     fn deliver(&self, body: &[u8]) {
-        let reply = match wire::decode_reply(body) {
-            Ok(reply) => reply,
-            Err(error) => {
-                tracing::warn!(%error, "dropping an unreadable reply");
-                return;
-            }
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(call) = pending.get_mut(&reply.msg_id) else {
-            tracing::debug!(msg_id = %reply.msg_id, "no call waiting for this reply");
-            return;
-        };
-        let event = match (reply.outcome, reply.ending) {
-            (None, false) => Some(ReplyEvent::Heartbeat),
-            (Some(outcome), true) => Some(ReplyEvent::Reply(outcome)),
-            (Some(outcome), false) => {
-                call.stashed = Some(outcome);
-                None
-            }
-            (None, true) => Some(ReplyEvent::Reply(
-                call.stashed
-                    .take()
-                    .unwrap_or(Ok(Bytes::from_static(b"null"))),
-            )),
-        };
-        let Some(event) = event else {
-            return;
-        };
-        let ending = matches!(event, ReplyEvent::Reply(_));
-        let _ = call.sender.send(event);
-        if ending {
-            pending.remove(&reply.msg_id);
+        match wire::decode_reply(body) {
+            Ok(reply) => self
+                .pending
+                .deliver(&reply.msg_id, reply.outcome, reply.ending),
+            Err(error) => tracing::warn!(%error, "dropping an unreadable reply"),
         }
     }
 }

@@ -1,0 +1,308 @@
+//! The buffer between a broker transport's consumer task and the executor's polls:
+//! blocking and async polls, batches filled up to a size or a timeout, and stop
+//! semantics. Shared by the broker listeners.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use messaging_core::timer::{self, Sleep};
+use messaging_core::{IncomingMessage, ListenOptions, Polled};
+
+/// What happens to buffered messages when the listener stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnStop {
+    /// Polls return `Closed` at once; the transport gives the buffered messages back to
+    /// the broker ([`Buffer::take_all`]).
+    GiveBack,
+    /// Polls hand out what is buffered, then return `Closed` (a broker that cannot take
+    /// messages back, like core NATS).
+    Drain,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    stopped: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+pub(crate) struct Buffer<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+    batch_size: usize,
+    batch_timeout: Option<Duration>,
+    on_stop: OnStop,
+}
+
+enum Step {
+    Ready(Polled),
+    Wait(Option<Instant>),
+}
+
+impl<T> Buffer<T> {
+    pub(crate) fn new(options: &ListenOptions, on_stop: OnStop) -> Self {
+        Buffer {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                stopped: false,
+                closed: false,
+                waker: None,
+            }),
+            ready: Condvar::new(),
+            batch_size: options.batch_size.max(1),
+            batch_timeout: options.batch_timeout,
+            on_stop,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self, state: &mut State<T>) {
+        self.ready.notify_all();
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Adds a message for the next poll (ignored once closed).
+    pub(crate) fn push(&self, item: T) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        state.items.push_back(item);
+        self.wake(&mut state);
+    }
+
+    /// No message will be added any more; polls follow [`OnStop`].
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        self.wake(&mut state);
+    }
+
+    /// Whether [`stop`](Buffer::stop) was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// Polls return `Closed` from now on; returns what was still buffered.
+    pub(crate) fn close(&self) -> Vec<T> {
+        let mut state = self.lock();
+        state.closed = true;
+        self.wake(&mut state);
+        state.items.drain(..).collect()
+    }
+
+    /// Takes every buffered message (to give back to the broker, or because the
+    /// connection that delivered them is gone).
+    pub(crate) fn take_all(&self) -> Vec<T> {
+        self.lock().items.drain(..).collect()
+    }
+
+    fn step(
+        &self,
+        state: &mut State<T>,
+        fill_since: &mut Option<Instant>,
+        out_of_time: bool,
+        convert: &(dyn Fn(T) -> IncomingMessage + Sync),
+    ) -> Step {
+        let draining = state.stopped && self.on_stop == OnStop::Drain;
+        if state.closed || (state.stopped && !draining) {
+            return Step::Ready(Polled::Closed);
+        }
+        let available = state.items.len();
+        if available == 0 {
+            *fill_since = None;
+            return if draining {
+                Step::Ready(Polled::Closed)
+            } else {
+                Step::Wait(None)
+            };
+        }
+        let filling = available < self.batch_size && !out_of_time && !draining;
+        if let Some(batch_timeout) = self.batch_timeout.filter(|_| filling) {
+            let since = *fill_since.get_or_insert_with(Instant::now);
+            match since.checked_add(batch_timeout) {
+                Some(at) if Instant::now() < at => return Step::Wait(Some(at)),
+                Some(_) => {}
+                // A batch timeout too long to represent: wait for a full batch.
+                None => return Step::Wait(None),
+            }
+        }
+        *fill_since = None;
+        let n = available.min(self.batch_size);
+        Step::Ready(Polled::Messages(
+            state.items.drain(..n).map(convert).collect(),
+        ))
+    }
+
+    /// Blocks until a batch, the timeout, or the end (see [`OnStop`]).
+    pub(crate) fn poll(
+        &self,
+        timeout: Option<Duration>,
+        convert: &(dyn Fn(T) -> IncomingMessage + Sync),
+    ) -> Polled {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut fill_since = None;
+        let mut state = self.lock();
+        loop {
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            let wake_at = match self.step(&mut state, &mut fill_since, out_of_time, convert) {
+                Step::Ready(polled) => return polled,
+                Step::Wait(fill) => match (fill, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            };
+            if out_of_time {
+                return Polled::Idle;
+            }
+            state = match wake_at {
+                None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    self.ready
+                        .wait_timeout(state, at.saturating_duration_since(Instant::now()))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The async poll: never `Idle`. Cancel safe (messages leave the buffer only in the
+    /// poll that returns them).
+    pub(crate) fn poll_async<'a>(
+        &'a self,
+        convert: &'a (dyn Fn(T) -> IncomingMessage + Sync),
+    ) -> AsyncPoll<'a, T> {
+        AsyncPoll {
+            buffer: self,
+            convert,
+            fill_since: None,
+            fill_timer: None,
+        }
+    }
+}
+
+pub(crate) struct AsyncPoll<'a, T> {
+    buffer: &'a Buffer<T>,
+    convert: &'a (dyn Fn(T) -> IncomingMessage + Sync),
+    fill_since: Option<Instant>,
+    fill_timer: Option<Sleep>,
+}
+
+impl<T> Future for AsyncPoll<'_, T> {
+    type Output = Polled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
+        let this = &mut *self;
+        let mut state = this.buffer.lock();
+        match this
+            .buffer
+            .step(&mut state, &mut this.fill_since, false, this.convert)
+        {
+            Step::Ready(polled) => Poll::Ready(polled),
+            Step::Wait(fill) => {
+                if !state
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.waker = Some(cx.waker().clone());
+                }
+                drop(state);
+                if let Some(at) = fill {
+                    let timer = this
+                        .fill_timer
+                        .get_or_insert_with(|| timer::sleep_until(at));
+                    if timer.deadline() != Some(at) {
+                        timer.reset(at);
+                    }
+                    if Pin::new(timer).poll(cx).is_ready() {
+                        cx.waker().wake_by_ref(); // the batch is due: look again
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Unpin for AsyncPoll<'_, T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messaging_core::Message;
+    use messaging_core::dispatch::block_on;
+
+    fn convert(n: u32) -> IncomingMessage {
+        IncomingMessage::new(Message::new(n.to_string()))
+    }
+
+    fn count(polled: Polled) -> Option<usize> {
+        match polled {
+            Polled::Messages(batch) => Some(batch.len()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn batches_fill_to_the_size_or_the_timeout() {
+        let buffer = Buffer::new(
+            &ListenOptions::batch(3, Some(Duration::from_millis(30))),
+            OnStop::GiveBack,
+        );
+        for n in 0..4 {
+            buffer.push(n);
+        }
+        assert_eq!(count(buffer.poll(None, &convert)), Some(3));
+        assert_eq!(
+            count(buffer.poll(None, &convert)),
+            Some(1),
+            "the rest after the batch timeout"
+        );
+        assert!(matches!(
+            buffer.poll(Some(Duration::from_millis(10)), &convert),
+            Polled::Idle
+        ));
+    }
+
+    #[test]
+    fn give_back_closes_at_once_and_drain_empties_first() {
+        let back = Buffer::new(&ListenOptions::default(), OnStop::GiveBack);
+        back.push(1);
+        back.stop();
+        assert!(matches!(back.poll(None, &convert), Polled::Closed));
+        assert_eq!(back.take_all(), [1]);
+        let drain = Buffer::new(&ListenOptions::default(), OnStop::Drain);
+        drain.push(1);
+        drain.push(2);
+        drain.stop();
+        assert_eq!(count(drain.poll(None, &convert)), Some(1));
+        assert_eq!(count(block_on(drain.poll_async(&convert))), Some(1));
+        assert!(matches!(drain.poll(None, &convert), Polled::Closed));
+    }
+
+    #[test]
+    fn a_push_wakes_a_blocked_poll_and_close_ends_it() {
+        let buffer = std::sync::Arc::new(Buffer::new(&ListenOptions::default(), OnStop::GiveBack));
+        let b = buffer.clone();
+        let poller = std::thread::spawn(move || count(b.poll(None, &convert)));
+        std::thread::sleep(Duration::from_millis(20));
+        buffer.push(7);
+        assert_eq!(poller.join().unwrap(), Some(1));
+        let b = buffer.clone();
+        let poller = std::thread::spawn(move || b.poll(None, &convert));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(buffer.close().is_empty());
+        assert!(matches!(poller.join().unwrap(), Polled::Closed));
+    }
+}
