@@ -293,3 +293,97 @@ fn a_dead_host_in_the_url_fails_over_to_the_next() {
         running.stop_and_wait().unwrap();
     });
 }
+
+#[test]
+fn a_queue_deleted_under_a_server_is_consumed_again() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(Duration::from_secs(60), "deleted queue", move || {
+        let topic = format!("faults_{}", &ids::hex_id()[..10]);
+        let running = server(&url, &topic);
+        let client = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic.clone()),
+        )
+        .with_timeout(Duration::from_secs(2));
+        call_until_served(&client, Duration::from_secs(10));
+        // The broker cancels the consumer of a deleted queue; the listener must notice.
+        rabbitmqctl(&["delete_queue", &topic]);
+        let resumed = call_until_served(&client, Duration::from_secs(30));
+        eprintln!("measured: the topic queue served again {resumed:?} after it was deleted");
+        running.stop_and_wait().unwrap();
+    });
+}
+
+#[test]
+fn casts_racing_a_fanout_to_a_vanished_exchange_are_not_lost() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(
+        Duration::from_secs(60),
+        "vanished fanout exchange",
+        move || {
+            let gone = format!("faults_gone_{}", &ids::hex_id()[..10]);
+            let live = format!("faults_live_{}", &ids::hex_id()[..10]);
+            let transport = messaging_transports::open(&url).unwrap();
+            // A server of `gone` binds its fanout queue; the publisher declares the fanout
+            // exchange on the first fanout cast; then the queue (and so the auto-delete
+            // exchange) disappears behind the publisher's back.
+            let doomed = server(&url, &gone);
+            let fanout = RpcClient::new(
+                transport.clone(),
+                Target::new(gone.clone()).with_fanout(true),
+            );
+            fanout
+                .cast_blocking(&Context::new(), "echo", &Value { n: 0 })
+                .unwrap();
+            doomed.stop_and_wait().unwrap();
+            let queues = Command::new("rabbitmqctl")
+                .args(["list_queues", "name", "-q"])
+                .output()
+                .unwrap();
+            for name in String::from_utf8_lossy(&queues.stdout)
+                .lines()
+                .filter(|q| q.starts_with(&format!("{gone}_fanout_")))
+            {
+                rabbitmqctl(&["delete_queue", name.trim()]);
+            }
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let recorded = seen.clone();
+            let endpoint = Endpoint::new().method("echo", move |_ctx, v: Value| {
+                recorded.lock().unwrap().insert(v.n);
+                Ok::<_, HandlerError>(v.n)
+            });
+            let live_server = rpc::server(
+                transport.clone(),
+                Target::new(live.clone()).with_server("s1"),
+                vec![endpoint],
+                ThreadPoolExecutor::new(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            let running = ServerThread::spawn(live_server).unwrap();
+            let casts = RpcClient::new(transport.clone(), Target::new(live));
+            let fanout_thread = std::thread::spawn(move || {
+                fanout.cast_blocking(&Context::new(), "echo", &Value { n: 999 })
+            });
+            for n in 0..10 {
+                casts
+                    .cast_blocking(&Context::new(), "echo", &Value { n })
+                    .unwrap();
+            }
+            let _ = fanout_thread.join().unwrap();
+            let started = Instant::now();
+            while seen.lock().unwrap().len() < 10 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "only {:?} of 10 casts arrived",
+                    seen.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            running.stop_and_wait().unwrap();
+        },
+    );
+}

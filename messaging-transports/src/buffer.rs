@@ -70,10 +70,11 @@ impl<T> Buffer<T> {
         }
     }
 
-    /// Adds a message for the next poll (ignored once closed).
+    /// Adds a message for the next poll. Ignored (dropped) once stopped: nothing new
+    /// is taken after `stop()`; a broker that delivered it gets it back unacknowledged.
     pub(crate) fn push(&self, item: T) {
         let mut state = self.lock();
-        if state.closed {
+        if state.closed || state.stopped {
             return;
         }
         state.items.push_back(item);
@@ -85,11 +86,6 @@ impl<T> Buffer<T> {
         let mut state = self.lock();
         state.stopped = true;
         self.wake(&mut state);
-    }
-
-    /// Whether [`stop`](Buffer::stop) was called.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.lock().stopped
     }
 
     /// Polls return `Closed` from now on; returns what was still buffered.

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `memory://`, `fake://` | [`memory::MemoryTransport`]: the embedded in-process bus | always |
 //! | `rabbit://`, `kombu://`, `amqp://`, `amqps://` | `rabbit::RabbitTransport`: RabbitMQ, oslo.messaging's wire protocol | `rabbit` |
+//! | `nats://`, `tls://` | `nats::NatsTransport`: NATS (core for RPC, JetStream for notifications) | `nats` |
 //!
 //! Each broker transport sits behind its own feature, so a user of the in-memory
 //! transport compiles no broker client.
@@ -16,6 +17,9 @@
 #[cfg(any(feature = "rabbit", feature = "nats"))]
 mod buffer;
 pub mod memory;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 #[cfg(any(feature = "rabbit", feature = "nats"))]
 mod pending;
 #[cfg(feature = "rabbit")]
@@ -26,11 +30,16 @@ use std::sync::Arc;
 
 use messaging_core::{Transport, TransportError, TransportUrl};
 
-const KNOWN_SCHEMES: &str = if cfg!(feature = "rabbit") {
-    "memory://, fake://, rabbit://, kombu://, amqp://, amqps://"
-} else {
-    "memory:// and fake://"
-};
+fn known_schemes() -> String {
+    let mut schemes = vec!["memory://", "fake://"];
+    if cfg!(feature = "rabbit") {
+        schemes.extend(["rabbit://", "kombu://", "amqp://", "amqps://"]);
+    }
+    if cfg!(feature = "nats") {
+        schemes.extend(["nats://", "tls://"]);
+    }
+    schemes.join(", ")
+}
 
 /// Opens the transport a URL names.
 ///
@@ -58,9 +67,16 @@ pub fn open(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
             scheme: url.scheme().to_owned(),
             hint: " (enable the `rabbit` feature of messaging-transports)".to_owned(),
         }),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => Ok(Arc::new(nats::NatsTransport::open(&url)?)),
+        #[cfg(not(feature = "nats"))]
+        "nats" | "tls" => Err(TransportError::UnknownScheme {
+            scheme: url.scheme().to_owned(),
+            hint: " (enable the `nats` feature of messaging-transports)".to_owned(),
+        }),
         other => Err(TransportError::UnknownScheme {
             scheme: other.to_owned(),
-            hint: format!(" (this build knows {})", KNOWN_SCHEMES),
+            hint: format!(" (this build knows {})", known_schemes()),
         }),
     }
 }

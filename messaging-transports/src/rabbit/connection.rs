@@ -30,11 +30,30 @@ impl Backoff {
     }
 }
 
+/// A failure a reconnect may fix (the connection or channel went away).
 pub(crate) fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError {
     TransportError::Connection {
         message: format!("{what}: {error}"),
         source: None,
     }
+}
+
+/// Sorts a lapin error: what the broker refuses for good (access refused 403, resource
+/// locked 405, precondition failed 406, e.g. an exchange another service declared
+/// durable) becomes [`TransportError::Other`], which no retry repeats; anything else
+/// is a [`connection_error`].
+pub(crate) fn classify(what: &str, error: lapin::Error) -> TransportError {
+    if let lapin::ErrorKind::ProtocolError(amqp) = error.kind()
+        && matches!(amqp.kind().get_id(), 403 | 405 | 406)
+    {
+        return TransportError::other(format!("{what}: {error}"));
+    }
+    connection_error(what, error)
+}
+
+/// Whether retrying cannot help (see [`classify`]).
+pub(crate) fn is_permanent(error: &TransportError) -> bool {
+    matches!(error, TransportError::Other { .. })
 }
 
 /// One pass over the brokers; the first that accepts wins.
@@ -46,11 +65,31 @@ pub(crate) async fn connect(
     for broker in options.brokers_in_order() {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("messaging-rs:{}:{purpose}", std::process::id()).into());
-        let attempt = tokio::time::timeout(
-            options.connect_timeout,
-            Connection::connect(&broker.uri, properties),
+        // lapin enforces `connection_timeout` itself (it is in the URI); our timeout is
+        // a backstop a little later. A connect we stop waiting for is not dropped
+        // half-way (that would strand lapin's I/O thread): it finishes on its own and
+        // its connection, if any, is closed.
+        let uri = broker.uri.clone();
+        let mut connecting =
+            tokio::spawn(async move { Connection::connect(&uri, properties).await });
+        let attempt = match tokio::time::timeout(
+            options.connect_timeout + Duration::from_secs(2),
+            &mut connecting,
         )
-        .await;
+        .await
+        {
+            Ok(joined) => {
+                Ok(joined.unwrap_or_else(|e| Err(lapin::Error::from(std::io::Error::other(e)))))
+            }
+            Err(elapsed) => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(connection)) = connecting.await {
+                        let _ = connection.close(200, "OK".into()).await;
+                    }
+                });
+                Err(elapsed)
+            }
+        };
         match attempt {
             Ok(Ok(connection)) => {
                 tracing::debug!(broker = %broker.display, purpose, "connected");
@@ -99,7 +138,7 @@ pub(crate) async fn declare_exchange(
             FieldTable::default(),
         )
         .await
-        .map_err(|e| connection_error(&format!("declaring exchange {name}"), e))
+        .map_err(|e| classify(&format!("declaring exchange {name}"), e))
 }
 
 /// Declares a queue (not durable, not auto-deleted, as oslo does), with `x-expires` if
@@ -111,7 +150,8 @@ pub(crate) async fn declare_queue(
     binding: Option<(&str, &str)>,
 ) -> Result<(), TransportError> {
     let mut args = FieldTable::default();
-    if let Some(ms) = expires_ms {
+    // oslo: a TTL of 0 means no expiry.
+    if let Some(ms) = expires_ms.filter(|ms| *ms > 0) {
         args.insert("x-expires".into(), AMQPValue::LongInt(ms as i32));
     }
     channel
@@ -125,7 +165,7 @@ pub(crate) async fn declare_queue(
             args,
         )
         .await
-        .map_err(|e| connection_error(&format!("declaring queue {queue}"), e))?;
+        .map_err(|e| classify(&format!("declaring queue {queue}"), e))?;
     if let Some((exchange, key)) = binding {
         channel
             .queue_bind(
@@ -136,7 +176,7 @@ pub(crate) async fn declare_queue(
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(&format!("binding queue {queue}"), e))?;
+            .map_err(|e| classify(&format!("binding queue {queue}"), e))?;
     }
     Ok(())
 }

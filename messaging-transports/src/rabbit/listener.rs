@@ -316,11 +316,22 @@ impl Drop for RabbitListener {
     }
 }
 
-type Deliveries =
-    Pin<Box<dyn Stream<Item = Result<lapin::message::Delivery, lapin::Error>> + Send>>;
+type Deliveries = Pin<Box<dyn Stream<Item = Result<lapin::message::Delivery, String>> + Send>>;
 
+/// All consumers as one stream. A consumer that ends (the broker cancelled it: its
+/// queue was deleted, its node went down) ends with an error, so that the listener
+/// reconnects and consumes again instead of silently missing that queue.
 fn merge(consumers: Vec<lapin::Consumer>) -> Deliveries {
-    let mut streams = consumers.into_iter().map(|c| Box::pin(c) as Deliveries);
+    let mut streams = consumers.into_iter().map(|consumer| {
+        let tag = consumer.tag().to_string();
+        Box::pin(
+            consumer
+                .map(|delivery| delivery.map_err(|e| e.to_string()))
+                .chain(futures_lite::stream::once(Err(format!(
+                    "the broker cancelled consumer {tag}"
+                )))),
+        ) as Deliveries
+    });
     let first = streams
         .next()
         .unwrap_or_else(|| Box::pin(futures_lite::stream::pending()));
@@ -402,7 +413,19 @@ async fn consume(
             if *phases.borrow() != Phase::Running {
                 break 'session;
             }
-            match open_session(&options, &topology, prefetch).await {
+            // A stop does not wait for a reconnect attempt to give up.
+            let attempt = futures_lite::future::or(
+                async { Some(open_session(&options, &topology, prefetch).await) },
+                async {
+                    let _ = phases.clone().wait_for(|p| *p != Phase::Running).await;
+                    None
+                },
+            )
+            .await;
+            let Some(attempt) = attempt else {
+                break 'session;
+            };
+            match attempt {
                 Ok(session) => {
                     tracing::info!(listener = %shared.name, after = ?lost.elapsed(), "reconnected; consuming again");
                     break session;
@@ -556,8 +579,9 @@ impl Replier for RabbitReplier {
         let publisher = self.publisher.clone();
         let reply_q = self.reply_q.clone();
         self.runtime.spawn(async move {
+            // oslo keeps trying a reply for a minute (its queue may be re-declared).
             let deadline = Instant::now() + Duration::from_secs(60);
-            if let Err(error) = publisher.publish(&message, None, Some(deadline)).await {
+            if let Err(error) = publisher.publish(message, None, Some(deadline)).await {
                 tracing::warn!(%error, %reply_q, "the reply could not be sent; abandoning it");
             }
         });

@@ -10,7 +10,8 @@
 //! `openstack`), `rabbit_qos_prefetch_count` or `prefetch` (default 64),
 //! `heartbeat_timeout_threshold` or `heartbeat` (AMQP heartbeat seconds, default 60),
 //! `rabbit_transient_queues_ttl` (seconds, default 1800), `kombu_failover_strategy`,
-//! `ssl`, `connect_timeout` (seconds), `codec` (`json` only), and `queue_ttl` (ours:
+//! `ssl`, `connect_timeout` (seconds), `codec` (`json` only; 0 for the TTL means no
+//! expiry), and `queue_ttl` (ours:
 //! also expire topic, server and notification queues — for tests on a shared broker).
 //! An unknown option is an error.
 //!
@@ -31,6 +32,14 @@
 //! the call's timeout; replies are mandatory.
 //!
 //! # Delivery and faults
+//!
+//! Publishing uses publisher confirms, pipelined: a send returns once the broker has
+//! the frame, and a message the broker nacks, returns (a mandatory reply whose queue is
+//! missing: retried every 250 ms for a minute, as oslo does) or loses with its channel
+//! is published again until its deadline; receivers drop the rare duplicate by
+//! `_unique_id`. Errors no retry can fix (access refused, precondition failed: e.g. an
+//! exchange another service declared durable) fail at once. Dropping the transport
+//! waits up to 5 s for outstanding confirms.
 //!
 //! RPC requests are acknowledged on receipt (at-most-once); notifications after
 //! dispatch, or requeued. A listener holds at most `prefetch` unacknowledged messages
@@ -97,6 +106,14 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Let the broker confirm what was published (a short-lived process would
+        // otherwise exit with its last casts unconfirmed, possibly unsent).
+        let publisher = self.publisher.clone();
+        let settled = self.handle.spawn(async move { publisher.settle().await });
+        let _ = block_on(messaging_core::timer::timeout(
+            Duration::from_secs(5),
+            settled,
+        ));
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -210,7 +227,7 @@ impl Transport for RabbitTransport {
             options.retry,
             deadline(options.timeout),
         );
-        self.run(async move { publisher.publish(&publish, retry, deadline).await })
+        self.run(async move { publisher.publish(publish, retry, deadline).await })
             .await
     }
 
@@ -246,7 +263,7 @@ impl Transport for RabbitTransport {
                 mandatory: false,
                 declare,
             };
-            if let Err(error) = publisher.publish(&publish, retry, deadline).await {
+            if let Err(error) = publisher.publish(publish, retry, deadline).await {
                 replies.forget(&msg_id);
                 return Err(error);
             }
@@ -285,7 +302,7 @@ impl Transport for RabbitTransport {
         let publisher = self.inner.publisher.clone();
         self.run(async move {
             publisher
-                .publish(&publish, None, deadline(Some(Duration::from_secs(60))))
+                .publish(publish, None, deadline(Some(Duration::from_secs(60))))
                 .await
         })
         .await

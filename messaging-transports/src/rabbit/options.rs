@@ -267,6 +267,17 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_transient_ttl_means_no_expiry() {
+        assert_eq!(
+            options("rabbit://h/?rabbit_transient_queues_ttl=0")
+                .unwrap()
+                .transient_ttl_ms,
+            0
+        );
+        assert_eq!(options("rabbit://h/").unwrap().transient_ttl_ms, 1_800_000);
+    }
+
+    #[test]
     fn ipv6_hosts_are_bracketed() {
         let o = options("rabbit://[::1]:5672/").unwrap();
         assert!(

@@ -1,16 +1,31 @@
-//! Publishing: one connection and channel per transport, reconnected on failure, with
-//! the exchanges (and notification queues) declared once per channel.
+//! Publishing: one connection and channel per transport, in confirm mode, reconnected
+//! on failure, with the exchanges (and notification queues) declared once per channel.
+//!
+//! A publish returns once its frame is written (the transport has taken the message);
+//! a watcher task then waits for the broker's confirm. A message the broker nacks, or
+//! whose channel dies before it is confirmed, is published again (receivers drop the
+//! rare duplicate by `_unique_id`, which is what oslo's duplicate filter is for); a
+//! mandatory reply the broker returns because its queue does not exist (yet) is
+//! retried every 250 ms, as oslo does, until its deadline. At most [`MAX_IN_FLIGHT`]
+//! messages wait for confirms: beyond that, publishing waits.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::options::BasicPublishOptions;
-use lapin::{Channel, Connection};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
 use messaging_core::TransportError;
-use tokio::sync::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::connection::{self, Backoff, Kind, connection_error};
+use super::connection::{self, Backoff, Kind, classify, connection_error, is_permanent};
 use super::options::Options;
+
+/// Messages published and not yet confirmed by the broker, at most.
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
+
+/// How long a message may keep being retried when its publisher set no deadline.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Something to declare before publishing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,12 +55,15 @@ pub(crate) struct Publish {
 struct Session {
     _connection: Connection,
     channel: Channel,
-    declared: HashSet<Declare>,
+    declared: Mutex<HashSet<Declare>>,
 }
 
 pub(crate) struct Publisher {
     options: Options,
-    session: Mutex<Option<Session>>,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -58,88 +76,169 @@ impl Publisher {
     pub(crate) fn new(options: Options) -> Self {
         Publisher {
             options,
-            session: Mutex::new(None),
+            session: tokio::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
-    /// Publishes, reconnecting as needed: at most `retry` more attempts (`None`: until
-    /// `deadline`, or forever without one).
+    /// Waits until every message published so far is confirmed (or given up).
+    pub(crate) async fn settle(&self) {
+        let _all = self.in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+    }
+
+    /// Publishes: reconnecting as needed, at most `retry` more attempts (`None`:
+    /// until the deadline), never past `deadline` (60 s when `None`). Returns once the
+    /// broker has the frame; its confirm is awaited (and the message republished if
+    /// needed) in the background.
     pub(crate) async fn publish(
-        &self,
-        message: &Publish,
+        self: &Arc<Self>,
+        message: Publish,
         retry: Option<u32>,
         deadline: Option<Instant>,
     ) -> Result<(), TransportError> {
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_DEADLINE);
+        let message = Arc::new(message);
+        let confirm = self.send(&message, retry, deadline).await?;
+        self.watch(message, confirm, deadline);
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        message: &Publish,
+        retry: Option<u32>,
+        deadline: Instant,
+    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit, Arc<Session>), TransportError> {
         let mut backoff = Backoff::new();
         let mut attempts = 0u32;
         loop {
-            match self.try_publish(message).await {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    *self.session.lock().await = None;
-                    attempts += 1;
-                    let delay = backoff.next_delay();
-                    let out_of_retries = retry.is_some_and(|r| attempts > r);
-                    let out_of_time = deadline.is_some_and(|d| Instant::now() + delay >= d);
-                    if out_of_retries || out_of_time {
-                        return Err(error);
-                    }
-                    tracing::warn!(%error, retry_in = ?delay, "publish failed; reconnecting");
-                    tokio::time::sleep(delay).await;
-                }
+            let attempt = tokio::time::timeout_at(deadline.into(), self.try_send(message)).await;
+            let error = match attempt {
+                Ok(Ok(sent)) => return Ok(sent),
+                Ok(Err(error)) if is_permanent(&error) => return Err(error),
+                Ok(Err(error)) => error,
+                Err(_) => connection_error("publishing", "the deadline passed"),
+            };
+            attempts += 1;
+            let delay = backoff.next_delay();
+            if retry.is_some_and(|r| attempts > r) || Instant::now() + delay >= deadline {
+                return Err(error);
             }
+            tracing::warn!(%error, retry_in = ?delay, "publish failed; reconnecting");
+            tokio::time::sleep(delay).await;
         }
     }
 
-    async fn try_publish(&self, message: &Publish) -> Result<(), TransportError> {
-        let channel = {
-            let mut guard = self.session.lock().await;
-            let stale = guard
-                .as_ref()
-                .is_none_or(|s| !s.channel.status().connected());
-            if stale {
-                let connection = connection::connect(&self.options, "publish").await?;
-                let channel = connection
-                    .create_channel()
-                    .await
-                    .map_err(|e| connection_error("opening a channel", e))?;
-                *guard = Some(Session {
-                    _connection: connection,
-                    channel,
-                    declared: HashSet::new(),
-                });
-            }
-            let session = guard.as_mut().expect("set above");
-            for declare in &message.declare {
-                if session.declared.contains(declare) {
-                    continue;
-                }
-                match declare {
-                    Declare::Exchange(name, kind) => {
-                        connection::declare_exchange(&session.channel, name, *kind).await?;
-                    }
-                    Declare::Queue {
-                        queue,
-                        expires_ms,
-                        exchange,
-                        key,
-                    } => {
-                        connection::declare_exchange(&session.channel, exchange, Kind::Topic)
-                            .await?;
-                        connection::declare_queue(
-                            &session.channel,
-                            queue,
-                            *expires_ms,
-                            Some((exchange, key)),
-                        )
-                        .await?;
-                    }
-                }
-                session.declared.insert(declare.clone());
-            }
-            session.channel.clone()
-        };
+    /// The current session, or a new one (connected outside the session lock, one
+    /// attempt at a time).
+    async fn session(&self) -> Result<Arc<Session>, TransportError> {
+        if let Some(session) = self
+            .session
+            .lock()
+            .await
+            .as_ref()
+            .filter(|s| s.channel.status().connected())
+        {
+            return Ok(session.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(session) = self
+            .session
+            .lock()
+            .await
+            .as_ref()
+            .filter(|s| s.channel.status().connected())
+        {
+            return Ok(session.clone());
+        }
+        let connection = connection::connect(&self.options, "publish").await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| connection_error("opening a channel", e))?;
         channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| connection_error("enabling publisher confirms", e))?;
+        let session = Arc::new(Session {
+            _connection: connection,
+            channel,
+            declared: Mutex::new(HashSet::new()),
+        });
+        *self.session.lock().await = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn forget(&self, dead: &Arc<Session>) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
+            *current = None;
+        }
+    }
+
+    async fn try_send(
+        &self,
+        message: &Publish,
+    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit, Arc<Session>), TransportError> {
+        let session = self.session().await?;
+        let result = self.send_on(&session, message).await;
+        if let Err(error) = &result
+            && !is_permanent(error)
+        {
+            self.forget(&session).await;
+        }
+        result.map(|(confirm, permit)| (confirm, permit, session))
+    }
+
+    async fn send_on(
+        &self,
+        session: &Session,
+        message: &Publish,
+    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit), TransportError> {
+        for declare in &message.declare {
+            let known = session
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(declare);
+            if known {
+                continue;
+            }
+            match declare {
+                Declare::Exchange(name, kind) => {
+                    connection::declare_exchange(&session.channel, name, *kind).await?;
+                }
+                Declare::Queue {
+                    queue,
+                    expires_ms,
+                    exchange,
+                    key,
+                } => {
+                    connection::declare_exchange(&session.channel, exchange, Kind::Topic).await?;
+                    connection::declare_queue(
+                        &session.channel,
+                        queue,
+                        *expires_ms,
+                        Some((exchange, key)),
+                    )
+                    .await?;
+                }
+            }
+            session
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(declare.clone());
+        }
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TransportError::Closed("the publisher"))?;
+        let confirm = session
+            .channel
             .basic_publish(
                 message.exchange.as_str().into(),
                 message.routing_key.as_str().into(),
@@ -151,7 +250,58 @@ impl Publisher {
                 connection::properties(message.expiration),
             )
             .await
-            .map_err(|e| connection_error("publishing", e))?;
-        Ok(())
+            .map_err(|e| classify("publishing", e))?;
+        Ok((confirm, permit))
+    }
+
+    /// Waits for the broker's confirm; republishes what it nacks, what a dead channel
+    /// lost, and (every 250 ms) a mandatory message it returned, until the deadline.
+    fn watch(
+        self: &Arc<Self>,
+        message: Arc<Publish>,
+        sent: (PublisherConfirm, OwnedSemaphorePermit, Arc<Session>),
+        deadline: Instant,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (mut confirm, mut permit, mut session) = sent;
+            loop {
+                let outcome = confirm.await;
+                drop(permit);
+                let again = match outcome {
+                    Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => return,
+                    Ok(Confirmation::Ack(Some(_returned))) => {
+                        // Unroutable: for a reply, the caller's queue is missing.
+                        if !message.mandatory {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        "returned: no queue for its routing key"
+                    }
+                    Ok(Confirmation::Nack(_)) => "nacked by the broker",
+                    Err(error) => {
+                        this.forget(&session).await;
+                        tracing::debug!(%error, "the channel closed before the broker confirmed");
+                        "its channel closed before the confirm"
+                    }
+                };
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        exchange = %message.exchange,
+                        routing_key = %message.routing_key,
+                        reason = again,
+                        "giving up on a message the broker did not take"
+                    );
+                    return;
+                }
+                match this.send(&message, None, deadline).await {
+                    Ok((c, p, s)) => (confirm, permit, session) = (c, p, s),
+                    Err(error) => {
+                        tracing::warn!(%error, routing_key = %message.routing_key, "a message could not be republished");
+                        return;
+                    }
+                }
+            }
+        });
     }
 }

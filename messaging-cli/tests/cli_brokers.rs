@@ -1,6 +1,6 @@
-//! The `messaging` binary against RabbitMQ, as separate processes: `serve` answers
-//! `call` and prints `cast`s; `listen` prints what `notify` sends. Runs when
-//! `MESSAGING_TEST_RABBIT_URL` is set.
+//! The `messaging` binary against the real brokers, as separate processes: `serve`
+//! answers `call` and prints `cast`s; `listen` prints what `notify` sends. Runs for
+//! RabbitMQ and NATS when `MESSAGING_TEST_RABBIT_URL` / `MESSAGING_TEST_NATS_URL` are set.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,14 +9,14 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_messaging");
 
-fn url() -> Option<String> {
-    match std::env::var("MESSAGING_TEST_RABBIT_URL") {
+fn url(variable: &str, option: &str) -> Option<String> {
+    match std::env::var(variable) {
         Ok(url) => {
             let separator = if url.contains('?') { '&' } else { '?' };
-            Some(format!("{url}{separator}queue_ttl=600"))
+            Some(format!("{url}{separator}{option}"))
         }
         Err(_) => {
-            eprintln!("skipped: MESSAGING_TEST_RABBIT_URL is not set");
+            eprintln!("skipped: {variable} is not set");
             None
         }
     }
@@ -80,8 +80,25 @@ fn messaging(args: &[&str]) -> Output {
 
 #[test]
 fn serve_call_cast_notify_and_listen_over_rabbitmq() {
-    let Some(url) = url() else { return };
-    let topic = format!("cli_{}", std::process::id());
+    if let Some(url) = url("MESSAGING_TEST_RABBIT_URL", "queue_ttl=600") {
+        serve_call_cast_notify_and_listen(&url);
+    }
+}
+
+#[test]
+fn serve_call_cast_notify_and_listen_over_nats() {
+    if let Some(url) = url("MESSAGING_TEST_NATS_URL", "consumer_ttl=600") {
+        serve_call_cast_notify_and_listen(&url);
+    }
+}
+
+fn serve_call_cast_notify_and_listen(url: &str) {
+    let url = url.to_owned();
+    let topic = format!(
+        "cli_{}_{}",
+        std::process::id(),
+        url.split(':').next().unwrap_or("x")
+    );
     let server = Background::start(&["serve", "--url", &url, "--topic", &topic, "--server", "s1"]);
 
     let out = messaging(&[

@@ -1,0 +1,387 @@
+//! NATS listeners. RPC: core subscriptions (a queue group for the topic, the server's
+//! own subject, the fanout subject), at-most-once; after `stop()` the subscriptions are
+//! removed and what was already received is still handed out (core NATS cannot take a
+//! message back). Notifications: JetStream durable pull consumers, acknowledged after
+//! dispatch or `Nak`ed for requeue; on `stop()` the messages not yet handed out are
+//! `Nak`ed so they are redelivered at once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_lite::{Stream, StreamExt};
+use messaging_core::dispatch::block_on;
+use messaging_core::reply::{Replier, ReplyEvent};
+use messaging_core::{
+    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
+};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use super::frame;
+use crate::buffer::{Buffer, OnStop};
+
+/// What the consumer task delivers.
+pub(crate) enum Item {
+    /// A request; `reply` is the caller's reply subject for a call.
+    Rpc {
+        message: Message,
+        reply: Option<String>,
+        monitor: Option<f64>,
+    },
+    /// A notification with its JetStream message, to acknowledge.
+    Notification {
+        message: Message,
+        delivery: Box<jetstream::Message>,
+    },
+}
+
+struct Shared {
+    buffer: Buffer<Item>,
+    client: async_nats::Client,
+    runtime: Handle,
+    name: String,
+}
+
+impl Shared {
+    fn incoming(&self, item: Item) -> IncomingMessage {
+        match item {
+            Item::Rpc {
+                message,
+                reply,
+                monitor,
+            } => {
+                let codec = message.codec;
+                let incoming = IncomingMessage::new(message)
+                    .with_client_timeout(monitor.and_then(|t| Duration::try_from_secs_f64(t).ok()));
+                match reply {
+                    Some(subject) => incoming.with_replier(NatsReplier {
+                        client: self.client.clone(),
+                        runtime: self.runtime.clone(),
+                        subject,
+                        codec,
+                    }),
+                    None => incoming,
+                }
+            }
+            Item::Notification { message, delivery } => {
+                IncomingMessage::new(message).with_acknowledger(JetStreamAck { delivery })
+            }
+        }
+    }
+}
+
+/// A listener on NATS; see the module docs.
+pub struct NatsListener {
+    shared: Arc<Shared>,
+    phase: watch::Sender<Phase>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopped,
+    Cleanup,
+}
+
+impl std::fmt::Debug for NatsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsListener")
+            .field("subscription", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a listener consumes.
+pub(crate) enum Source {
+    /// Core subscriptions, already made.
+    Rpc(Vec<async_nats::Subscriber>),
+    /// Durable pull consumers.
+    Notifications(Vec<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>>),
+}
+
+impl NatsListener {
+    pub(crate) fn start(
+        source: Source,
+        client: async_nats::Client,
+        runtime: Handle,
+        listen: &ListenOptions,
+        prefetch: usize,
+        name: String,
+    ) -> NatsListener {
+        let on_stop = match source {
+            Source::Rpc(_) => OnStop::Drain,
+            Source::Notifications(_) => OnStop::GiveBack,
+        };
+        let shared = Arc::new(Shared {
+            buffer: Buffer::new(listen, on_stop),
+            client,
+            runtime: runtime.clone(),
+            name,
+        });
+        let (phase, phases) = watch::channel(Phase::Running);
+        let task = match source {
+            Source::Rpc(subscribers) => {
+                runtime.spawn(consume_rpc(shared.clone(), subscribers, phases))
+            }
+            Source::Notifications(consumers) => runtime.spawn(consume_notifications(
+                shared.clone(),
+                consumers,
+                prefetch,
+                phases,
+            )),
+        };
+        NatsListener {
+            shared,
+            phase,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+}
+
+#[async_trait]
+impl Listener for NatsListener {
+    fn poll(&self, timeout: Option<Duration>) -> Result<Polled, TransportError> {
+        Ok(self
+            .shared
+            .buffer
+            .poll(timeout, &|item| self.shared.incoming(item)))
+    }
+
+    async fn poll_async(&self) -> Result<Polled, TransportError> {
+        let convert = |item| self.shared.incoming(item);
+        Ok(self.shared.buffer.poll_async(&convert).await)
+    }
+
+    fn stop(&self) {
+        self.shared.buffer.stop();
+        self.phase.send_if_modified(|phase| {
+            let change = *phase == Phase::Running;
+            if change {
+                *phase = Phase::Stopped;
+            }
+            change
+        });
+    }
+
+    fn cleanup(&self) {
+        self.stop();
+        let _ = self.phase.send(Phase::Cleanup);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if block_on(messaging_core::timer::timeout(
+                Duration::from_secs(10),
+                task,
+            ))
+            .is_err()
+            {
+                tracing::warn!(listener = %self.shared.name, "the consumer did not end in 10 s; aborted");
+                abort.abort();
+            }
+        }
+        self.shared.buffer.close();
+    }
+}
+
+impl Drop for NatsListener {
+    fn drop(&mut self) {
+        let running = self
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if running {
+            self.cleanup();
+        }
+    }
+}
+
+async fn stopped(phases: &mut watch::Receiver<Phase>) {
+    let _ = phases.wait_for(|p| *p != Phase::Running).await;
+}
+
+async fn consume_rpc(
+    shared: Arc<Shared>,
+    mut subscribers: Vec<async_nats::Subscriber>,
+    mut phases: watch::Receiver<Phase>,
+) {
+    {
+        type Messages<'a> = Pin<Box<dyn Stream<Item = (usize, async_nats::Message)> + Send + 'a>>;
+        let mut streams: Vec<Messages<'_>> = Vec::new();
+        for (i, subscriber) in subscribers.iter_mut().enumerate() {
+            streams.push(Box::pin(subscriber.map(move |m| (i, m))));
+        }
+        let first = streams
+            .pop()
+            .unwrap_or_else(|| Box::pin(futures_lite::stream::pending()));
+        let mut merged = streams.into_iter().fold(first, |a, b| {
+            Box::pin(futures_lite::stream::race(a, b)) as Messages<'_>
+        });
+        loop {
+            let next = futures_lite::future::or(async { Some(merged.next().await) }, async {
+                stopped(&mut phases).await;
+                None
+            })
+            .await;
+            match next {
+                None | Some(None) => break,
+                Some(Some((_, message))) => match frame::decode_message(&message.payload) {
+                    Ok((decoded, monitor)) => shared.buffer.push(Item::Rpc {
+                        message: decoded,
+                        reply: message.reply.map(|r| r.to_string()),
+                        monitor,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
+                    }
+                },
+            }
+        }
+    }
+    // Take nothing new: remove the subscriptions and make sure the server knows.
+    for subscriber in &mut subscribers {
+        let _ = subscriber.unsubscribe().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
+    let _ = phases.wait_for(|p| *p == Phase::Cleanup).await;
+}
+
+type Deliveries = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
+
+async fn pull(
+    consumers: &[jetstream::consumer::Consumer<jetstream::consumer::pull::Config>],
+    prefetch: usize,
+) -> Result<Deliveries, String> {
+    let mut streams: Vec<Deliveries> = Vec::new();
+    for consumer in consumers {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(prefetch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        streams.push(Box::pin(messages.map(|m| m.map_err(|e| e.to_string()))));
+    }
+    let first = streams
+        .pop()
+        .unwrap_or_else(|| Box::pin(futures_lite::stream::pending()));
+    Ok(streams.into_iter().fold(first, |a, b| {
+        Box::pin(futures_lite::stream::race(a, b)) as Deliveries
+    }))
+}
+
+async fn consume_notifications(
+    shared: Arc<Shared>,
+    consumers: Vec<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>>,
+    prefetch: usize,
+    mut phases: watch::Receiver<Phase>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    'pulling: loop {
+        let mut deliveries = match pull(&consumers, prefetch).await {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
+                if tokio::time::timeout(backoff, stopped(&mut phases))
+                    .await
+                    .is_ok()
+                {
+                    break 'pulling;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
+                stopped(&mut phases).await;
+                None
+            })
+            .await;
+            match next {
+                None => break 'pulling,
+                Some(None) => continue 'pulling,
+                Some(Some(Err(error))) => {
+                    tracing::debug!(listener = %shared.name, %error, "pulling interrupted; pulling again");
+                    continue 'pulling;
+                }
+                Some(Some(Ok(delivery))) => {
+                    match frame::decode_message(&delivery.message.payload) {
+                        Ok((message, _)) => shared.buffer.push(Item::Notification {
+                            message,
+                            delivery: Box::new(delivery),
+                        }),
+                        Err(error) => {
+                            tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
+                            let _ = delivery.ack_with(AckKind::Term).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Give back what was pulled but not handed out: redelivered at once.
+    for item in shared.buffer.take_all() {
+        if let Item::Notification { delivery, .. } = item {
+            let _ = delivery.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+    let _ = phases.wait_for(|p| *p == Phase::Cleanup).await;
+}
+
+/// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery.
+struct JetStreamAck {
+    delivery: Box<jetstream::Message>,
+}
+
+impl std::fmt::Debug for JetStreamAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamAck")
+            .field("subject", &self.delivery.message.subject)
+            .finish()
+    }
+}
+
+impl Acknowledger for JetStreamAck {
+    fn acknowledge(self: Box<Self>) -> Result<(), TransportError> {
+        block_on(self.delivery.ack()).map_err(|e| TransportError::Acknowledge(e.to_string()))
+    }
+
+    fn requeue(self: Box<Self>, _message: Message) -> Result<(), TransportError> {
+        block_on(self.delivery.ack_with(AckKind::Nak(None)))
+            .map_err(|e| TransportError::Acknowledge(e.to_string()))
+    }
+}
+
+/// Replies to one call on its reply subject.
+#[derive(Debug)]
+struct NatsReplier {
+    client: async_nats::Client,
+    runtime: Handle,
+    subject: String,
+    codec: messaging_core::codec::CodecKind,
+}
+
+impl Replier for NatsReplier {
+    fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
+        let body: Bytes = match &event {
+            ReplyEvent::Heartbeat => frame::encode_reply(None, self.codec),
+            ReplyEvent::Reply(outcome) => frame::encode_reply(Some(outcome), self.codec),
+        };
+        let (client, subject) = (self.client.clone(), self.subject.clone());
+        self.runtime.spawn(async move {
+            if let Err(error) = client.publish(subject, body).await {
+                tracing::warn!(%error, "the reply could not be sent");
+            }
+        });
+        Ok(())
+    }
+}

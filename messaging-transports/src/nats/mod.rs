@@ -1,0 +1,514 @@
+//! `nats://`: NATS, the second broker, enabled by the `nats` cargo feature. Core NATS
+//! carries RPC; JetStream stores notifications.
+//!
+//! # URL
+//!
+//! `nats://user:pass@host1:4222,host2:4222?options` (`tls://` or `tls=true` for TLS).
+//! The client connects to one of the servers and fails over to the others, reconnecting
+//! on its own. Options: `codec` (`bincode`, the default, or `json`), `subject_prefix`
+//! (default `msg`), `control_exchange` (default `openstack`), `prefetch` (the most
+//! unacknowledged notifications a durable consumer hands out, JetStream's
+//! `max_ack_pending`: it bounds what a listener holds and the largest batch; default
+//! 1000), `connect_timeout` (seconds),
+//! `consumer_ttl` (seconds a durable notification consumer survives without a listener,
+//! default 7 days), `notification_max_age` (seconds, default 1 day). An unknown option
+//! is an error.
+//!
+//! # Mapping
+//!
+//! Names become single subject tokens (percent-encoded: `compute.host1` →
+//! `compute%2Ehost1`); `<p>` is the subject prefix and `<x>` the exchange.
+//!
+//! | oslo concept | NATS |
+//! |---|---|
+//! | call / cast to a topic | subject `<p>.<x>.rpc.<topic>`, consumed in queue group `<p>.<x>.rpc.<topic>`: the servers of a topic compete |
+//! | call / cast to a server | subject `<p>.<x>.server.<topic>.<server>`, no group |
+//! | fanout cast | subject `<p>.<x>.fanout.<topic>`, every server subscribes, no group |
+//! | reply queue | one wildcard subscription `<inbox>.*` per transport; a call's reply subject is `<inbox>.<msg id>`; heartbeats and the reply are messages on it |
+//! | notification | JetStream: published to `<p>.notify.<x>.<topic>.<priority>` (and the publish acknowledged by the server) in stream `<P>_NOTIFICATIONS` (file storage, interest retention) |
+//! | notification queue, pool | a durable pull consumer per `(topic, priority, pool)`, filtered on that subject; listeners of one pool (or the pool-less listeners) share it and compete; each consumer gets its own copy |
+//!
+//! The notifier creates the pool-less consumer before its first publish, so
+//! notifications are stored before any listener exists (as oslo's notifier declares
+//! the `<topic>.<priority>` queue on RabbitMQ). Interest retention removes a
+//! notification once every consumer acknowledged it.
+//!
+//! Every message body is a small JSON header (kind, context, codec, method, namespace,
+//! version, call-monitor timeout, notification fields, reply outcome) followed by the
+//! payload exactly as the codec encoded it.
+//!
+//! # Delivery and faults
+//!
+//! Calls and casts are at-most-once (core NATS); a call gets its reply or fails with a
+//! timeout, heartbeats keeping a monitored call alive exactly as on RabbitMQ. A request
+//! to a topic nobody serves is not an error on the wire: the caller times out, as with
+//! oslo. Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
+//! requeue (redelivered at once), redelivered after the acknowledgement wait if a
+//! listener dies. When the connection drops, the client reconnects and restores its
+//! subscriptions; JetStream pulls restart; stored notifications stay stored.
+
+mod frame;
+mod listener;
+mod options;
+mod subjects;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use futures_lite::StreamExt;
+use messaging_core::codec::CodecKind;
+use messaging_core::dispatch::block_on;
+use messaging_core::reply::{ReplyReceiver, reply_channel};
+use messaging_core::{
+    ListenOptions, Listener, Message, Priority, SendOptions, Subscription, Target, Transport,
+    TransportError, TransportUrl, ids,
+};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::OnceCell;
+
+pub use listener::NatsListener;
+use listener::Source;
+use options::Options;
+use subjects::Subjects;
+
+use crate::pending::PendingCalls;
+
+/// The NATS transport. Cloning shares its connection.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> Result<(), messaging_core::TransportError> {
+/// let transport = messaging_transports::open("nats://127.0.0.1:4222")?;
+/// assert_eq!(transport.name(), "nats");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct NatsTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: TransportUrl,
+    options: Options,
+    subjects: Subjects,
+    runtime: Option<Runtime>,
+    handle: Handle,
+    client: OnceCell<async_nats::Client>,
+    replies: OnceCell<String>,
+    pending: Arc<PendingCalls>,
+    stream: OnceCell<stream::Stream>,
+    consumers: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Publishes are buffered by the client: send them before going away (a
+        // short-lived process would otherwise exit with its last casts unsent).
+        if let Some(client) = self.client.get().cloned() {
+            let flushed = self.handle.spawn(async move { client.flush().await });
+            let _ = block_on(messaging_core::timer::timeout(
+                Duration::from_secs(5),
+                flushed,
+            ));
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError {
+    TransportError::Connection {
+        message: format!("{what}: {error}"),
+        source: None,
+    }
+}
+
+impl Inner {
+    async fn client(&self) -> Result<async_nats::Client, TransportError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut options = async_nats::ConnectOptions::new()
+                    .name(format!("messaging-rs:{}", std::process::id()))
+                    .connection_timeout(self.options.connect_timeout)
+                    .require_tls(self.options.tls);
+                if let (Some(user), Some(password)) = (&self.options.user, &self.options.password) {
+                    options = options.user_and_password(user.clone(), password.expose().to_owned());
+                }
+                let servers: Vec<async_nats::ServerAddr> = self
+                    .options
+                    .servers
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        TransportError::other(format!("invalid NATS server address: {e}"))
+                    })?;
+                options
+                    .connect(servers)
+                    .await
+                    .map_err(|e| connection_error("cannot connect to NATS", e))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn jetstream(&self) -> Result<(jetstream::Context, stream::Stream), TransportError> {
+        let context = jetstream::new(self.client().await?);
+        let stream = self
+            .stream
+            .get_or_try_init(|| async {
+                context
+                    .get_or_create_stream(stream::Config {
+                        name: self.subjects.stream(),
+                        subjects: vec![self.subjects.stream_subjects()],
+                        retention: stream::RetentionPolicy::Interest,
+                        storage: stream::StorageType::File,
+                        max_age: self.options.max_age,
+                        ..stream::Config::default()
+                    })
+                    .await
+                    .map_err(|e| connection_error("cannot create the notification stream", e))
+            })
+            .await?
+            .clone();
+        Ok((context, stream))
+    }
+
+    async fn consumer(
+        &self,
+        stream: &stream::Stream,
+        name: String,
+        subject: String,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, TransportError> {
+        stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subject,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_wait: Duration::from_secs(300),
+                    max_ack_pending: (self.options.prefetch as i64).max(1),
+                    inactive_threshold: self.options.consumer_ttl,
+                    ..consumer::pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| connection_error(&format!("cannot create consumer {name}"), e))
+    }
+
+    /// The transport's reply subscription, started on first use: routes each reply to
+    /// its call by the last token of its subject.
+    async fn inbox(&self) -> Result<String, TransportError> {
+        self.replies
+            .get_or_try_init(|| async {
+                let client = self.client().await?;
+                let prefix = client.new_inbox();
+                let mut subscriber = client
+                    .subscribe(format!("{prefix}.*"))
+                    .await
+                    .map_err(|e| connection_error("cannot subscribe to replies", e))?;
+                let pending = self.pending.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        if message.status.is_some() {
+                            continue; // e.g. "no responders": the caller times out, as with oslo
+                        }
+                        let Some(id) = message.subject.rsplit('.').next() else {
+                            continue;
+                        };
+                        match frame::decode_reply(&message.payload) {
+                            Ok(Some(outcome)) => pending.deliver(id, Some(outcome), true),
+                            Ok(None) => pending.deliver(id, None, false),
+                            Err(error) => tracing::warn!(%error, "dropping an unreadable reply"),
+                        }
+                    }
+                });
+                Ok(prefix)
+            })
+            .await
+            .cloned()
+    }
+}
+
+impl NatsTransport {
+    /// A transport for the URL; see the module docs. The connection is opened on first
+    /// use, so this fails only on a malformed URL.
+    pub fn open(url: &TransportUrl) -> Result<Self, TransportError> {
+        let options = Options::from_url(url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("messaging-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| TransportError::other(format!("cannot start the NATS runtime: {e}")))?;
+        Ok(NatsTransport {
+            inner: Arc::new(Inner {
+                url: url.clone(),
+                subjects: Subjects::new(&options.prefix),
+                options,
+                handle: runtime.handle().clone(),
+                runtime: Some(runtime),
+                client: OnceCell::new(),
+                replies: OnceCell::new(),
+                pending: Arc::default(),
+                stream: OnceCell::new(),
+                consumers: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    fn exchange<'a>(&'a self, target: &'a Target) -> &'a str {
+        target
+            .exchange
+            .as_deref()
+            .unwrap_or(&self.inner.options.control_exchange)
+    }
+
+    fn subject(&self, target: &Target) -> String {
+        let (exchange, topic) = (
+            self.exchange(target),
+            target.topic.as_deref().unwrap_or_default(),
+        );
+        if target.fanout {
+            self.inner.subjects.fanout(exchange, topic)
+        } else if let Some(server) = &target.server {
+            self.inner.subjects.server(exchange, topic, server)
+        } else {
+            self.inner.subjects.topic(exchange, topic)
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, TransportError>> + Send + 'static,
+    ) -> Result<T, TransportError> {
+        self.inner
+            .handle
+            .spawn(future)
+            .await
+            .map_err(|e| TransportError::other(format!("the NATS task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn url(&self) -> &TransportUrl {
+        &self.inner.url
+    }
+
+    fn codec(&self) -> CodecKind {
+        self.inner.options.codec
+    }
+
+    async fn cast(
+        &self,
+        target: &Target,
+        message: Message,
+        _options: &SendOptions,
+    ) -> Result<(), TransportError> {
+        target.validate_for_send()?;
+        let (inner, subject) = (self.inner.clone(), self.subject(target));
+        let body = frame::encode_message(&message, None);
+        self.run(async move {
+            let client = inner.client().await?;
+            client
+                .publish(subject, body)
+                .await
+                .map_err(|e| connection_error("publishing", e))
+        })
+        .await
+    }
+
+    async fn call(
+        &self,
+        target: &Target,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<ReplyReceiver, TransportError> {
+        target.validate_for_call()?;
+        let (inner, subject) = (self.inner.clone(), self.subject(target));
+        let body = frame::encode_message(
+            &message,
+            options.call_monitor_timeout.map(|t| t.as_secs_f64()),
+        );
+        self.run(async move {
+            let inbox = inner.inbox().await?;
+            let client = inner.client().await?;
+            let id = ids::hex_id();
+            let (sender, receiver) = reply_channel();
+            inner.pending.expect(id.clone(), sender);
+            if let Err(error) = client
+                .publish_with_reply(subject, format!("{inbox}.{id}"), body)
+                .await
+            {
+                inner.pending.forget(&id);
+                return Err(connection_error("publishing", error));
+            }
+            Ok(receiver)
+        })
+        .await
+    }
+
+    async fn notify(
+        &self,
+        target: &Target,
+        priority: Priority,
+        message: Message,
+    ) -> Result<(), TransportError> {
+        target.validate_for_send()?;
+        let inner = self.inner.clone();
+        let (exchange, topic) = (
+            self.exchange(target).to_owned(),
+            target.topic.clone().unwrap_or_default(),
+        );
+        let body = frame::encode_message(&message, None);
+        self.run(async move {
+            let (context, stream) = inner.jetstream().await?;
+            let subject = inner.subjects.notification(&exchange, &topic, priority);
+            let name = inner.subjects.consumer(&exchange, &topic, priority, None);
+            let known = inner
+                .consumers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&name);
+            if !known {
+                inner
+                    .consumer(&stream, name.clone(), subject.clone())
+                    .await?;
+                inner
+                    .consumers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name);
+            }
+            context
+                .publish(subject, body)
+                .await
+                .map_err(|e| connection_error("publishing a notification", e))?
+                .await
+                .map_err(|e| connection_error("storing a notification", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn listen(
+        &self,
+        subscription: &Subscription,
+        options: &ListenOptions,
+    ) -> Result<Box<dyn Listener>, TransportError> {
+        subscription.validate()?;
+        let inner = self.inner.clone();
+        let prefetch = self.inner.options.prefetch;
+        if options.batch_size > prefetch {
+            tracing::warn!(
+                batch_size = options.batch_size,
+                prefetch,
+                "batches are capped by the consumer's prefetch (max_ack_pending)"
+            );
+        }
+        let source = match subscription {
+            Subscription::Rpc(target) => {
+                let exchange = self.exchange(target).to_owned();
+                let topic = target.topic.clone().unwrap_or_default();
+                let server = target.server.clone().unwrap_or_default();
+                block_on(self.inner.handle.spawn(async move {
+                    let client = inner.client().await?;
+                    let subjects = &inner.subjects;
+                    let subscribe_error =
+                        |e: async_nats::SubscribeError| connection_error("subscribing", e);
+                    let subscribers = vec![
+                        client
+                            .queue_subscribe(
+                                subjects.topic(&exchange, &topic),
+                                subjects.group(&exchange, &topic),
+                            )
+                            .await
+                            .map_err(subscribe_error)?,
+                        client
+                            .subscribe(subjects.server(&exchange, &topic, &server))
+                            .await
+                            .map_err(subscribe_error)?,
+                        client
+                            .subscribe(subjects.fanout(&exchange, &topic))
+                            .await
+                            .map_err(subscribe_error)?,
+                    ];
+                    client
+                        .flush()
+                        .await
+                        .map_err(|e| connection_error("subscribing", e))?;
+                    Ok::<_, TransportError>(Source::Rpc(subscribers))
+                }))
+            }
+            Subscription::Notifications {
+                targets,
+                priorities,
+                pool,
+            } => {
+                let bindings: Vec<(String, String, Priority)> = targets
+                    .iter()
+                    .flat_map(|t| {
+                        let exchange = self.exchange(t).to_owned();
+                        let topic = t.topic.clone().unwrap_or_default();
+                        priorities
+                            .iter()
+                            .map(move |p| (exchange.clone(), topic.clone(), *p))
+                    })
+                    .collect();
+                let pool = pool.clone();
+                block_on(self.inner.handle.spawn(async move {
+                    let (_, stream) = inner.jetstream().await?;
+                    let mut consumers = Vec::new();
+                    for (exchange, topic, priority) in bindings {
+                        let subject = inner.subjects.notification(&exchange, &topic, priority);
+                        let name =
+                            inner
+                                .subjects
+                                .consumer(&exchange, &topic, priority, pool.as_deref());
+                        consumers.push(inner.consumer(&stream, name, subject).await?);
+                    }
+                    Ok::<_, TransportError>(Source::Notifications(consumers))
+                }))
+            }
+            other => {
+                return Err(TransportError::other(format!(
+                    "unsupported subscription {other}"
+                )));
+            }
+        }
+        .map_err(|e| TransportError::other(format!("the NATS task failed: {e}")))??;
+        let client = block_on(self.inner.handle.spawn({
+            let inner = self.inner.clone();
+            async move { inner.client().await }
+        }))
+        .map_err(|e| TransportError::other(format!("the NATS task failed: {e}")))??;
+        Ok(Box::new(NatsListener::start(
+            source,
+            client,
+            self.inner.handle.clone(),
+            options,
+            prefetch,
+            subscription.to_string(),
+        )))
+    }
+}
