@@ -78,9 +78,11 @@ impl EchoServer {
         let transport = Arc::new(MemoryTransport::new());
         let processed = Arc::new(Processed::default());
         let counter = processed.clone();
+        // Handlers are cheap: the event loop runs them as tasks, the others inline.
+        let asynchronous = kind == ExecutorKind::EventLoop;
         let dispatcher = move |batch: Vec<IncomingMessage>| {
             let counter = counter.clone();
-            Dispatch::blocking(move || {
+            let work = move || {
                 for mut incoming in batch {
                     if incoming.is_call() {
                         let body = incoming.message().body.clone();
@@ -90,7 +92,12 @@ impl EchoServer {
                         counter.changed.notify_all();
                     }
                 }
-            })
+            };
+            if asynchronous {
+                Dispatch::future(async move { work() })
+            } else {
+                Dispatch::blocking(work)
+            }
         };
         let server = Server::builder(
             transport.clone(),

@@ -265,8 +265,11 @@ impl Wake for ThreadWaker {
 /// assert_eq!(messaging_core::dispatch::block_on(async { 1 + 1 }), 2);
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
+    thread_local! {
+        static WAKER: Waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    }
     let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let waker = WAKER.with(Waker::clone);
     let mut cx = Context::from_waker(&waker);
     loop {
         match future.as_mut().poll(&mut cx) {

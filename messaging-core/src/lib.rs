@@ -40,6 +40,8 @@ pub mod notify;
 pub mod reply;
 pub mod rpc;
 pub mod server;
+#[doc(hidden)]
+pub mod spin;
 mod sync;
 mod target;
 pub mod timer;

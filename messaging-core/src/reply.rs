@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -49,7 +50,6 @@ pub enum RecvError {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<ReplyEvent>,
-    senders: usize,
     receiver_alive: bool,
     waker: Option<Waker>,
 }
@@ -58,6 +58,10 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    senders: AtomicUsize,
+    /// Bumped on every event and on the last sender's drop: a waiting receiver spins
+    /// on it before parking.
+    seq: AtomicU64,
 }
 
 impl Shared {
@@ -84,11 +88,12 @@ pub fn reply_channel() -> (ReplySender, ReplyReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            senders: 1,
             receiver_alive: true,
             waker: None,
         }),
         ready: Condvar::new(),
+        senders: AtomicUsize::new(1),
+        seq: AtomicU64::new(0),
     });
     (
         ReplySender {
@@ -119,6 +124,7 @@ impl Replier for ReplySender {
                 return Err(TransportError::Closed("the caller's reply channel"));
             }
             state.queue.push_back(event);
+            self.shared.seq.fetch_add(1, Ordering::Release);
             state.waker.take()
         };
         self.shared.ready.notify_one();
@@ -131,7 +137,7 @@ impl Replier for ReplySender {
 
 impl Clone for ReplySender {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
         ReplySender {
             shared: self.shared.clone(),
         }
@@ -140,12 +146,12 @@ impl Clone for ReplySender {
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         let waker = {
             let mut state = self.shared.lock();
-            state.senders -= 1;
-            if state.senders > 0 {
-                return;
-            }
+            self.shared.seq.fetch_add(1, Ordering::Release);
             state.waker.take()
         };
         self.shared.ready.notify_one();
@@ -172,7 +178,9 @@ impl ReplyReceiver {
         let mut state = self.shared.lock();
         match state.queue.pop_front() {
             Some(event) => Some(Ok(event)),
-            None if state.senders == 0 => Some(Err(RecvError::Disconnected)),
+            None if self.shared.senders.load(Ordering::Acquire) == 0 => {
+                Some(Err(RecvError::Disconnected))
+            }
             None => None,
         }
     }
@@ -180,14 +188,30 @@ impl ReplyReceiver {
     /// Blocks the calling thread until the next event, for at most `timeout`
     /// (`None`: no limit).
     pub fn recv_timeout(&mut self, timeout: Option<Duration>) -> Result<ReplyEvent, RecvError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.recv_deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Blocks the calling thread until the next event, or until `deadline` (`None`:
+    /// no limit). A reply that arrives within microseconds is picked up without
+    /// parking the thread.
+    pub fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<ReplyEvent, RecvError> {
         let mut state = self.shared.lock();
         loop {
             if let Some(event) = state.queue.pop_front() {
                 return Ok(event);
             }
-            if state.senders == 0 {
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
                 return Err(RecvError::Disconnected);
+            }
+            let seen = self.shared.seq.load(Ordering::Acquire);
+            drop(state);
+            if crate::spin::spin_until_changed(&self.shared.seq, seen) {
+                state = self.shared.lock();
+                continue;
+            }
+            state = self.shared.lock();
+            if self.shared.seq.load(Ordering::Acquire) != seen {
+                continue;
             }
             state = match deadline {
                 None => self
@@ -223,7 +247,7 @@ impl ReplyReceiver {
             if let Some(event) = state.queue.pop_front() {
                 return Poll::Ready(Some(event));
             }
-            if state.senders == 0 {
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
                 return Poll::Ready(None);
             }
             state.waker = Some(cx.waker().clone());

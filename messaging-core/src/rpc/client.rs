@@ -14,10 +14,96 @@ use crate::codec::{Codec, CodecKind};
 use crate::dispatch::block_on;
 use crate::ids;
 use crate::message::{Context, Message, Meta, RequestMeta};
-use crate::reply::ReplyEvent;
+use bytes::Bytes;
+
+use crate::reply::{RecvError, ReplyEvent};
 use crate::target::Target;
 use crate::timer::{Elapsed, timeout_at};
 use crate::transport::{SendOptions, Transport};
+
+/// A call waiting for its reply: the overall deadline and the call-monitor deadline,
+/// and what each reply event means. Shared by the async and the blocking paths.
+struct Waiting<'a> {
+    client: &'a RpcClient,
+    method: &'a str,
+    timeout: Duration,
+    started: Instant,
+    /// `None`: a timeout too long to represent, i.e. none.
+    deadline: Option<Instant>,
+    monitor: Option<(Duration, Option<Instant>)>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(client: &'a RpcClient, method: &'a str) -> Self {
+        let timeout = client.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let started = Instant::now();
+        Waiting {
+            client,
+            method,
+            timeout,
+            started,
+            deadline: started.checked_add(timeout),
+            monitor: client
+                .call_monitor_timeout
+                .map(|t| (t, Instant::now().checked_add(t))),
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        match (self.deadline, self.monitor.and_then(|(_, at)| at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn timed_out(&self) -> RpcError {
+        RpcError::Timeout {
+            method: self.method.to_owned(),
+            target: self.client.target.to_string(),
+            after: self.timeout,
+        }
+    }
+
+    /// What an event (or its absence) means: `None` to keep waiting, or the outcome.
+    fn on(&mut self, event: Result<ReplyEvent, RecvError>) -> Option<Result<Bytes, RpcError>> {
+        match event {
+            Ok(ReplyEvent::Heartbeat) => {
+                tracing::trace!("heartbeat");
+                if let Some((t, at)) = self.monitor.as_mut() {
+                    *at = Instant::now().checked_add(*t);
+                }
+                None
+            }
+            Ok(ReplyEvent::Reply(Ok(body))) => {
+                tracing::debug!(elapsed = ?self.started.elapsed(), "reply");
+                Some(Ok(body))
+            }
+            Ok(ReplyEvent::Reply(Err(remote))) => {
+                tracing::debug!(error = %remote, "remote error");
+                Some(Err(RpcError::Remote(remote)))
+            }
+            Err(RecvError::Disconnected) => Some(Err(RpcError::ReplyLost {
+                method: self.method.to_owned(),
+                target: self.client.target.to_string(),
+            })),
+            Err(RecvError::Timeout) => {
+                if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Some(Err(self.timed_out()));
+                }
+                match self.monitor {
+                    Some((t, at)) if at.is_some_and(|at| Instant::now() >= at) => {
+                        Some(Err(RpcError::MonitorTimeout {
+                            method: self.method.to_owned(),
+                            target: self.client.target.to_string(),
+                            after: t,
+                        }))
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+}
 
 /// Awaits `future`, bounded by `deadline` if there is one.
 async fn until<F: std::future::Future>(
@@ -249,77 +335,43 @@ impl RpcClient {
             .await
     }
 
+    fn send_options(&self, timeout: Duration) -> SendOptions {
+        SendOptions {
+            timeout: Some(timeout),
+            call_monitor_timeout: self.call_monitor_timeout,
+            retry: self.retry,
+        }
+    }
+
     async fn call_inner<R: DeserializeOwned>(
         &self,
         message: Message,
         codec: CodecKind,
         method: &str,
     ) -> Result<R, RpcError> {
-        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let started = Instant::now();
-        // `None`: a timeout too long to represent, i.e. none.
-        let deadline = started.checked_add(timeout);
-        let timed_out = || RpcError::Timeout {
-            method: method.to_owned(),
-            target: self.target.to_string(),
-            after: timeout,
-        };
-        let options = SendOptions {
-            timeout: Some(timeout),
-            call_monitor_timeout: self.call_monitor_timeout,
-            retry: self.retry,
-        };
+        let mut waiting = Waiting::new(self, method);
+        let options = self.send_options(waiting.timeout);
         let mut replies = until(
-            deadline,
+            waiting.deadline,
             self.transport.call(&self.target, message, &options),
         )
         .await
-        .map_err(|Elapsed| timed_out())??;
-        let monitor_after = |t: Duration| Instant::now().checked_add(t);
-        let mut monitor = self.call_monitor_timeout.map(|t| (t, monitor_after(t)));
+        .map_err(|Elapsed| waiting.timed_out())??;
         loop {
-            let wake = match (deadline, monitor.and_then(|(_, at)| at)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let event = until(waiting.wake_at(), replies.recv()).await;
+            let event = match event {
+                Ok(Some(event)) => Ok(event),
+                Ok(None) => Err(RecvError::Disconnected),
+                Err(Elapsed) => Err(RecvError::Timeout),
             };
-            match until(wake, replies.recv()).await {
-                Ok(Some(ReplyEvent::Heartbeat)) => {
-                    tracing::trace!("heartbeat");
-                    if let Some((t, at)) = monitor.as_mut() {
-                        *at = monitor_after(*t);
-                    }
-                }
-                Ok(Some(ReplyEvent::Reply(Ok(body)))) => {
-                    tracing::debug!(elapsed = ?started.elapsed(), "reply");
-                    return Ok(codec.decode(&body)?);
-                }
-                Ok(Some(ReplyEvent::Reply(Err(remote)))) => {
-                    tracing::debug!(error = %remote, "remote error");
-                    return Err(RpcError::Remote(remote));
-                }
-                Ok(None) => {
-                    return Err(RpcError::ReplyLost {
-                        method: method.to_owned(),
-                        target: self.target.to_string(),
-                    });
-                }
-                Err(Elapsed) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(timed_out());
-                    }
-                    if let Some((t, _)) = monitor {
-                        return Err(RpcError::MonitorTimeout {
-                            method: method.to_owned(),
-                            target: self.target.to_string(),
-                            after: t,
-                        });
-                    }
-                }
+            if let Some(done) = waiting.on(event) {
+                return done.and_then(|body| Ok(codec.decode(&body)?));
             }
         }
     }
 
-    /// [`call`](RpcClient::call), blocking the calling thread.
+    /// [`call`](RpcClient::call), blocking the calling thread. It waits on the reply
+    /// channel itself (spinning briefly, then parking), without the timer thread.
     pub fn call_blocking<A, R>(
         &self,
         context: &Context,
@@ -330,7 +382,24 @@ impl RpcClient {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        block_on(self.call(context, method, args))
+        self.target.validate_for_call()?;
+        let (message, codec, trace_id) = self.message(context, method, args)?;
+        let span =
+            tracing::info_span!("rpc.call", method, target = %self.target, trace_id = %trace_id);
+        let _enter = span.enter();
+        let mut waiting = Waiting::new(self, method);
+        let options = self.send_options(waiting.timeout);
+        let mut replies = block_on(until(
+            waiting.deadline,
+            self.transport.call(&self.target, message, &options),
+        ))
+        .map_err(|Elapsed| waiting.timed_out())??;
+        loop {
+            let event = replies.recv_deadline(waiting.wake_at());
+            if let Some(done) = waiting.on(event) {
+                return done.and_then(|body| Ok(codec.decode(&body)?));
+            }
+        }
     }
 
     /// Casts `method`: returns once the transport took the message.

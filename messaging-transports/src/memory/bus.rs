@@ -5,6 +5,7 @@
 //! nothing ever sleeps to poll.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub(crate) struct Slot {
     notified: bool,
     waker: Option<Waker>,
     pub(crate) cond: Arc<Condvar>,
+    /// Bumped whenever the listener is woken: a blocked poll spins on it first.
+    pub(crate) seq: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -253,10 +256,11 @@ impl BusState {
         &mut self,
         queues: Vec<QueueId>,
         options: ListenOptions,
-    ) -> (ListenerId, Arc<Condvar>) {
+    ) -> (ListenerId, Arc<Condvar>, Arc<AtomicU64>) {
         self.next_listener += 1;
         let id = self.next_listener;
         let cond = Arc::new(Condvar::new());
+        let seq = Arc::new(AtomicU64::new(0));
         self.listeners.insert(
             id,
             Slot {
@@ -267,9 +271,10 @@ impl BusState {
                 notified: false,
                 waker: None,
                 cond: cond.clone(),
+                seq: seq.clone(),
             },
         );
-        (id, cond)
+        (id, cond, seq)
     }
 
     /// Removes a listener; a poll still blocked on it returns `Closed`.
@@ -280,6 +285,7 @@ impl BusState {
             .and_then(|slot| slot.waker.take());
         let mut wakeups = self.end_wait(id);
         if let Some(slot) = self.listeners.remove(&id) {
+            slot.seq.fetch_add(1, Ordering::Release);
             slot.cond.notify_all();
         }
         wakeups.0.extend(waker);
@@ -290,6 +296,7 @@ impl BusState {
         let mut wakeups = Wakeups::default();
         if let Some(slot) = self.listeners.get_mut(&id) {
             slot.stopped = true;
+            slot.seq.fetch_add(1, Ordering::Release);
             slot.cond.notify_all();
             wakeups.0.extend(slot.waker.take());
         }
@@ -416,6 +423,7 @@ impl BusState {
                 && !slot.stopped
             {
                 slot.notified = true;
+                slot.seq.fetch_add(1, Ordering::Release);
                 slot.cond.notify_one();
                 wakeups.0.extend(slot.waker.take());
                 if let Some(envelope) = self.queues[queue]

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ pub struct MemoryListener {
     bus: Arc<Bus>,
     id: ListenerId,
     cond: Arc<Condvar>,
+    seq: Arc<AtomicU64>,
 }
 
 enum Step {
@@ -30,8 +32,13 @@ enum Step {
 }
 
 impl MemoryListener {
-    pub(crate) fn new(bus: Arc<Bus>, id: ListenerId, cond: Arc<Condvar>) -> Self {
-        MemoryListener { bus, id, cond }
+    pub(crate) fn new(
+        bus: Arc<Bus>,
+        id: ListenerId,
+        cond: Arc<Condvar>,
+        seq: Arc<AtomicU64>,
+    ) -> Self {
+        MemoryListener { bus, id, cond, seq }
     }
 
     fn take_now(&self, state: &mut BusState) -> Option<Polled> {
@@ -97,6 +104,15 @@ impl Listener for MemoryListener {
                 },
             };
             state.begin_wait(self.id, None);
+            // Spin briefly before parking: a message due within microseconds is taken
+            // without the cost of sleeping and waking this thread.
+            let seen = self.seq.load(Ordering::Acquire);
+            drop(state);
+            let woken = messaging_core::spin::spin_until_changed(&self.seq, seen);
+            state = self.bus.lock();
+            if woken || self.seq.load(Ordering::Acquire) != seen {
+                continue;
+            }
             state = match wake_at {
                 None => self.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(at) => {

@@ -275,8 +275,13 @@ impl Transport for MemoryTransport {
                 )));
             }
         };
-        let (id, cond) = state.add_listener(queues, options.clone());
+        let (id, cond, seq) = state.add_listener(queues, options.clone());
         drop(state);
-        Ok(Box::new(MemoryListener::new(self.bus.clone(), id, cond)))
+        Ok(Box::new(MemoryListener::new(
+            self.bus.clone(),
+            id,
+            cond,
+            seq,
+        )))
     }
 }
