@@ -33,7 +33,8 @@ impl std::fmt::Debug for Output {
     }
 }
 
-/// Tells `serve` and `listen` to stop (the binary triggers it on SIGINT/SIGTERM).
+/// Tells `serve`, `listen` and `simulate` to stop (the binary triggers it on
+/// SIGINT/SIGTERM).
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     inner: Arc<(Mutex<bool>, Condvar)>,
@@ -54,6 +55,17 @@ impl Shutdown {
     /// Whether it was triggered.
     pub fn is_triggered(&self) -> bool {
         *self.inner.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until triggered or `timeout` passed; returns whether it was triggered.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let triggered = self.inner.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (triggered, _) = self
+            .inner
+            .1
+            .wait_timeout_while(triggered, timeout, |triggered| !*triggered)
+            .unwrap_or_else(|p| p.into_inner());
+        *triggered
     }
 
     /// Blocks until triggered.

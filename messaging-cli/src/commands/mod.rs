@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod listen;
 pub(crate) mod send;
 pub(crate) mod serve;
+pub(crate) mod simulate;
 
 use std::sync::Arc;
 
