@@ -1,4 +1,5 @@
-//! RPC and notifications per transport × executor: the sequential call round trip,
+//! RPC and notifications per transport × executor: the sequential call round trip
+//! (on the event loop, from a task on its runtime),
 //! cast and notification throughput at 32 / 1024 / 8192-byte payloads, and the call
 //! round trip with the bincode and JSON codecs.
 //!
@@ -7,6 +8,7 @@
 //! (`-- call_rtt/memory` to pick groups, `-- --quick` for a short run).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use benches::ours::{NotifyBench, Payload, RpcBench, throughput, with_option};
@@ -30,15 +32,24 @@ fn group<'a>(c: &'a mut Criterion, name: &str, transport: &str) -> BenchmarkGrou
     group
 }
 
+/// `iters` calls, timed the way [`RpcBench::timed_calls`] does (from a task on the
+/// event loop's runtime; from this thread otherwise).
+fn timed(bench: &Arc<RpcBench>, iters: u64, payload: &Payload) -> Duration {
+    let samples = bench
+        .timed_calls(iters as usize, payload)
+        .expect("every call answered");
+    Duration::from_nanos(black_box(samples).iter().sum())
+}
+
 fn call_rtt(c: &mut Criterion) {
     for (transport, url) in bench_transports() {
         let mut group = group(c, "call_rtt", transport);
         for kind in ExecutorKind::ALL {
-            let bench = RpcBench::start(&url, kind).expect("a bench server");
+            let bench = Arc::new(RpcBench::start(&url, kind).expect("a bench server"));
             for size in SIZES {
                 let payload = Payload::of_size(size);
                 group.bench_with_input(BenchmarkId::new(kind.name(), size), &size, |b, _| {
-                    b.iter(|| black_box(bench.call(&payload).expect("a reply")));
+                    b.iter_custom(|iters| timed(&bench, iters, &payload));
                 });
             }
         }
@@ -52,10 +63,12 @@ fn call_codec(c: &mut Criterion) {
         let payload = Payload::of_size(1024);
         for kind in ExecutorKind::ALL {
             for codec in ["bincode", "json"] {
-                let bench = RpcBench::start(&with_option(&url, "codec", codec), kind)
-                    .expect("a bench server");
+                let bench = Arc::new(
+                    RpcBench::start(&with_option(&url, "codec", codec), kind)
+                        .expect("a bench server"),
+                );
                 group.bench_function(BenchmarkId::new(kind.name(), codec), |b| {
-                    b.iter(|| black_box(bench.call(&payload).expect("a reply")));
+                    b.iter_custom(|iters| timed(&bench, iters, &payload));
                 });
             }
         }

@@ -162,8 +162,14 @@ fn shut_down(server: &Server, serving: &mut Option<JoinHandle<Result<Epoch, Serv
 
 /// An RPC server with `echo(value) -> value` and `count(value)` (for casts) on one
 /// executor, and a client calling it.
+///
+/// On the event loop, the server runs on a runtime of its own that
+/// [`timed_calls`](RpcBench::timed_calls) also runs the client on, as a task: an async
+/// service calls from a task, and the limit it is compared with is a ping-pong between
+/// tokio tasks. The other executors are called from the calling thread.
 #[derive(Debug)]
 pub struct RpcBench {
+    runtime: Option<Arc<tokio::runtime::Runtime>>,
     server: Server,
     serving: Option<JoinHandle<Result<Epoch, ServerError>>>,
     client: RpcClient,
@@ -179,6 +185,33 @@ impl RpcBench {
     ///
     /// The transport cannot be opened or the server cannot start.
     pub fn start(url: &str, kind: ExecutorKind) -> Result<RpcBench, BenchError> {
+        if kind != ExecutorKind::EventLoop {
+            return RpcBench::start_on(url, kind, kind.build());
+        }
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime"),
+        );
+        let executor =
+            messaging_executors::EventLoopExecutor::with_handle(runtime.handle().clone());
+        let mut bench = RpcBench::start_on(url, kind, Box::new(executor))?;
+        bench.runtime = Some(runtime);
+        Ok(bench)
+    }
+
+    /// [`start`](RpcBench::start) with a given executor of `kind` (say, an event loop
+    /// on a runtime the caller also runs its client on).
+    ///
+    /// # Errors
+    ///
+    /// The transport cannot be opened or the server cannot start.
+    pub fn start_on(
+        url: &str,
+        kind: ExecutorKind,
+        executor: Box<dyn messaging_core::Executor>,
+    ) -> Result<RpcBench, BenchError> {
         let topic = fresh_topic();
         let target = Target::new(topic.clone()).with_server("bench");
         let casts = Arc::new(Counter::default());
@@ -209,13 +242,14 @@ impl RpcBench {
             open(url)?,
             Subscription::Rpc(target.clone()),
             dispatcher,
-            kind.build(),
+            executor,
         )
         .build()?;
         let serving = Some(serve(&server)?);
         let client = RpcClient::new(open(url)?, Target::new(topic.clone()))
             .with_timeout(Duration::from_secs(30));
         Ok(RpcBench {
+            runtime: None,
             server,
             serving,
             client,
@@ -223,6 +257,39 @@ impl RpcBench {
             context: Context::new(),
             topic,
         })
+    }
+
+    /// `count` sequential `echo` calls, each timed (nanoseconds): on the server's
+    /// runtime, as a task, for the event loop; on this thread otherwise.
+    ///
+    /// # Errors
+    ///
+    /// A call failed.
+    pub fn timed_calls(
+        self: &Arc<Self>,
+        count: usize,
+        payload: &Payload,
+    ) -> Result<Vec<u64>, BenchError> {
+        let Some(runtime) = &self.runtime else {
+            let mut samples = Vec::with_capacity(count);
+            for _ in 0..count {
+                let start = Instant::now();
+                self.call(payload)?;
+                samples.push(start.elapsed().as_nanos() as u64);
+            }
+            return Ok(samples);
+        };
+        let (bench, payload) = (self.clone(), payload.clone());
+        let task = runtime.spawn(async move {
+            let mut samples = Vec::with_capacity(count);
+            for _ in 0..count {
+                let start = Instant::now();
+                bench.call_async(&payload).await?;
+                samples.push(start.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, BenchError>(samples)
+        });
+        block_on(task).expect("the calling task does not panic")
     }
 
     /// One `echo` call (blocking).

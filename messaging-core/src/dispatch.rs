@@ -279,6 +279,32 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Polls `future` once, without a waker that does anything: its output if it is
+/// ready, or the future back if it is not.
+///
+/// For operations whose effect happens on the first poll (a command handed to a
+/// client's I/O task) and whose completion the caller need not wait for: a transport
+/// settles a delivery this way instead of parking its thread until the frame is
+/// written. Whoever gets the future back decides: drop it (the effect already
+/// happened) or hand it to a runtime to finish.
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::dispatch::poll_once;
+///
+/// assert!(matches!(poll_once(async { 7 }), Ok(7)));
+/// assert!(poll_once(std::future::pending::<()>()).is_err());
+/// ```
+pub fn poll_once<F: Future>(future: F) -> Result<F::Output, Pin<Box<F>>> {
+    let mut future = Box::pin(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => Err(future),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,4 +114,4 @@ mod thread_pool;
 
 pub use blocking::BlockingExecutor;
 pub use event_loop::{DEFAULT_MAX_CONCURRENCY, EventLoopExecutor};
-pub use thread_pool::{DEFAULT_MAX_WORKERS, DEFAULT_QUEUE_CAPACITY, ThreadPoolExecutor};
+pub use thread_pool::{DEFAULT_MAX_WORKERS, DEFAULT_QUEUE_CAPACITY, STALL, ThreadPoolExecutor};

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use messaging_core::{
-    Dispatch, Dispatcher, Executor, ExecutorError, Listener, Polled, WaitTimedOut,
+    Dispatch, Dispatcher, Executor, ExecutorError, Listener, Polled, WaitTimedOut, timer,
 };
 
 use crate::common::{Backoff, dispatch};
@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_WORKERS: usize = 64;
 /// Default capacity of the queue between the poller and the workers.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
 
+/// How long queued work may sit with no worker taking anything before the pool adds a
+/// worker beyond one per core (also how often the pool looks).
+pub const STALL: Duration = Duration::from_millis(10);
+
 /// Runs handlers concurrently on a pool of threads, like oslo.messaging's threading
 /// executor, but with a bounded queue: when every worker is busy and the queue is full,
 /// the poller stops taking messages from the transport (backpressure) instead of piling
@@ -25,6 +29,11 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
 ///
 /// * `start()` spawns the poller thread and returns; workers are spawned on demand, up
 ///   to `max_workers`, so an idle server holds two threads at most.
+/// * Growth: while work is queued and no worker is idle, a worker is added at once up to
+///   one per CPU core; beyond that, only once the queue has not moved for [`STALL`]
+///   (every worker is blocked in a handler). Quick handlers are thus run by a few busy
+///   threads instead of 64 contending ones, and slow, blocking handlers still get up
+///   to `max_workers` threads, one more per [`STALL`] while the queue is stuck.
 /// * No ordering guarantee between messages (they run concurrently).
 /// * `wait()` returns when the poller has drained the stopped listener, the queue is
 ///   empty and every worker has finished its handler and exited; it joins every thread
@@ -56,6 +65,8 @@ struct Counts {
     workers: usize,
     idle: usize,
     queued: usize,
+    /// Work items workers have taken from the queue, ever: progress.
+    taken: u64,
 }
 
 struct Shared {
@@ -63,6 +74,14 @@ struct Shared {
     changed: Condvar,
     handles: Mutex<Vec<JoinHandle<()>>>,
     max_workers: usize,
+    /// Workers added without waiting for a stall: one per core.
+    eager_workers: usize,
+}
+
+/// What the poller saw the last time work was queued with no idle worker.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<(Instant, u64)>,
 }
 
 impl Shared {
@@ -97,37 +116,63 @@ impl Shared {
         }
     }
 
-    /// Queues one piece of work, first spawning a worker if more work is queued than
-    /// there are idle workers to take it. Blocks while the queue is full.
-    fn submit(self: &Arc<Self>, tx: &Sender<Dispatch>, rx: &Receiver<Dispatch>, work: Dispatch) {
-        let spawn = {
-            let mut c = self.counts();
-            c.queued += 1;
-            let spawn = c.queued > c.idle && c.workers < self.max_workers;
-            if spawn {
-                c.workers += 1;
-            }
-            spawn
-        };
-        if spawn {
-            let rx = rx.clone();
-            let shared = self.clone();
-            if let Err(error) = self.spawn("messaging-worker", move || worker(&shared, &rx)) {
-                let no_worker = {
-                    let mut c = self.counts();
-                    c.workers -= 1;
-                    if c.workers == 0 {
-                        c.queued -= 1;
-                    }
-                    c.workers == 0
-                };
-                tracing::error!(%error, "could not spawn a worker thread");
-                if no_worker {
-                    // Nobody would ever take it from the queue: run it here.
-                    work.run();
-                    return;
+    /// Decides whether to add a worker: at once while there are fewer than one per
+    /// core, otherwise when the queue has not moved for [`STALL`].
+    fn should_grow(&self, stall: &mut Stall) -> bool {
+        let mut c = self.counts();
+        // The stall timer may fire once more after the poller is gone: grow no more.
+        if !c.poller_running || c.queued <= c.idle || c.workers >= self.max_workers {
+            stall.since = None;
+            return false;
+        }
+        let grow = c.workers < self.eager_workers
+            || match stall.since {
+                Some((since, taken)) if taken == c.taken => since.elapsed() >= STALL,
+                _ => {
+                    stall.since = Some((Instant::now(), c.taken));
+                    false
                 }
+            };
+        if grow {
+            c.workers += 1;
+            stall.since = None;
+        }
+        grow
+    }
+
+    /// Adds a worker (counted by [`should_grow`](Shared::should_grow)). Returns false
+    /// if none could be spawned and none exists, so that queued work must run here.
+    fn grow(self: &Arc<Self>, rx: &Receiver<Dispatch>) -> bool {
+        let (rx, shared) = (rx.clone(), self.clone());
+        match self.spawn("messaging-worker", move || worker(&shared, &rx)) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "could not spawn a worker thread");
+                let mut c = self.counts();
+                c.workers -= 1;
+                c.workers > 0
             }
+        }
+    }
+
+    /// Queues one piece of work, adding a worker if [`should_grow`] says so. Blocks
+    /// while the queue is full (the stall timer adds workers meanwhile).
+    ///
+    /// [`should_grow`]: Shared::should_grow
+    fn submit(
+        self: &Arc<Self>,
+        tx: &Sender<Dispatch>,
+        rx: &Receiver<Dispatch>,
+        stall: &Mutex<Stall>,
+        work: Dispatch,
+    ) {
+        self.counts().queued += 1;
+        let grow = self.should_grow(&mut stall.lock().unwrap_or_else(|p| p.into_inner()));
+        if grow && !self.grow(rx) {
+            // Nobody would ever take it from the queue: run it here.
+            self.counts().queued -= 1;
+            work.run();
+            return;
         }
         // Cannot fail: `rx` is held by the poller until it exits.
         let _ = tx.send(work);
@@ -153,6 +198,7 @@ fn worker(shared: &Shared, rx: &Receiver<Dispatch>) {
             c.idle -= 1;
             if next.is_ok() {
                 c.queued -= 1;
+                c.taken += 1;
             }
         }
         match next {
@@ -182,12 +228,24 @@ fn poller(
     let _done = PollerDone(shared);
     let (tx, rx) = bounded::<Dispatch>(queue_capacity);
     let mut backoff = Backoff::new();
+    let stall = Arc::new(Mutex::new(Stall::default()));
+    // Looks for a stall every STALL, whatever the poller is doing (waiting for a
+    // message, or for room in a full queue); ends with the poller.
+    let _stall_timer = {
+        let (shared, rx, stall) = (shared.clone(), rx.clone(), stall.clone());
+        timer::repeat(STALL, move || {
+            let grow = shared.should_grow(&mut stall.lock().unwrap_or_else(|p| p.into_inner()));
+            if grow && !shared.grow(&rx) {
+                tracing::error!("queued work is stranded: no worker thread could be spawned");
+            }
+        })
+    };
     loop {
         match listener.poll(None) {
             Ok(Polled::Messages(batch)) => {
                 backoff.reset();
                 if let Some(work) = dispatch(dispatcher, batch) {
-                    shared.submit(&tx, &rx, work);
+                    shared.submit(&tx, &rx, &stall, work);
                 }
             }
             Ok(Polled::Idle) => {}
@@ -262,6 +320,9 @@ impl Executor for ThreadPoolExecutor {
             changed: Condvar::new(),
             handles: Mutex::new(Vec::new()),
             max_workers: self.max_workers,
+            eager_workers: thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(self.max_workers),
         });
         let capacity = self.queue_capacity;
         let poller_shared = shared.clone();

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -28,11 +29,17 @@ struct State<T> {
     stopped: bool,
     closed: bool,
     waker: Option<Waker>,
+    /// Blocking polls asleep on `ready`: a push signals the condition variable (a
+    /// system call) only when there is one.
+    sleepers: usize,
 }
 
 pub(crate) struct Buffer<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// Bumped by every change a poll may wait for, so a poll can spin on it briefly
+    /// before sleeping.
+    seq: AtomicU64,
     batch_size: usize,
     batch_timeout: Option<Duration>,
     on_stop: OnStop,
@@ -51,8 +58,10 @@ impl<T> Buffer<T> {
                 stopped: false,
                 closed: false,
                 waker: None,
+                sleepers: 0,
             }),
             ready: Condvar::new(),
+            seq: AtomicU64::new(0),
             batch_size: options.batch_size.max(1),
             batch_timeout: options.batch_timeout,
             on_stop,
@@ -64,7 +73,10 @@ impl<T> Buffer<T> {
     }
 
     fn wake(&self, state: &mut State<T>) {
-        self.ready.notify_all();
+        self.seq.fetch_add(1, Ordering::Release);
+        if state.sleepers > 0 {
+            self.ready.notify_all();
+        }
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -160,6 +172,16 @@ impl<T> Buffer<T> {
             if out_of_time {
                 return Polled::Idle;
             }
+            // Spin briefly first: on a busy stream the next message is microseconds
+            // away, and sleeping and being woken costs more than that.
+            let seen = self.seq.load(Ordering::Acquire);
+            drop(state);
+            let changed = messaging_core::spin::spin_until_changed(&self.seq, seen);
+            state = self.lock();
+            if changed || self.seq.load(Ordering::Acquire) != seen {
+                continue;
+            }
+            state.sleepers += 1;
             state = match wake_at {
                 None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(at) => {
@@ -169,6 +191,7 @@ impl<T> Buffer<T> {
                         .0
                 }
             };
+            state.sleepers -= 1;
         }
     }
 

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 use benches::ExecutorKind;
@@ -195,26 +196,25 @@ impl Run {
             } else {
                 (references.0, references.1)
             };
-            match RpcBench::start(url, kind) {
+            match RpcBench::start(url, kind).map(Arc::new) {
                 Ok(bench) => {
                     let warmup = (calls / 10).max(50);
                     let call = self.latency(|| {
-                        for _ in 0..warmup {
-                            bench.call(&payload).map_err(|e| e.to_string())?;
-                        }
-                        let mut failure = None;
-                        let latency = Latency::measure(0, calls, || {
-                            if let Err(e) = bench.call(&payload) {
-                                failure.get_or_insert(e.to_string());
-                            }
-                        });
-                        failure.map_or(Ok(latency), Err)
+                        bench
+                            .timed_calls(warmup, &payload)
+                            .and_then(|_| bench.timed_calls(calls, &payload))
+                            .map(Latency::from_nanos)
+                            .map_err(|e| e.to_string())
                     });
                     self.push(
                         format!("{section}.ours.{name}.call"),
                         section,
                         Kind::Ours,
-                        format!("ours, {name}: call"),
+                        if kind == ExecutorKind::EventLoop {
+                            format!("ours, {name}: call (from a task on its runtime)")
+                        } else {
+                            format!("ours, {name}: call")
+                        },
                         call,
                         Some(call_ref),
                     );

@@ -12,6 +12,7 @@ use super::error::RpcError;
 use super::version::{self, version_is_compatible};
 use crate::codec::{Codec, CodecKind};
 use crate::dispatch::block_on;
+use crate::error::TransportError;
 use crate::ids;
 use crate::message::{Context, Message, Meta, RequestMeta};
 use bytes::Bytes;
@@ -53,6 +54,16 @@ impl<'a> Waiting<'a> {
         match (self.deadline, self.monitor.and_then(|(_, at)| at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// A send that failed once the deadline had passed failed because of it (a
+    /// transport gives up publishing at the caller's deadline): report the timeout.
+    fn send_failed(&self, error: TransportError) -> RpcError {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.timed_out()
+        } else {
+            error.into()
         }
     }
 
@@ -356,7 +367,8 @@ impl RpcClient {
             self.transport.call(&self.target, message, &options),
         )
         .await
-        .map_err(|Elapsed| waiting.timed_out())??;
+        .map_err(|Elapsed| waiting.timed_out())?
+        .map_err(|e| waiting.send_failed(e))?;
         loop {
             let event = until(waiting.wake_at(), replies.recv()).await;
             let event = match event {
@@ -393,7 +405,8 @@ impl RpcClient {
             waiting.deadline,
             self.transport.call(&self.target, message, &options),
         ))
-        .map_err(|Elapsed| waiting.timed_out())??;
+        .map_err(|Elapsed| waiting.timed_out())?
+        .map_err(|e| waiting.send_failed(e))?;
         loop {
             let event = replies.recv_deadline(waiting.wake_at());
             if let Some(done) = waiting.on(event) {

@@ -304,19 +304,18 @@ impl BusState {
         wakeups
     }
 
-    /// Messages a listener may take, across its queues.
-    pub(crate) fn available(&self, id: ListenerId) -> usize {
+    /// Messages a listener may take, across its queues, counted up to `limit`.
+    pub(crate) fn available(&self, id: ListenerId, limit: usize) -> usize {
+        // Counting stops at `limit`: a backlog of a million messages must not make
+        // every poll walk it (only a few, reserved for other waiting listeners, are
+        // ever skipped).
         self.listeners.get(&id).map_or(0, |slot| {
             slot.queues
                 .iter()
-                .map(|&q| {
-                    self.queues[q]
-                        .items
-                        .iter()
-                        .filter(|e| e.free_for(id))
-                        .count()
-                })
-                .sum()
+                .flat_map(|&q| self.queues[q].items.iter())
+                .filter(|e| e.free_for(id))
+                .take(limit)
+                .count()
         })
     }
 

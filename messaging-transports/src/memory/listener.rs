@@ -65,7 +65,7 @@ impl MemoryListener {
         }
         let batch_size = slot.options.batch_size.max(1);
         let batch_timeout = slot.options.batch_timeout;
-        let available = state.available(self.id);
+        let available = state.available(self.id, batch_size);
         if available == 0 {
             *fill_since = None;
             return Step::Wait(None);

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_lite::{Stream, StreamExt};
-use messaging_core::dispatch::block_on;
+use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
@@ -377,11 +377,16 @@ impl Replier for NatsReplier {
             ReplyEvent::Reply(outcome) => frame::encode_reply(Some(outcome), self.codec),
         };
         let (client, subject) = (self.client.clone(), self.subject.clone());
-        self.runtime.spawn(async move {
+        let publish = async move {
             if let Err(error) = client.publish(subject, body).await {
                 tracing::warn!(%error, "the reply could not be sent");
             }
-        });
+        };
+        // The publish is a send on the client's command channel: done at once unless
+        // the channel is full, and only then left to the runtime.
+        if let Err(unfinished) = poll_once(publish) {
+            self.runtime.spawn(unfinished);
+        }
         Ok(())
     }
 }

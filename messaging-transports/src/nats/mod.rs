@@ -328,6 +328,14 @@ impl Transport for NatsTransport {
         target.validate_for_send()?;
         let (inner, subject) = (self.inner.clone(), self.subject(target));
         let body = frame::encode_message(&message, None);
+        // Once connected, a publish is a send on the client's command channel, which
+        // works from any thread: no hand-off to the runtime.
+        if let Some(client) = self.inner.client.get() {
+            return client
+                .publish(subject, body)
+                .await
+                .map_err(|e| connection_error("publishing", e));
+        }
         self.run(async move {
             let client = inner.client().await?;
             client
@@ -350,22 +358,29 @@ impl Transport for NatsTransport {
             &message,
             options.call_monitor_timeout.map(|t| t.as_secs_f64()),
         );
-        self.run(async move {
-            let inbox = inner.inbox().await?;
-            let client = inner.client().await?;
-            let id = ids::hex_id();
-            let (sender, receiver) = reply_channel();
-            inner.pending.expect(id.clone(), sender);
-            if let Err(error) = client
-                .publish_with_reply(subject, format!("{inbox}.{id}"), body)
-                .await
-            {
-                inner.pending.forget(&id);
-                return Err(connection_error("publishing", error));
+        let (client, inbox) = match (self.inner.client.get(), self.inner.replies.get()) {
+            (Some(client), Some(inbox)) => (client.clone(), inbox.clone()),
+            _ => {
+                // First call: connect and subscribe to replies on the runtime.
+                let inner = inner.clone();
+                self.run(async move {
+                    let inbox = inner.inbox().await?;
+                    Ok((inner.client().await?, inbox))
+                })
+                .await?
             }
-            Ok(receiver)
-        })
-        .await
+        };
+        let id = ids::hex_id();
+        let (sender, receiver) = reply_channel();
+        inner.pending.expect(id.clone(), sender);
+        if let Err(error) = client
+            .publish_with_reply(subject, format!("{inbox}.{id}"), body)
+            .await
+        {
+            inner.pending.forget(&id);
+            return Err(connection_error("publishing", error));
+        }
+        Ok(receiver)
     }
 
     async fn notify(

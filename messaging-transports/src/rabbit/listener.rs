@@ -20,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use messaging_core::dispatch::block_on;
+use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::timer;
 use messaging_core::{
@@ -516,9 +516,14 @@ struct RabbitAck {
 }
 
 impl Acknowledger for RabbitAck {
+    /// The ack reaches lapin on the first poll; this does not wait for lapin's I/O
+    /// thread to write it (that would park the handler's thread until that thread
+    /// wakes it, per message). A write that fails later means the connection died, and
+    /// the broker then redelivers whatever was not acknowledged.
     fn acknowledge(self: Box<Self>) -> Result<(), TransportError> {
-        block_on(self.acker.ack(BasicAckOptions::default()))
-            .map_err(|e| TransportError::Acknowledge(e.to_string()))?;
+        if let Ok(Err(e)) = poll_once(self.acker.ack(BasicAckOptions::default())) {
+            return Err(TransportError::Acknowledge(e.to_string()));
+        }
         if let Some(id) = &self.unique_id {
             self.duplicates
                 .lock()
@@ -578,13 +583,19 @@ impl Replier for RabbitReplier {
         };
         let publisher = self.publisher.clone();
         let reply_q = self.reply_q.clone();
-        self.runtime.spawn(async move {
+        let send = async move {
             // oslo keeps trying a reply for a minute (its queue may be re-declared).
             let deadline = Instant::now() + Duration::from_secs(60);
             if let Err(error) = publisher.publish(message, None, Some(deadline)).await {
                 tracing::warn!(%error, %reply_q, "the reply could not be sent; abandoning it");
             }
-        });
+        };
+        // The first poll hands the frames to lapin (on a live channel), so the reply
+        // leaves without waiting for the runtime to schedule a task; the runtime only
+        // finishes what is left (or reconnects).
+        if let Err(unfinished) = poll_once(send) {
+            self.runtime.spawn(unfinished);
+        }
         Ok(())
     }
 }

@@ -137,7 +137,7 @@ impl RabbitTransport {
         Ok(RabbitTransport {
             inner: Arc::new(Inner {
                 url: url.clone(),
-                publisher: Arc::new(Publisher::new(options.clone())),
+                publisher: Arc::new(Publisher::new(options.clone(), handle.clone())),
                 replies: Arc::new(Replies::new(options.clone())),
                 options,
                 runtime: Some(runtime),
@@ -222,12 +222,9 @@ impl Transport for RabbitTransport {
             mandatory: false,
             declare,
         };
-        let (publisher, retry, deadline) = (
-            self.inner.publisher.clone(),
-            options.retry,
-            deadline(options.timeout),
-        );
-        self.run(async move { publisher.publish(publish, retry, deadline).await })
+        self.inner
+            .publisher
+            .publish(publish, options.retry, deadline(options.timeout))
             .await
     }
 
@@ -239,12 +236,17 @@ impl Transport for RabbitTransport {
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
         let (exchange, routing_key, declare) = self.route(target);
-        let (publisher, replies) = (self.inner.publisher.clone(), self.inner.replies.clone());
+        let (publisher, replies) = (&self.inner.publisher, &self.inner.replies);
         let (retry, timeout, monitor) =
             (options.retry, options.timeout, options.call_monitor_timeout);
-        self.run(async move {
-            let deadline = deadline(timeout);
-            replies.ensure_started().await?;
+        let deadline = deadline(timeout);
+        if !replies.is_started() {
+            // Declaring and consuming the reply queue needs the transport's runtime.
+            let replies = replies.clone();
+            self.run(async move { replies.ensure_started().await })
+                .await?;
+        }
+        {
             let msg_id = ids::hex_id();
             let call = wire::CallInfo {
                 msg_id: &msg_id,
@@ -268,8 +270,7 @@ impl Transport for RabbitTransport {
                 return Err(error);
             }
             Ok(receiver)
-        })
-        .await
+        }
     }
 
     async fn notify(
@@ -299,13 +300,10 @@ impl Transport for RabbitTransport {
                 key,
             }],
         };
-        let publisher = self.inner.publisher.clone();
-        self.run(async move {
-            publisher
-                .publish(publish, None, deadline(Some(Duration::from_secs(60))))
-                .await
-        })
-        .await
+        self.inner
+            .publisher
+            .publish(publish, None, deadline(Some(Duration::from_secs(60))))
+            .await
     }
 
     fn listen(

@@ -8,14 +8,20 @@
 //! mandatory reply the broker returns because its queue does not exist (yet) is
 //! retried every 250 ms, as oslo does, until its deadline. At most [`MAX_IN_FLIGHT`]
 //! messages wait for confirms: beyond that, publishing waits.
+//!
+//! Publishing runs in the caller's context (a blocking thread's `block_on` or any
+//! async runtime): only connecting and the confirm watchers run on the transport's
+//! runtime, so a publish on a live channel costs no hand-off between threads.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
 use messaging_core::TransportError;
+use messaging_core::timer;
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{self, Backoff, Kind, classify, connection_error, is_permanent};
@@ -60,10 +66,13 @@ struct Session {
 
 pub(crate) struct Publisher {
     options: Options,
+    runtime: Handle,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
     in_flight: Arc<Semaphore>,
+    /// Feeds the confirm watcher, started on the first publish.
+    watcher: OnceLock<tokio::sync::mpsc::UnboundedSender<Sent>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -73,12 +82,15 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(options: Options) -> Self {
+    /// A publisher connecting (and watching confirms) on `runtime`.
+    pub(crate) fn new(options: Options, runtime: Handle) -> Self {
         Publisher {
             options,
+            runtime,
             session: tokio::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            watcher: OnceLock::new(),
         }
     }
 
@@ -113,7 +125,7 @@ impl Publisher {
         let mut backoff = Backoff::new();
         let mut attempts = 0u32;
         loop {
-            let attempt = tokio::time::timeout_at(deadline.into(), self.try_send(message)).await;
+            let attempt = timer::timeout_at(deadline, self.try_send(message)).await;
             let error = match attempt {
                 Ok(Ok(sent)) => return Ok(sent),
                 Ok(Err(error)) if is_permanent(&error) => return Err(error),
@@ -126,7 +138,7 @@ impl Publisher {
                 return Err(error);
             }
             tracing::warn!(%error, retry_in = ?delay, "publish failed; reconnecting");
-            tokio::time::sleep(delay).await;
+            timer::sleep(delay).await;
         }
     }
 
@@ -152,20 +164,28 @@ impl Publisher {
         {
             return Ok(session.clone());
         }
-        let connection = connection::connect(&self.options, "publish").await?;
-        let channel = connection
-            .create_channel()
+        // Connecting needs the transport's runtime (lapin spawns its I/O there).
+        let options = self.options.clone();
+        let session = self
+            .runtime
+            .spawn(async move {
+                let connection = connection::connect(&options, "publish").await?;
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| connection_error("opening a channel", e))?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| connection_error("enabling publisher confirms", e))?;
+                Ok::<_, TransportError>(Arc::new(Session {
+                    _connection: connection,
+                    channel,
+                    declared: Mutex::new(HashSet::new()),
+                }))
+            })
             .await
-            .map_err(|e| connection_error("opening a channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| connection_error("enabling publisher confirms", e))?;
-        let session = Arc::new(Session {
-            _connection: connection,
-            channel,
-            declared: Mutex::new(HashSet::new()),
-        });
+            .map_err(|e| TransportError::other(format!("the connecting task failed: {e}")))??;
         *self.session.lock().await = Some(session.clone());
         Ok(session)
     }
@@ -254,54 +274,115 @@ impl Publisher {
         Ok((confirm, permit))
     }
 
-    /// Waits for the broker's confirm; republishes what it nacks, what a dead channel
-    /// lost, and (every 250 ms) a mandatory message it returned, until the deadline.
+    /// Hands a published message to the confirm watcher: one task per publisher that
+    /// awaits the broker's confirms in publish order (a task per message would cost a
+    /// wake-up of the runtime per message). A message that is not simply acked gets
+    /// its own retry task, so one slow retry holds up no other confirm.
     fn watch(
         self: &Arc<Self>,
         message: Arc<Publish>,
         sent: (PublisherConfirm, OwnedSemaphorePermit, Arc<Session>),
         deadline: Instant,
     ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let (mut confirm, mut permit, mut session) = sent;
-            loop {
-                let outcome = confirm.await;
-                drop(permit);
-                let again = match outcome {
-                    Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => return,
-                    Ok(Confirmation::Ack(Some(_returned))) => {
-                        // Unroutable: for a reply, the caller's queue is missing.
-                        if !message.mandatory {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        "returned: no queue for its routing key"
-                    }
-                    Ok(Confirmation::Nack(_)) => "nacked by the broker",
-                    Err(error) => {
-                        this.forget(&session).await;
-                        tracing::debug!(%error, "the channel closed before the broker confirmed");
-                        "its channel closed before the confirm"
-                    }
-                };
-                if Instant::now() >= deadline {
-                    tracing::warn!(
-                        exchange = %message.exchange,
-                        routing_key = %message.routing_key,
-                        reason = again,
-                        "giving up on a message the broker did not take"
-                    );
+        let watcher = self.watcher.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            self.runtime
+                .spawn(watch_confirms(Arc::downgrade(self), receiver));
+            sender
+        });
+        let (confirm, permit, session) = sent;
+        let _ = watcher.send(Sent {
+            message,
+            confirm,
+            permit,
+            session,
+            deadline,
+        });
+    }
+}
+
+/// A message whose confirm is awaited.
+struct Sent {
+    message: Arc<Publish>,
+    confirm: PublisherConfirm,
+    permit: OwnedSemaphorePermit,
+    session: Arc<Session>,
+    deadline: Instant,
+}
+
+/// Awaits confirms in order; anything but a plain ack goes to [`retry`].
+async fn watch_confirms(
+    publisher: Weak<Publisher>,
+    mut sent: tokio::sync::mpsc::UnboundedReceiver<Sent>,
+) {
+    while let Some(Sent {
+        message,
+        confirm,
+        permit,
+        session,
+        deadline,
+    }) = sent.recv().await
+    {
+        let outcome = confirm.await;
+        drop(permit);
+        if matches!(
+            outcome,
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested)
+        ) {
+            continue;
+        }
+        if let Some(publisher) = publisher.upgrade() {
+            tokio::spawn(retry(publisher, message, outcome, session, deadline));
+        }
+    }
+}
+
+/// Republishes what the broker nacked, what a dead channel lost, and (every 250 ms) a
+/// mandatory message it returned, until the deadline.
+async fn retry(
+    this: Arc<Publisher>,
+    message: Arc<Publish>,
+    mut outcome: lapin::Result<Confirmation>,
+    mut session: Arc<Session>,
+    deadline: Instant,
+) {
+    loop {
+        let again = match outcome {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => return,
+            Ok(Confirmation::Ack(Some(_returned))) => {
+                // Unroutable: for a reply, the caller's queue is missing.
+                if !message.mandatory {
                     return;
                 }
-                match this.send(&message, None, deadline).await {
-                    Ok((c, p, s)) => (confirm, permit, session) = (c, p, s),
-                    Err(error) => {
-                        tracing::warn!(%error, routing_key = %message.routing_key, "a message could not be republished");
-                        return;
-                    }
-                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                "returned: no queue for its routing key"
             }
-        });
+            Ok(Confirmation::Nack(_)) => "nacked by the broker",
+            Err(error) => {
+                this.forget(&session).await;
+                tracing::debug!(%error, "the channel closed before the broker confirmed");
+                "its channel closed before the confirm"
+            }
+        };
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                exchange = %message.exchange,
+                routing_key = %message.routing_key,
+                reason = again,
+                "giving up on a message the broker did not take"
+            );
+            return;
+        }
+        match this.send(&message, None, deadline).await {
+            Ok((confirm, permit, new_session)) => {
+                session = new_session;
+                outcome = confirm.await;
+                drop(permit);
+            }
+            Err(error) => {
+                tracing::warn!(%error, routing_key = %message.routing_key, "a message could not be republished");
+                return;
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! every call, as oslo does), consumed by one task that routes each reply to its call
 //! by `_msg_id`, and re-consumed after a reconnect.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_lite::StreamExt;
@@ -21,6 +22,8 @@ pub(crate) struct Replies {
     queue: String,
     pending: PendingCalls,
     started: tokio::sync::Mutex<bool>,
+    /// `started`, readable without the lock.
+    ready: AtomicBool,
 }
 
 impl std::fmt::Debug for Replies {
@@ -44,6 +47,7 @@ impl Replies {
             queue: format!("reply_{}", messaging_core::ids::hex_id()),
             pending: PendingCalls::default(),
             started: tokio::sync::Mutex::new(false),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -93,7 +97,14 @@ impl Replies {
         let session = self.session().await?;
         tokio::spawn(consume(Arc::downgrade(self), session));
         *started = true;
+        self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether [`ensure_started`](Replies::ensure_started) has succeeded: from then on,
+    /// calls need nothing of the runtime to register and publish.
+    pub(crate) fn is_started(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// Registers a call waiting for `msg_id`.
