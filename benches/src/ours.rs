@@ -35,6 +35,10 @@ impl Payload {
     }
 }
 
+/// How long a throughput bench waits without a message arriving before it reports
+/// the missing ones as lost.
+pub const STALL: Duration = Duration::from_secs(10);
+
 /// Why a bench could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -112,22 +116,31 @@ impl Counter {
         self.count.load(Ordering::SeqCst)
     }
 
-    /// Waits until `target` messages were counted, at most `limit`.
+    /// Waits until `target` messages were counted: at most `limit`, and at most
+    /// [`STALL`] without a new one (a transport that dropped messages is reported at
+    /// once instead of after the whole limit).
     ///
     /// # Errors
     ///
     /// [`BenchError::Lost`] when they do not arrive in time.
     pub fn wait_for(&self, target: u64, limit: Duration) -> Result<(), BenchError> {
-        let deadline = Instant::now() + limit;
+        let started = Instant::now();
+        let deadline = started + limit;
+        let mut progress = (self.get(), Instant::now());
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.want.store(target, Ordering::SeqCst);
         while self.count.load(Ordering::SeqCst) < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            let count = self.get();
+            if count != progress.0 {
+                progress = (count, now);
+            }
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() || now - progress.1 >= STALL {
                 return Err(BenchError::Lost {
                     expected: target,
-                    received: self.get(),
-                    seconds: limit.as_secs(),
+                    received: count,
+                    seconds: started.elapsed().as_secs(),
                 });
             }
             // The timeout only bounds a wait whose wake-up went missing: `add` checks

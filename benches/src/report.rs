@@ -394,7 +394,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Measured side by side in one run on {}: {} × {}, {} GiB, Linux {}, {} ({} build). \
+            "Measured side by side in one run on {} UTC: {} × {}, {} GiB, Linux {}, {} ({} build). \
              Every figure is the median of {} run(s); payloads are {} bytes unless stated. \
              Reproduce: `{}` (about four minutes; `--quick` for a one-minute run).\n",
             m.date,
@@ -651,7 +651,7 @@ impl Report {
                     r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text><rect x="{label_width}" y="{y:.1}" width="{:.1}" height="{bar_height}" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#333">{} {unit}</text>"##,
                     label_width - 6.0,
                     y + bar_height - 4.0,
-                    escape(&format!("{} · {}", section_title(row.section), row.label)),
+                    escape(&chart_label(row)),
                     x_end - label_width,
                     row.kind.colour(),
                     x_end + 4.0,
@@ -695,6 +695,22 @@ fn sections(rows: &[Row]) -> Vec<&'static str> {
         }
     }
     seen
+}
+
+/// A bar's label: short section name and label, cut to fit the label column.
+fn chart_label(row: &Row) -> String {
+    let section = match row.section {
+        "memory" => "memory",
+        "rabbit" => "RabbitMQ",
+        "nats" => "NATS",
+        other => other,
+    };
+    let label = format!("{section} · {}", row.label);
+    if label.chars().count() <= 64 {
+        label
+    } else {
+        label.chars().take(63).chain(['…']).collect()
+    }
 }
 
 fn section_title(section: &str) -> &str {
