@@ -3,7 +3,7 @@
 //! | executor | handlers run | concurrency | `execute()` | choose it for |
 //! |---|---|---|---|---|
 //! | [`BlockingExecutor`] | in the thread that calls `execute()` | one at a time, in order | runs the loop until stopped | strict ordering, no threads of its own, tests |
-//! | [`ThreadPoolExecutor`] | on up to 64 threads (configurable), fed by a bounded queue | concurrent | parks until stopped | blocking handlers (database calls, ...), oslo's threading executor |
+//! | [`ThreadPoolExecutor`] | on up to 64 threads (configurable): one per core at once, more when the queue stalls; fed by a bounded queue | concurrent | parks until stopped | blocking handlers (database calls, ...), oslo's threading executor |
 //! | [`EventLoopExecutor`] | as tokio tasks; blocking work on tokio's blocking pool | concurrent, bounded | parks until stopped | async handlers, many slow calls in flight |
 //!
 //! All three implement [`messaging_core::Executor`] and share one lifecycle contract,
