@@ -71,10 +71,20 @@ pub enum BenchError {
     },
 }
 
-/// Opens `url`, with the codec the bench asks for unless the URL names one.
+/// Opens `url`. On RabbitMQ the queues a bench declares expire five minutes after
+/// their last use (`queue_ttl`, unless the URL sets it), so an interrupted bench
+/// leaves nothing behind.
 pub fn open(url: &str) -> Result<Arc<dyn Transport>, BenchError> {
-    messaging_transports::open(url).map_err(|source| BenchError::Open {
-        url: redact(url),
+    let rabbit = ["rabbit:", "amqp:", "amqps:", "kombu:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    let url = if rabbit && !url.contains("queue_ttl=") {
+        with_option(url, "queue_ttl", "300")
+    } else {
+        url.to_owned()
+    };
+    messaging_transports::open(&url).map_err(|source| BenchError::Open {
+        url: redact(&url),
         source,
     })
 }
