@@ -62,12 +62,25 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
     // An RPC server and a notification listener on this executor.
     let casts = Arc::new(AtomicU64::new(0));
     let counted = casts.clone();
-    let endpoint = Endpoint::new()
-        .method("echo", |_ctx, p: Payload| Ok::<_, HandlerError>(p))
-        .method("count", move |_ctx, _p: Payload| {
-            counted.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, HandlerError>(())
-        });
+    // The event loop runs async handlers as tasks (a blocking handler would take a
+    // trip through tokio's blocking pool); the others run plain functions.
+    let endpoint = if matches!(choice, ExecutorChoice::EventLoop) {
+        Endpoint::new()
+            .async_method("echo", |_ctx, p: Payload| async move {
+                Ok::<_, HandlerError>(p)
+            })
+            .async_method("count", move |_ctx, _p: Payload| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async { Ok::<_, HandlerError>(()) }
+            })
+    } else {
+        Endpoint::new()
+            .method("echo", |_ctx, p: Payload| Ok::<_, HandlerError>(p))
+            .method("count", move |_ctx, _p: Payload| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, HandlerError>(())
+            })
+    };
     let target = Target::new("demo").with_server("server-1");
     let server =
         messaging_core::rpc::server(transport.clone(), target, vec![endpoint], executor(choice))
