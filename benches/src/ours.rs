@@ -96,11 +96,7 @@ pub fn redact(url: &str) -> String {
         .unwrap_or_else(|_| "<invalid URL>".to_owned())
 }
 
-/// Appends `key=value` to a URL's query.
-pub fn with_option(url: &str, key: &str, value: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{key}={value}")
-}
+pub use messaging_testkit::with_option;
 
 /// A count of processed messages that a thread can wait on without a lock per message.
 #[derive(Debug, Default)]
@@ -192,7 +188,7 @@ fn shut_down(server: &Server, serving: &mut Option<JoinHandle<Result<Epoch, Serv
 /// tokio tasks. The other executors are called from the calling thread.
 #[derive(Debug)]
 pub struct RpcBench {
-    runtime: Option<Arc<tokio::runtime::Runtime>>,
+    runtime: Option<tokio::runtime::Runtime>,
     server: Server,
     serving: Option<JoinHandle<Result<Epoch, ServerError>>>,
     client: RpcClient,
@@ -211,12 +207,10 @@ impl RpcBench {
         if kind != ExecutorKind::EventLoop {
             return RpcBench::start_on(url, kind, kind.build());
         }
-        let runtime = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime"),
-        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
         let executor =
             messaging_executors::EventLoopExecutor::with_handle(runtime.handle().clone());
         let mut bench = RpcBench::start_on(url, kind, Box::new(executor))?;

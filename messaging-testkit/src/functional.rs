@@ -44,14 +44,10 @@ const EVENTUALLY: Duration = Duration::from_secs(15);
 
 // ===== plumbing =====
 
+use crate::with_option;
+
 fn open(url: &str) -> Arc<dyn Transport> {
     messaging_transports::open(url).unwrap_or_else(|e| panic!("cannot open {url}: {e}"))
-}
-
-/// `url` with one more query option.
-fn with_option(url: &str, key: &str, value: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{key}={value}")
 }
 
 fn unique(prefix: &str) -> String {

@@ -44,6 +44,21 @@ pub use logs::{CapturedEvent, CapturedSpan, LogCapture};
 pub use recording::{ExecutorLog, RecordingExecutor};
 pub use watchdog::{SCENARIO_LIMIT, Watched, within};
 
+/// `url` with one more query option (`?key=value`, or `&key=value` after others), e.g.
+/// a broker URL from the environment plus a `queue_ttl` so a test leaves nothing
+/// behind.
+///
+/// ```
+/// use messaging_testkit::with_option;
+///
+/// assert_eq!(with_option("nats://h:4222", "consumer_ttl", "60"), "nats://h:4222?consumer_ttl=60");
+/// assert_eq!(with_option("memory://?codec=json", "a", "b"), "memory://?codec=json&a=b");
+/// ```
+pub fn with_option(url: &str, key: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{key}={value}")
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use messaging_core::Executor;

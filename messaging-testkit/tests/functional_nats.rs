@@ -4,8 +4,7 @@
 
 fn url() -> Option<String> {
     let url = std::env::var("MESSAGING_TEST_NATS_URL").ok()?;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}consumer_ttl=600"))
+    Some(messaging_testkit::with_option(&url, "consumer_ttl", "600"))
 }
 
 messaging_testkit::functional_suite!(url());

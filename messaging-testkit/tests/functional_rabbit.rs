@@ -4,8 +4,7 @@
 
 fn url() -> Option<String> {
     let url = std::env::var("MESSAGING_TEST_RABBIT_URL").ok()?;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}queue_ttl=600"))
+    Some(messaging_testkit::with_option(&url, "queue_ttl", "600"))
 }
 
 messaging_testkit::functional_suite!(url());

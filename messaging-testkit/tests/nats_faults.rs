@@ -29,8 +29,7 @@ fn url() -> Option<String> {
         eprintln!("skipped: MESSAGING_TEST_NATS_URL is not set");
         return None;
     };
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}consumer_ttl=600"))
+    Some(messaging_testkit::with_option(&url, "consumer_ttl", "600"))
 }
 
 const NATS: &str = "/usr/sbin/nats-server";

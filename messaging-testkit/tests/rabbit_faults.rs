@@ -30,8 +30,7 @@ fn url() -> Option<String> {
         eprintln!("skipped: MESSAGING_TEST_RABBIT_URL is not set");
         return None;
     };
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}queue_ttl=600"))
+    Some(messaging_testkit::with_option(&url, "queue_ttl", "600"))
 }
 
 fn rabbitmqctl(args: &[&str]) {

@@ -16,6 +16,8 @@
 
 #[cfg(any(feature = "rabbit", feature = "nats"))]
 mod buffer;
+#[cfg(any(feature = "rabbit", feature = "nats"))]
+mod consumer;
 pub mod memory;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]

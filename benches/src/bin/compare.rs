@@ -21,7 +21,7 @@ use benches::ours::{self, NotifyBench, Payload, RpcBench};
 use benches::raw::{channels, lapin, nats};
 use benches::report::{Bound, Kind, Measure, Report, Row, ScaleRow, Target};
 use benches::scale::{self, MemoryFigures};
-use benches::stats::{Latency, Rate, median_of};
+use benches::stats::{Latency, Rate, median};
 use clap::Parser;
 use serde_json::json;
 
@@ -147,32 +147,20 @@ impl Run {
         self.rows.push(row);
     }
 
+    /// The run with the median p50 of `counts.runs` runs; the first failure skips it.
     fn latency(&self, mut f: impl FnMut() -> Result<Latency, String>) -> Measure {
-        let runs: Result<Vec<Latency>, String> = (0..self.counts.runs).map(|_| f()).collect();
-        match runs {
-            Ok(runs) => {
-                let mut runs = runs.into_iter();
-                Measure::Latency(median_of(
-                    self.counts.runs,
-                    || runs.next().unwrap_or_default(),
-                    |l| l.p50_us,
-                ))
-            }
+        match (0..self.counts.runs).map(|_| f()).collect() {
+            Ok(runs) => median(runs, |l: &Latency| l.p50_us)
+                .map_or_else(|| Measure::Skipped("no run".to_owned()), Measure::Latency),
             Err(e) => Measure::Skipped(e),
         }
     }
 
+    /// The run with the median rate of `counts.runs` runs; the first failure skips it.
     fn rate(&self, mut f: impl FnMut() -> Result<Rate, String>) -> Measure {
-        let runs: Result<Vec<Rate>, String> = (0..self.counts.runs).map(|_| f()).collect();
-        match runs {
-            Ok(runs) => {
-                let mut runs = runs.into_iter();
-                Measure::Rate(median_of(
-                    self.counts.runs,
-                    || runs.next().unwrap_or(Rate::new(0, Duration::ZERO)),
-                    |r| r.per_s,
-                ))
-            }
+        match (0..self.counts.runs).map(|_| f()).collect() {
+            Ok(runs) => median(runs, |r: &Rate| r.per_s)
+                .map_or_else(|| Measure::Skipped("no run".to_owned()), Measure::Rate),
             Err(e) => Measure::Skipped(e),
         }
     }

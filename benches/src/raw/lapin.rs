@@ -307,7 +307,7 @@ pub fn delete_queues(uri: &str, names: &[String]) -> Result<()> {
         return Ok(());
     }
     runtime().block_on(async move {
-        let (_connection, mut channel) = channel(uri).await?;
+        let (connection, mut channel) = channel(uri).await?;
         for name in names {
             if channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
@@ -315,18 +315,14 @@ pub fn delete_queues(uri: &str, names: &[String]) -> Result<()> {
                 .is_err()
             {
                 // A failed delete closes the channel: open another for the rest.
-                channel = channel_only(&_connection).await?;
+                channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(fail("opening a channel"))?;
             }
         }
         Ok(())
     })
-}
-
-async fn channel_only(connection: &Connection) -> Result<Channel> {
-    connection
-        .create_channel()
-        .await
-        .map_err(fail("opening a channel"))
 }
 
 /// Whether a RabbitMQ answers at `uri` within `limit`.

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::frame;
 use crate::buffer::{Buffer, OnStop};
+use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
 /// What the consumer task delivers.
 pub(crate) enum Item {
@@ -77,15 +78,7 @@ impl Shared {
 /// A listener on NATS; see the module docs.
 pub struct NatsListener {
     shared: Arc<Shared>,
-    phase: watch::Sender<Phase>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Stopped,
-    Cleanup,
+    consumer: ConsumerTask,
 }
 
 impl std::fmt::Debug for NatsListener {
@@ -123,23 +116,18 @@ impl NatsListener {
             runtime: runtime.clone(),
             name,
         });
-        let (phase, phases) = watch::channel(Phase::Running);
-        let task = match source {
-            Source::Rpc(subscribers) => {
-                runtime.spawn(consume_rpc(shared.clone(), subscribers, phases))
-            }
-            Source::Notifications(consumers) => runtime.spawn(consume_notifications(
-                shared.clone(),
-                consumers,
-                prefetch,
-                phases,
-            )),
+        let consumer = {
+            let shared = shared.clone();
+            ConsumerTask::spawn(&runtime, move |phases| async move {
+                match source {
+                    Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
+                    Source::Notifications(consumers) => {
+                        consume_notifications(shared, consumers, prefetch, phases).await;
+                    }
+                }
+            })
         };
-        NatsListener {
-            shared,
-            phase,
-            task: std::sync::Mutex::new(Some(task)),
-        }
+        NatsListener { shared, consumer }
     }
 }
 
@@ -159,50 +147,22 @@ impl Listener for NatsListener {
 
     fn stop(&self) {
         self.shared.buffer.stop();
-        self.phase.send_if_modified(|phase| {
-            let change = *phase == Phase::Running;
-            if change {
-                *phase = Phase::Stopped;
-            }
-            change
-        });
+        self.consumer.stop();
     }
 
     fn cleanup(&self) {
         self.stop();
-        let _ = self.phase.send(Phase::Cleanup);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if block_on(messaging_core::timer::timeout(
-                Duration::from_secs(10),
-                task,
-            ))
-            .is_err()
-            {
-                tracing::warn!(listener = %self.shared.name, "the consumer did not end in 10 s; aborted");
-                abort.abort();
-            }
-        }
+        self.consumer.cleanup(&self.shared.name);
         self.shared.buffer.close();
     }
 }
 
 impl Drop for NatsListener {
     fn drop(&mut self) {
-        let running = self
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if running {
+        if self.consumer.is_running() {
             self.cleanup();
         }
     }
-}
-
-async fn stopped(phases: &mut watch::Receiver<Phase>) {
-    let _ = phases.wait_for(|p| *p != Phase::Running).await;
 }
 
 async fn consume_rpc(
@@ -248,7 +208,7 @@ async fn consume_rpc(
         let _ = subscriber.unsubscribe().await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
-    let _ = phases.wait_for(|p| *p == Phase::Cleanup).await;
+    cleaned_up(&mut phases).await;
 }
 
 type Deliveries = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
@@ -334,7 +294,7 @@ async fn consume_notifications(
             let _ = delivery.ack_with(AckKind::Nak(None)).await;
         }
     }
-    let _ = phases.wait_for(|p| *p == Phase::Cleanup).await;
+    cleaned_up(&mut phases).await;
 }
 
 /// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery.

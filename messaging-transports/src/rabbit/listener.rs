@@ -22,7 +22,6 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
-use messaging_core::timer;
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
 };
@@ -34,6 +33,7 @@ use super::options::Options;
 use super::publisher::{Publish, Publisher};
 use super::wire::{self, DuplicateFilter};
 use crate::buffer::{Buffer, OnStop};
+use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
 /// What a listener consumes.
 #[derive(Clone, Debug)]
@@ -175,13 +175,6 @@ struct Item {
 }
 
 /// The lifecycle the consumer task follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Stopped,
-    Cleanup,
-}
-
 struct Shared {
     buffer: Buffer<Item>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
@@ -224,8 +217,7 @@ pub(crate) struct Spec {
 /// A listener on RabbitMQ; see the module docs.
 pub struct RabbitListener {
     shared: Arc<Shared>,
-    phase: watch::Sender<Phase>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    consumer: ConsumerTask,
 }
 
 impl std::fmt::Debug for RabbitListener {
@@ -245,20 +237,20 @@ impl RabbitListener {
             runtime: spec.runtime.clone(),
             name: spec.name,
         });
-        let (phase, phases) = watch::channel(Phase::Running);
-        let task = spec.runtime.spawn(consume(
-            shared.clone(),
-            spec.options,
-            spec.topology,
-            spec.prefetch,
-            session,
-            phases,
-        ));
-        RabbitListener {
-            shared,
-            phase,
-            task: Mutex::new(Some(task)),
-        }
+        let consumer = {
+            let shared = shared.clone();
+            ConsumerTask::spawn(&spec.runtime, move |phases| {
+                consume(
+                    shared,
+                    spec.options,
+                    spec.topology,
+                    spec.prefetch,
+                    session,
+                    phases,
+                )
+            })
+        };
+        RabbitListener { shared, consumer }
     }
 }
 
@@ -278,39 +270,19 @@ impl Listener for RabbitListener {
 
     fn stop(&self) {
         self.shared.buffer.stop();
-        self.phase.send_if_modified(|phase| {
-            let change = *phase == Phase::Running;
-            if change {
-                *phase = Phase::Stopped;
-            }
-            change
-        });
+        self.consumer.stop();
     }
 
     fn cleanup(&self) {
         self.stop();
-        let _ = self.phase.send(Phase::Cleanup);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            let joined = block_on(timer::timeout(Duration::from_secs(10), task));
-            if joined.is_err() {
-                tracing::warn!(listener = %self.shared.name, "the consumer did not close in 10 s; aborted");
-                abort.abort();
-            }
-        }
+        self.consumer.cleanup(&self.shared.name);
         self.shared.buffer.close();
     }
 }
 
 impl Drop for RabbitListener {
     fn drop(&mut self) {
-        let running = self
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if running {
+        if self.consumer.is_running() {
             self.cleanup();
         }
     }
@@ -366,7 +338,7 @@ async fn consume(
         let mut deliveries = merge(std::mem::take(&mut session.consumers));
         loop {
             let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
-                let _ = phases.wait_for(|p| *p != Phase::Running).await;
+                stopped(&mut phases).await;
                 None
             })
             .await;
@@ -417,7 +389,7 @@ async fn consume(
             let attempt = futures_lite::future::or(
                 async { Some(open_session(&options, &topology, prefetch).await) },
                 async {
-                    let _ = phases.clone().wait_for(|p| *p != Phase::Running).await;
+                    stopped(&mut phases.clone()).await;
                     None
                 },
             )
@@ -433,15 +405,14 @@ async fn consume(
                 Err(error) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(listener = %shared.name, %error, retry_in = ?delay, "reconnecting");
-                    let _ = tokio::time::timeout(delay, phases.wait_for(|p| *p != Phase::Running))
-                        .await;
+                    let _ = tokio::time::timeout(delay, stopped(&mut phases)).await;
                 }
             }
         };
     }
     // Keep the channel open while notifications taken before the stop are acknowledged;
     // closing it at cleanup returns anything unacknowledged to the broker.
-    let _ = phases.wait_for(|p| *p == Phase::Cleanup).await;
+    cleaned_up(&mut phases).await;
     let _ = session.channel.close(200, "OK".into()).await;
     let _ = session.connection.close(200, "OK".into()).await;
 }
