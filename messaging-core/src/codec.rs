@@ -7,7 +7,17 @@
 //! bincode is not self-describing: values it encodes must not rely on
 //! `#[serde(skip_serializing_if)]`, `flatten`, `untagged` or internally tagged enums,
 //! and `serde_json::Value` cannot be decoded from it. Use the JSON codec for dynamic
-//! values (`?codec=json` on the transport URL).
+//! values (`?codec=json` on the transport URL); [`bincode_can_decode`] tells which
+//! types need it, and servers refuse to start a handler bincode cannot feed.
+//!
+//! # Hostile input
+//!
+//! Bodies come from the network, so decoding is bounded by the body's size: a length
+//! prefix can never make a decoder allocate more than [`MAX_CLAIM_FACTOR`] times
+//! the body's length (rounded up to a power-of-16 tier, at least 1 MiB), however large
+//! the length it claims. A transport bounds the body's size itself (its
+//! `max_message_size`) before decoding. Malformed bodies are [`CodecError`]s, never
+//! panics. JSON nesting is limited to 128 levels (serde_json's limit).
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,6 +63,69 @@ pub struct Bincode;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Json;
 
+/// What bincode may claim (and so allocate) while decoding, as a multiple of the
+/// body's length: a value's in-memory size is at most 16 times its encoded size (a
+/// `u128` varint takes one byte), so no valid body needs more.
+pub const MAX_CLAIM_FACTOR: usize = 16;
+
+/// bincode's byte limit bounds what a decoder may claim before allocating. It is a
+/// const generic, so the limit is picked from a few tiers (each 16 times the last), the
+/// smallest that any valid body of this length fits in.
+fn bincode_decode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    const MIB: usize = 1 << 20;
+    let need = bytes
+        .len()
+        .saturating_mul(MAX_CLAIM_FACTOR)
+        .saturating_add(4096);
+    if need <= MIB {
+        decode_from_slice(bytes, standard().with_limit::<MIB>())
+    } else if need <= 16 * MIB {
+        decode_from_slice(bytes, standard().with_limit::<{ 16 * MIB }>())
+    } else if need <= 256 * MIB {
+        decode_from_slice(bytes, standard().with_limit::<{ 256 * MIB }>())
+    } else {
+        // Bodies over 16 MiB: a transport's size limit is what bounds these.
+        decode_from_slice(bytes, standard().with_limit::<{ u32::MAX as usize }>())
+    }
+}
+
+/// Whether bincode can decode a `T` at all: false for types that need a
+/// self-describing format (`serde_json::Value`, `#[serde(flatten)]`, untagged or
+/// internally tagged enums — whatever calls serde's `deserialize_any`). Such types
+/// need the JSON codec.
+///
+/// The check decodes a `T` from zeros (the first variant of every enum, `None`,
+/// empty collections), so it finds a dynamic value that sits on that path, which is
+/// where a payload or argument type usually keeps it; one behind a `Some` or a later
+/// enum variant is only found when a message carries it (a decode error then).
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::codec::bincode_can_decode;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Add { a: i64, b: i64 }
+///
+/// assert!(bincode_can_decode::<Add>());
+/// assert!(!bincode_can_decode::<serde_json::Value>());
+/// ```
+pub fn bincode_can_decode<T: DeserializeOwned>() -> bool {
+    use bincode::error::DecodeError;
+    use bincode::serde::DecodeError as SerdeError;
+    const ZEROS: [u8; 1024] = [0; 1024];
+    !matches!(
+        bincode_decode::<T>(&ZEROS),
+        Err(DecodeError::Serde(
+            SerdeError::AnyNotSupported | SerdeError::IgnoredAnyNotSupported
+        ))
+    )
+}
+
 impl Codec for Bincode {
     fn name(&self) -> &'static str {
         "bincode"
@@ -65,8 +138,17 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| CodecError::new("bincode", "decode", e))?;
+        let (value, read) = bincode_decode(bytes).map_err(|e| match e {
+            bincode::error::DecodeError::LimitExceeded => CodecError::new(
+                "bincode",
+                "decode",
+                format!(
+                    "a length in the body claims more than its {} bytes can hold",
+                    bytes.len()
+                ),
+            ),
+            e => CodecError::new("bincode", "decode", e),
+        })?;
         if read != bytes.len() {
             return Err(CodecError::new(
                 "bincode",
@@ -198,6 +280,63 @@ mod tests {
         assert!(err.to_string().contains("trailing bytes"), "{err}");
         assert!(Json.decode::<Args>(b"{not json").is_err());
         assert!(Bincode.decode::<Args>(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_allocation() {
+        // 10^12 as a bincode varint (0xfd + u64 LE), as a String and as bytes: the
+        // 70-byte message that used to abort the process.
+        let mut body = vec![0xfd];
+        body.extend_from_slice(&1_000_000_000_000u64.to_le_bytes());
+        body.extend_from_slice(&[b'x'; 61]);
+        let err = Bincode.decode::<String>(&body).unwrap_err();
+        assert!(
+            err.to_string().contains("claims more than its 70 bytes"),
+            "{err}"
+        );
+        assert!(Bincode.decode::<Vec<u8>>(&body).is_err());
+        assert!(Bincode.decode::<Args>(&body).is_err());
+        assert!(
+            Bincode
+                .decode::<(u8, String)>(&[&[1][..], &body].concat())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn large_valid_bodies_still_decode() {
+        let big = Args {
+            a: i64::MIN,
+            b: Some("y".repeat(3 << 20)),
+            list: vec![7; 2 << 20],
+        };
+        let bytes = Bincode.encode(&big).unwrap();
+        assert_eq!(Bincode.decode::<Args>(&bytes).unwrap(), big);
+        let many: Vec<u128> = (0..100_000).collect();
+        let bytes = Bincode.encode(&many).unwrap();
+        assert_eq!(Bincode.decode::<Vec<u128>>(&bytes).unwrap(), many);
+    }
+
+    #[test]
+    fn types_needing_a_self_describing_format_are_detected() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct WithValue {
+            id: u32,
+            extra: serde_json::Value,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        #[allow(dead_code)]
+        enum Untagged {
+            A(u32),
+        }
+        assert!(bincode_can_decode::<Args>());
+        assert!(bincode_can_decode::<String>());
+        assert!(bincode_can_decode::<()>());
+        assert!(!bincode_can_decode::<serde_json::Value>());
+        assert!(!bincode_can_decode::<WithValue>());
+        assert!(!bincode_can_decode::<Untagged>());
     }
 
     #[test]

@@ -20,21 +20,23 @@ type Source = Arc<dyn StdError + Send + Sync + 'static>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {target}")]
 pub struct InvalidTarget {
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
     target: Box<Target>,
 }
 
 impl InvalidTarget {
-    pub(crate) fn new(reason: &'static str, target: &Target) -> Self {
+    /// A target that breaks `reason`: for transports with rules of their own (a
+    /// composed queue name that is too long, ...).
+    pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>, target: &Target) -> Self {
         InvalidTarget {
-            reason,
+            reason: reason.into(),
             target: Box::new(target.clone()),
         }
     }
 
     /// The rule that was broken, e.g. "a topic is required to send".
-    pub fn reason(&self) -> &'static str {
-        self.reason
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// The offending target.
@@ -108,6 +110,31 @@ pub enum TransportError {
         #[source]
         source: Option<Source>,
     },
+    /// The broker refused the operation for good (wrong credentials, access refused,
+    /// a queue or exchange declared with other arguments, ...): retrying cannot help,
+    /// so nothing retries it.
+    #[error("refused by the broker: {message}")]
+    Refused {
+        /// What was refused and why (never a password).
+        message: String,
+        /// The underlying cause, if any.
+        #[source]
+        source: Option<Source>,
+    },
+    /// The message is larger than the transport accepts (its `max_message_size`
+    /// option, or the broker's own limit).
+    #[error("the message is {size} bytes, more than the transport's limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The encoded message's size in bytes.
+        size: usize,
+        /// The largest size accepted.
+        limit: usize,
+    },
+    /// No queue took the message within its retry budget (for example, a cast to a
+    /// topic whose servers are not there, or are re-declaring their queues after a
+    /// broker restart). The message was not delivered.
+    #[error("not delivered: {0}")]
+    Undeliverable(String),
     /// Acknowledging or requeueing a message failed; the message's fate is up to the broker.
     #[error("acknowledge failed: {0}")]
     Acknowledge(String),
@@ -145,9 +172,34 @@ impl TransportError {
         }
     }
 
+    /// A [`Refused`](TransportError::Refused) error wrapping its cause.
+    pub fn refused(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        TransportError::Refused {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
     /// Whether the error says something is closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, TransportError::Closed(_))
+    }
+
+    /// Whether retrying the same operation cannot succeed: the input is invalid
+    /// (target, URL, size) or the broker refused it for good.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            TransportError::InvalidTarget(_)
+                | TransportError::InvalidUrl(_)
+                | TransportError::UnknownScheme { .. }
+                | TransportError::NotSupported { .. }
+                | TransportError::Refused { .. }
+                | TransportError::MessageTooLarge { .. }
+        )
     }
 }
 

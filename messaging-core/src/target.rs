@@ -6,6 +6,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidTarget;
 
+/// How a name is shown in `Display`: control characters escaped, long names cut, so a
+/// hostile name cannot flood or forge log lines.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 64;
+        let mut chars = self.0.char_indices();
+        for (i, c) in chars.by_ref() {
+            if i >= SHOWN {
+                return write!(f, "…({} bytes)", self.0.len());
+            }
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Identifies the destination of messages, or what a server or listener consumes.
 ///
 /// The same type serves every role, with different fields mattering in each (as in
@@ -51,6 +73,10 @@ pub struct Target {
 }
 
 impl Target {
+    /// The longest exchange, topic or server name a target may carry, in bytes: AMQP's
+    /// short-string limit, which every RabbitMQ exchange, queue and routing key obeys.
+    pub const MAX_NAME_LEN: usize = 255;
+
     /// A target with the given topic and every other field unset.
     pub fn new(topic: impl Into<String>) -> Self {
         Target {
@@ -112,8 +138,59 @@ impl Target {
             .chain(self.legacy_namespaces.iter().map(|ns| Some(ns.as_str())))
     }
 
-    /// Checks the rule for an RPC server: topic and server must both be set.
+    /// Checks the names that become routing and binding keys, queue, exchange and
+    /// subject names on a broker (`exchange`, `topic`, `server`), whatever the role:
+    /// each one given must be non-empty, at most [`MAX_NAME_LEN`](Target::MAX_NAME_LEN) bytes long, and free
+    /// of control characters and of `*` and `#` (the wildcards of AMQP binding keys: a
+    /// server listening on topic `#` would receive every other topic's messages).
+    /// Every `validate_for_*` method checks this first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use messaging_core::Target;
+    ///
+    /// assert!(Target::new("compute").with_server("host-1.example").validate_names().is_ok());
+    /// assert!(Target::new("#").validate_names().is_err());
+    /// assert!(Target::new("").validate_names().is_err());
+    /// assert!(Target::new("t".repeat(256)).validate_names().is_err());
+    /// ```
+    pub fn validate_names(&self) -> Result<(), InvalidTarget> {
+        let names = [
+            ("exchange", &self.exchange),
+            ("topic", &self.topic),
+            ("server", &self.server),
+        ];
+        for (field, value) in names {
+            let Some(value) = value else { continue };
+            let problem = if value.is_empty() {
+                format!("the {field} name is empty")
+            } else if value.len() > Self::MAX_NAME_LEN {
+                format!(
+                    "the {field} name is {} bytes long (at most {})",
+                    value.len(),
+                    Self::MAX_NAME_LEN
+                )
+            } else if let Some(c) = value
+                .chars()
+                .find(|c| c.is_control() || matches!(c, '*' | '#'))
+            {
+                format!(
+                    "the {field} name contains {:?} (`*`, `#` and control characters are not allowed)",
+                    c
+                )
+            } else {
+                continue;
+            };
+            return Err(InvalidTarget::new(problem, self));
+        }
+        Ok(())
+    }
+
+    /// Checks the rule for an RPC server: topic and server must both be set (and
+    /// [`validate_names`](Target::validate_names)).
     pub fn validate_for_listen(&self) -> Result<(), InvalidTarget> {
+        self.validate_names()?;
         if self.topic.is_none() || self.server.is_none() {
             return Err(InvalidTarget::new(
                 "a server's target must have topic and server names specified",
@@ -123,8 +200,10 @@ impl Target {
         Ok(())
     }
 
-    /// Checks the rule for a notification listener: the topic must be set.
+    /// Checks the rule for a notification listener: the topic must be set (and
+    /// [`validate_names`](Target::validate_names)).
     pub fn validate_for_notification_listen(&self) -> Result<(), InvalidTarget> {
+        self.validate_names()?;
         if self.topic.is_none() {
             return Err(InvalidTarget::new(
                 "a target must have topic specified",
@@ -134,8 +213,10 @@ impl Target {
         Ok(())
     }
 
-    /// Checks the rule for any send (cast, fanout cast, notification): the topic must be set.
+    /// Checks the rule for any send (cast, fanout cast, notification): the topic must be
+    /// set (and [`validate_names`](Target::validate_names)).
     pub fn validate_for_send(&self) -> Result<(), InvalidTarget> {
+        self.validate_names()?;
         if self.topic.is_none() {
             return Err(InvalidTarget::new("a topic is required to send", self));
         }
@@ -168,7 +249,7 @@ impl fmt::Display for Target {
         ];
         for (name, value) in fields {
             if let Some(value) = value {
-                parts.push(format!("{name}={value}"));
+                parts.push(format!("{name}={}", Shown(value)));
             }
         }
         if self.fanout {
@@ -229,6 +310,44 @@ mod tests {
             Target::default().accepted_namespaces().collect::<Vec<_>>(),
             [None]
         );
+    }
+
+    #[test]
+    fn names_that_would_become_wildcards_or_break_brokers_are_refused() {
+        let long = "t".repeat(Target::MAX_NAME_LEN + 1);
+        for (target, expected) in [
+            (Target::new("#"), "contains '#'"),
+            (Target::new("a.*"), "contains '*'"),
+            (
+                Target::new("t").with_server("s*"),
+                "server name contains '*'",
+            ),
+            (Target::new(""), "topic name is empty"),
+            (Target::new("t").with_exchange(""), "exchange name is empty"),
+            (Target::new("t\nforged log line"), "contains '\\n'"),
+            (Target::new(long.as_str()), "256 bytes long (at most 255)"),
+        ] {
+            let server = target.server.clone().unwrap_or_else(|| "s".to_owned());
+            for result in [
+                target.validate_for_send(),
+                target.clone().with_server(server).validate_for_listen(),
+                target.validate_for_notification_listen(),
+            ] {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains(expected), "{err}");
+            }
+        }
+        let ok = Target::new("t".repeat(Target::MAX_NAME_LEN)).with_server("host-1.example_2");
+        assert!(ok.validate_for_listen().is_ok());
+    }
+
+    #[test]
+    fn display_cuts_long_names_and_escapes_control_characters() {
+        let t = Target::new("x".repeat(300)).with_server("a\nb");
+        let shown = t.to_string();
+        assert!(shown.contains("…(300 bytes)"), "{shown}");
+        assert!(shown.contains("server=a\\nb"), "{shown}");
+        assert!(shown.len() < 120, "{shown}");
     }
 
     #[test]
