@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -301,6 +301,7 @@ pub struct IncomingMessage {
     replier: Option<Arc<dyn Replier>>,
     replied: bool,
     client_timeout: Option<Duration>,
+    deadline: Option<Instant>,
 }
 
 impl IncomingMessage {
@@ -313,6 +314,7 @@ impl IncomingMessage {
             replier: None,
             replied: false,
             client_timeout: None,
+            deadline: None,
         }
     }
 
@@ -332,6 +334,25 @@ impl IncomingMessage {
     pub fn with_client_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.client_timeout = timeout;
         self
+    }
+
+    /// Sets when the sender stops waiting for this message to be handled (for a call:
+    /// its reply timeout, carried across the wire as remaining time). Transports set it
+    /// from what the sender said; the RPC dispatcher drops a request whose deadline has
+    /// passed before its handler starts, since nobody waits for the reply any more.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// When the sender stops waiting, if it said.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether the sender's deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The message.
@@ -413,6 +434,8 @@ pub struct IncomingParts {
     pub replier: Option<Arc<dyn Replier>>,
     /// The caller's call-monitor timeout.
     pub client_timeout: Option<Duration>,
+    /// When the sender stops waiting.
+    pub deadline: Option<Instant>,
 }
 
 impl IncomingMessage {
@@ -424,6 +447,7 @@ impl IncomingMessage {
             acknowledger: self.acknowledger.take(),
             replier: self.replier.take(),
             client_timeout: self.client_timeout,
+            deadline: self.deadline,
         }
     }
 
@@ -435,6 +459,7 @@ impl IncomingMessage {
             replier: parts.replier,
             replied: false,
             client_timeout: parts.client_timeout,
+            deadline: parts.deadline,
         }
     }
 }

@@ -393,6 +393,41 @@ pub fn a_slow_call_does_not_block_other_calls(url: &str) {
     group.stop();
 }
 
+/// A request still queued when its caller's timeout passes is dropped, not handled:
+/// nobody waits for its reply (oslo relies on the broker's message TTL for this; a
+/// request already taken from the broker must be dropped by the server).
+pub fn requests_whose_caller_gave_up_are_not_handled(url: &str) {
+    let mut group = Group::start_on(url, unique("topic"), None, 0, || {
+        Box::new(BlockingExecutor::new())
+    });
+    let (started, holding) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let gate = Endpoint::new()
+        .with_namespace("gate")
+        .method("hold", move |_ctx, _: NoArgs| {
+            let _ = started.send(());
+            let _ = released.lock().unwrap().recv_timeout(EVENTUALLY);
+            Ok::<_, HandlerError>(())
+        });
+    // One blocking server: requests wait in line behind `hold`.
+    group.add("server_0", Box::new(BlockingExecutor::new()), vec![gate]);
+    let holder = group.client().with_namespace("gate");
+    let hold = std::thread::spawn(move || call::<()>(&holder, "hold", &NoArgs {}));
+    holding.recv_timeout(EVENTUALLY).expect("hold() started");
+    let impatient = group.client().with_timeout(Duration::from_millis(300));
+    let err = call::<i64>(&impatient, "add", &Increment { increment: 1 }).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    release.send(()).unwrap();
+    hold.join().unwrap().expect("hold()");
+    assert_eq!(
+        add(&group.client(), 0),
+        0,
+        "the request whose caller had timed out was handled"
+    );
+    group.stop();
+}
+
 /// `CallTestCase.test_endpoint_version_namespace`: namespace and version select the
 /// endpoint; a wrong one is `UnsupportedVersion`.
 pub fn endpoint_version_and_namespace(url: &str) {
@@ -1239,6 +1274,7 @@ scenarios!(
     timeout_on_a_missing_topic,
     exceptions_reach_the_caller_typed,
     a_slow_call_does_not_block_other_calls,
+    requests_whose_caller_gave_up_are_not_handled,
     endpoint_version_and_namespace,
     no_such_method_and_unsupported_version_are_distinct,
     handler_panic_is_a_remote_error_and_the_server_keeps_serving,

@@ -35,6 +35,9 @@ pub struct InvalidEndpoint(String);
 ///
 /// * a request is acknowledged on receipt (at-most-once); if the acknowledgement fails
 ///   it is discarded unprocessed;
+/// * a request whose sender's deadline ([`IncomingMessage::deadline`]) has passed
+///   when its handler would start is dropped with one debug line: its caller has
+///   timed out, and nobody would read the reply;
 /// * endpoints are tried in order; one serves a request if the request's namespace is
 ///   its namespace (or a legacy one) and its version is compatible
 ///   ([`version_is_compatible`](super::version_is_compatible)); the first such endpoint
@@ -162,6 +165,9 @@ impl RpcDispatcher {
         match method {
             Method::Blocking(handler) => Dispatch::blocking(move || {
                 let _enter = span.enter();
+                if expired(&incoming) {
+                    return;
+                }
                 let heartbeat = Heartbeat::start(&incoming);
                 let outcome = catch_unwind(AssertUnwindSafe(|| handler(context, body, codec)))
                     .map_err(|panic| panic_message(&*panic));
@@ -170,6 +176,9 @@ impl RpcDispatcher {
             }),
             Method::Async(handler) => Dispatch::future(
                 async move {
+                    if expired(&incoming) {
+                        return;
+                    }
                     let heartbeat = Heartbeat::start(&incoming);
                     let outcome = CatchUnwind::new(move || handler(context, body, codec)).await;
                     drop(heartbeat);
@@ -191,6 +200,15 @@ impl Dispatcher for RpcDispatcher {
         let work: Vec<Dispatch> = batch.into_iter().map(|m| self.dispatch_one(m)).collect();
         Dispatch::blocking(move || work.into_iter().for_each(Dispatch::run))
     }
+}
+
+/// Whether the sender gave up on the request before its handler could start.
+fn expired(incoming: &IncomingMessage) -> bool {
+    let expired = incoming.is_expired();
+    if expired {
+        tracing::debug!("dropping a request whose sender's deadline has passed");
+    }
+    expired
 }
 
 /// Sends the reply (for a call) and logs failures.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use messaging_core::reply::ReplySender;
 use messaging_core::{Acknowledger, IncomingMessage, ListenOptions, Message, TransportError};
@@ -16,40 +16,40 @@ use messaging_core::{Acknowledger, IncomingMessage, ListenOptions, Message, Tran
 pub(crate) type QueueId = usize;
 pub(crate) type ListenerId = u64;
 
+/// What a call adds to a message: where the reply goes and how long the caller waits.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) reply: ReplySender,
+    /// The call-monitor timeout (heartbeats).
+    pub(crate) client_timeout: Option<Duration>,
+    /// When the caller stops waiting for the reply.
+    pub(crate) deadline: Option<Instant>,
+}
+
 /// A message waiting in a queue.
 #[derive(Debug)]
 pub(crate) struct Envelope {
     pub(crate) message: Message,
-    pub(crate) reply: Option<ReplySender>,
-    pub(crate) client_timeout: Option<Duration>,
+    pub(crate) caller: Option<Caller>,
     /// Handed to this waiting listener: nobody else may take it until it is released.
     reserved: Option<ListenerId>,
 }
 
 impl Envelope {
     pub(crate) fn cast(message: Message) -> Self {
-        Envelope::new(message, None, None)
+        Envelope::new(message, None)
     }
 
-    pub(crate) fn new(
-        message: Message,
-        reply: Option<ReplySender>,
-        client_timeout: Option<Duration>,
-    ) -> Self {
+    pub(crate) fn new(message: Message, caller: Option<Caller>) -> Self {
         Envelope {
             message,
-            reply,
-            client_timeout,
+            caller,
             reserved: None,
         }
     }
 
     fn duplicate(&self) -> Self {
-        Envelope::new(
-            self.message.clone(),
-            self.reply.clone(),
-            self.client_timeout,
-        )
+        Envelope::new(self.message.clone(), self.caller.clone())
     }
 
     fn free_for(&self, id: ListenerId) -> bool {
@@ -444,8 +444,7 @@ impl BusState {
 pub(crate) struct MemoryAck {
     pub(crate) bus: Weak<Bus>,
     pub(crate) queue: QueueId,
-    pub(crate) reply: Option<ReplySender>,
-    pub(crate) client_timeout: Option<Duration>,
+    pub(crate) caller: Option<Caller>,
 }
 
 impl Acknowledger for MemoryAck {
@@ -461,7 +460,7 @@ impl Acknowledger for MemoryAck {
         let mut wakeups = Wakeups::default();
         bus.lock().push(
             self.queue,
-            Envelope::new(message, self.reply, self.client_timeout),
+            Envelope::new(message, self.caller),
             &mut wakeups,
         );
         wakeups.wake();
@@ -471,22 +470,19 @@ impl Acknowledger for MemoryAck {
 
 pub(crate) fn incoming(bus: &Arc<Bus>, queue: QueueId, envelope: Envelope) -> IncomingMessage {
     let Envelope {
-        message,
-        reply,
-        client_timeout,
-        ..
+        message, caller, ..
     } = envelope;
     let ack = MemoryAck {
         bus: Arc::downgrade(bus),
         queue,
-        reply: reply.clone(),
-        client_timeout,
+        caller: caller.clone(),
     };
-    let incoming = IncomingMessage::new(message)
-        .with_acknowledger(ack)
-        .with_client_timeout(client_timeout);
-    match reply {
-        Some(reply) => incoming.with_replier(reply),
+    let incoming = IncomingMessage::new(message).with_acknowledger(ack);
+    match caller {
+        Some(caller) => incoming
+            .with_client_timeout(caller.client_timeout)
+            .with_deadline(caller.deadline)
+            .with_replier(caller.reply),
         None => incoming,
     }
 }

@@ -39,7 +39,7 @@ use messaging_core::{
     Target, Transport, TransportError, TransportUrl,
 };
 
-use bus::{Bus, Envelope};
+use bus::{Bus, Caller, Envelope};
 pub use listener::MemoryListener;
 
 /// The control exchange used when a target names none (oslo's default).
@@ -205,7 +205,16 @@ impl Transport for MemoryTransport {
         let (reply, receiver) = reply_channel();
         self.deliver(
             target,
-            Envelope::new(message, Some(reply), options.call_monitor_timeout),
+            Envelope::new(
+                message,
+                Some(Caller {
+                    reply,
+                    client_timeout: options.call_monitor_timeout,
+                    deadline: options
+                        .timeout
+                        .and_then(|t| std::time::Instant::now().checked_add(t)),
+                }),
+            ),
         );
         Ok(receiver)
     }
