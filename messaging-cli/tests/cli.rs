@@ -237,7 +237,7 @@ fn timeouts_and_usage_errors_have_their_own_exit_codes() {
                 "t",
                 "m",
             ],
-            "invalid port",
+            "the port is not a number",
         ),
         (
             vec![

@@ -502,11 +502,11 @@ fn bad_arguments_exit_2() {
         ),
         (
             vec!["rpc-client", "--url", "rabbit://u:secret@h:x/"],
-            "invalid port",
+            "the port is not a number",
         ),
         (
             vec!["rpc-server", "--url", "rabbit://u:secret@h:x/"],
-            "invalid port",
+            "the port is not a number",
         ),
         (vec!["rpc-client", "--json", missing_dir], "cannot write"),
         (vec!["rpc-server", "--json", missing_dir], "cannot write"),

@@ -47,7 +47,9 @@ impl InvalidTarget {
 
 // ===== InvalidTransportUrl =====
 
-/// A transport URL that cannot be parsed. The URL it quotes has its passwords redacted.
+/// A transport URL that cannot be parsed, or that a transport rejects. It never shows a
+/// password: for a URL that could not be parsed it quotes the scheme only (`rabbit://…`),
+/// for a parsed URL its redacted form (`rabbit://user:***@host/`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid transport URL `{url}`: {reason}")]
 pub struct InvalidTransportUrl {

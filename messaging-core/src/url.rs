@@ -121,43 +121,78 @@ pub struct TransportUrl {
 
 impl TransportUrl {
     /// Parses a URL; see the type's documentation for the grammar.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidTransportUrl`] for anything that does not follow the grammar. The error
+    /// quotes the scheme only, never what follows it: in a malformed URL there is no
+    /// telling which characters belong to a password. A `@` after the host list (in
+    /// the path, query or fragment) is refused for the same reason: it means a user
+    /// name or password holds an unencoded `/`, `?` or `#`, which would otherwise be
+    /// read as part of the host, port or virtual host (and shown in logs). Write those
+    /// characters percent-encoded (`%2F`, `%3F`, `%23`, `%40`).
     pub fn parse(input: &str) -> Result<Self, InvalidTransportUrl> {
-        let fail = |reason: &str| InvalidTransportUrl {
-            url: redact_raw(input),
-            reason: reason.to_owned(),
-        };
         let input = input.trim();
-        let colon = input.find(':').ok_or_else(|| fail("no scheme specified"))?;
-        let scheme = &input[..colon];
-        let valid_scheme = scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-        if !valid_scheme {
-            return Err(fail("no scheme specified"));
+        let scheme = input
+            .find(':')
+            .map(|colon| &input[..colon])
+            .filter(|scheme| {
+                scheme
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            });
+        let fail = |reason: String| InvalidTransportUrl {
+            url: match scheme {
+                Some(scheme) => format!("{}://…", scheme.to_ascii_lowercase()),
+                None => "…".to_owned(),
+            },
+            reason,
+        };
+        let Some(scheme) = scheme else {
+            return Err(fail(
+                "no scheme specified (expected `driver://...`, e.g. `rabbit://host`)".to_owned(),
+            ));
+        };
+        let mut rest = &input[scheme.len() + 1..];
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return Err(fail(format!(
+                "expected `//` after `{}:`",
+                scheme.to_ascii_lowercase()
+            )));
         }
-        let mut rest = &input[colon + 1..];
+        let (netloc, after) = match rest.strip_prefix("//") {
+            Some(tail) => tail.split_at(tail.find(['/', '?', '#']).unwrap_or(tail.len())),
+            None => ("", rest),
+        };
+        if after.contains('@') {
+            return Err(fail(
+                "`@` after the host list: a user name or password containing `/`, `?` or `#` \
+                 must percent-encode them (`%2F`, `%3F`, `%23`), and a `@` elsewhere is `%40`"
+                    .to_owned(),
+            ));
+        }
+        rest = after;
         if let Some(hash) = rest.find('#') {
             rest = &rest[..hash];
         }
-        let (rest, query) = match rest.find('?') {
+        let (path, query) = match rest.find('?') {
             Some(q) => (&rest[..q], &rest[q + 1..]),
             None => (rest, ""),
         };
-        let (netloc, path) = match rest.strip_prefix("//") {
-            Some(after) => match after.find('/') {
-                Some(slash) => (&after[..slash], &after[slash..]),
-                None => (after, ""),
-            },
-            None => ("", rest),
-        };
 
         let mut hosts = Vec::new();
-        for part in netloc.split(',').filter(|p| !p.is_empty()) {
-            hosts.push(parse_host(part).map_err(|reason| fail(&reason))?);
+        for (i, part) in netloc.split(',').filter(|p| !p.is_empty()).enumerate() {
+            hosts.push(parse_host(part).map_err(|reason| {
+                fail(format!(
+                    "host {}: {reason} (user names and passwords must percent-encode \
+                     `/`, `?`, `#` and `@`)",
+                    i + 1
+                ))
+            })?);
         }
         let virtual_host = path.strip_prefix('/').map(unquote);
         let mut options: BTreeMap<String, String> = BTreeMap::new();
@@ -279,11 +314,11 @@ fn parse_host(part: &str) -> Result<TransportHost, String> {
     let (hostname, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
         let (host, after) = bracketed
             .split_once(']')
-            .ok_or_else(|| format!("unterminated IPv6 address in `{hostport}`"))?;
+            .ok_or_else(|| "unterminated IPv6 address".to_owned())?;
         let port = match after.strip_prefix(':') {
             Some(port) => Some(port),
             None if after.is_empty() => None,
-            None => return Err(format!("unexpected `{after}` after IPv6 address")),
+            None => return Err("unexpected characters after an IPv6 address".to_owned()),
         };
         (host.to_owned(), port)
     } else if hostport.matches(':').count() > 1 {
@@ -298,7 +333,7 @@ fn parse_host(part: &str) -> Result<TransportHost, String> {
         Some("") | None => None,
         Some(port) => Some(
             port.parse::<u16>()
-                .map_err(|_| format!("invalid port `{port}` (expected 0-65535)"))?,
+                .map_err(|_| "the port is not a number from 0 to 65535".to_owned())?,
         ),
     };
     Ok(TransportHost {
@@ -307,33 +342,6 @@ fn parse_host(part: &str) -> Result<TransportHost, String> {
         username,
         password,
     })
-}
-
-/// Replaces whatever looks like a password in an unparsable URL.
-fn redact_raw(input: &str) -> String {
-    let Some(start) = input.find("://") else {
-        return input.to_owned();
-    };
-    let netloc_start = start + 3;
-    let netloc_end = input[netloc_start..]
-        .find(['/', '?', '#'])
-        .map_or(input.len(), |i| netloc_start + i);
-    let redacted: Vec<String> = input[netloc_start..netloc_end]
-        .split(',')
-        .map(|part| match part.rsplit_once('@') {
-            Some((creds, host)) => match creds.split_once(':') {
-                Some((user, _)) => format!("{user}:{REDACTED}@{host}"),
-                None => part.to_owned(),
-            },
-            None => part.to_owned(),
-        })
-        .collect();
-    format!(
-        "{}{}{}",
-        &input[..netloc_start],
-        redacted.join(","),
-        &input[netloc_end..]
-    )
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -474,13 +482,68 @@ mod tests {
     #[test]
     fn malformed_urls_are_typed_errors_without_passwords() {
         let err = TransportUrl::parse("no-scheme-here").unwrap_err();
-        assert_eq!(err.reason(), "no scheme specified");
+        assert!(err.reason().starts_with("no scheme specified"), "{err}");
         let err = TransportUrl::parse("rabbit://u:hunter2@host:99999/").unwrap_err();
-        assert!(err.reason().contains("invalid port"), "{err}");
+        assert!(
+            err.reason().contains("host 1: the port is not a number"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("u:***@host"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid transport URL `rabbit://…`"),
+            "{err}"
+        );
         assert!(TransportUrl::parse("rabbit://[::1/").is_err());
         assert!(TransportUrl::parse("1abc://h").is_err());
+    }
+
+    /// Issue 9, item 3: a password holding `/`, `?` or `#` (unencoded) made the parser
+    /// read part of it as a port, and the error quoted it.
+    #[test]
+    fn no_part_of_an_unencoded_password_reaches_the_error() {
+        for url in [
+            "rabbit://guest:S3c/retPW@127.0.0.1:5672/",
+            "rabbit://guest:S3c?retPW@127.0.0.1:5672/",
+            "rabbit://guest:S3c#retPW@127.0.0.1:5672/",
+            "rabbit://guest:123/retPW@127.0.0.1:5672/",
+            "rabbit://guest:123?retPW@127.0.0.1:5672/",
+            "rabbit://guest:123#retPW@127.0.0.1:5672/",
+            "rabbit://guest:S3c/retPW@[::1]:5672/",
+            "rabbit//guest:S3cretPW@127.0.0.1:5672/",
+            "rabbit:guest:S3cretPW@127.0.0.1:5672/",
+            "guest:S3cretPW@127.0.0.1:5672",
+            "rabbit://a:b@h1,guest:S3c/retPW@h2/",
+        ] {
+            let err = TransportUrl::parse(url).expect_err(url).to_string();
+            for fragment in ["S3c", "retPW", "123"] {
+                assert!(!err.contains(fragment), "{url} → {err}");
+            }
+        }
+    }
+
+    /// Issue 9, item 9: `rabbit:user:pw@host/` (no `//`) silently meant localhost with
+    /// the default credentials.
+    #[test]
+    fn a_missing_double_slash_is_an_error() {
+        let err = TransportUrl::parse("rabbit:guest:pw@host/").unwrap_err();
+        assert_eq!(err.reason(), "expected `//` after `rabbit:`");
+        assert_eq!(
+            err.to_string(),
+            "invalid transport URL `rabbit://…`: expected `//` after `rabbit:`"
+        );
+        assert!(TransportUrl::parse("memory:").is_ok());
+        assert!(TransportUrl::parse("memory:/").is_ok());
+        assert!(TransportUrl::parse("memory:///x").is_ok());
+    }
+
+    #[test]
+    fn encoded_special_characters_in_passwords_parse() {
+        let url = parse("rabbit://guest:S3c%2FretPW%3F%23%40@127.0.0.1:5672/");
+        let host = &url.hosts()[0];
+        assert_eq!(host.password.as_ref().unwrap().expose(), "S3c/retPW?#@");
+        assert_eq!(host.hostname.as_deref(), Some("127.0.0.1"));
+        assert_eq!(url.to_string(), "rabbit://guest:***@127.0.0.1:5672/");
     }
 
     #[test]
