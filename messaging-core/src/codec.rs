@@ -126,6 +126,20 @@ pub fn bincode_can_decode<T: DeserializeOwned>() -> bool {
     )
 }
 
+/// A handler takes a type the transport's codec cannot decode: a server with it would
+/// drop every message (notifications) or fail every call, so it is not built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{handler} takes a type {codec} cannot decode (it needs a self-describing format: \
+     serde_json::Value, #[serde(flatten)], untagged enums...): open the transport with `?codec=json`"
+)]
+pub struct UnsupportedCodec {
+    /// Which handler, e.g. `the info notification handler`.
+    pub handler: String,
+    /// The transport's codec.
+    pub codec: CodecKind,
+}
+
 impl Codec for Bincode {
     fn name(&self) -> &'static str {
         "bincode"
@@ -146,6 +160,15 @@ impl Codec for Bincode {
                     "a length in the body claims more than its {} bytes can hold",
                     bytes.len()
                 ),
+            ),
+            bincode::error::DecodeError::Serde(
+                bincode::serde::DecodeError::AnyNotSupported
+                | bincode::serde::DecodeError::IgnoredAnyNotSupported,
+            ) => CodecError::new(
+                "bincode",
+                "decode",
+                "the type needs a self-describing format (serde_json::Value, flatten, \
+                 untagged enums): use the JSON codec (`?codec=json`)",
             ),
             e => CodecError::new("bincode", "decode", e),
         })?;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
+use crate::codec::{CodecKind, UnsupportedCodec};
 use crate::error::panic_message;
 use crate::transport::IncomingMessage;
 
@@ -54,6 +55,13 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Dispatcher: Send + Sync + 'static {
     /// Prepares the work for one batch (of `batch_size` messages at most).
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch;
+
+    /// Checks, when a server is built, that the dispatcher's handlers can decode what
+    /// arrives with `codec` (the transport's). The default accepts every codec.
+    fn check_codec(&self, codec: CodecKind) -> Result<(), UnsupportedCodec> {
+        let _ = codec;
+        Ok(())
+    }
 }
 
 impl<F> Dispatcher for F

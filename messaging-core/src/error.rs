@@ -305,6 +305,9 @@ pub enum ServerError {
     /// The server's configuration is invalid.
     #[error(transparent)]
     InvalidTarget(#[from] InvalidTarget),
+    /// A handler cannot decode what the transport's codec delivers.
+    #[error(transparent)]
+    UnsupportedCodec(#[from] crate::codec::UnsupportedCodec),
 }
 
 impl ServerError {

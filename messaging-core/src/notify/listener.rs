@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::filter::NotificationFilter;
-use crate::codec::{Codec, CodecKind};
+use crate::codec::{Codec, CodecKind, UnsupportedCodec, bincode_can_decode};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::error::panic_message;
 use crate::message::{Context, Meta, NotificationMeta, Priority};
@@ -89,6 +89,13 @@ enum Handler {
     Batch(Batch),
 }
 
+/// A registered handler and whether bincode can decode its payload type.
+#[derive(Clone)]
+struct Registered {
+    handler: Handler,
+    bincode_ok: bool,
+}
+
 /// Handlers for notification priorities, with an optional [`NotificationFilter`]
 /// (oslo's notification endpoint with its `filter_rule`).
 ///
@@ -110,7 +117,7 @@ enum Handler {
 #[derive(Clone, Default)]
 pub struct NotificationEndpoint {
     filter: Option<NotificationFilter>,
-    handlers: HashMap<Priority, Handler>,
+    handlers: HashMap<Priority, Registered>,
 }
 
 impl NotificationEndpoint {
@@ -121,6 +128,12 @@ impl NotificationEndpoint {
 
     /// Handles notifications of `priority` one at a time. Registering a priority again
     /// replaces its handler.
+    ///
+    /// A payload type that needs a self-describing format (`serde_json::Value`,
+    /// `#[serde(flatten)]`, untagged enums) cannot be decoded from bincode: a listener
+    /// with such a handler on a bincode transport (memory:// and nats:// by default)
+    /// fails to build with [`ServerError::UnsupportedCodec`](crate::ServerError::UnsupportedCodec);
+    /// open the transport with `?codec=json`, as oslo's wire (RabbitMQ) always is.
     pub fn on<P, F>(mut self, priority: Priority, handler: F) -> Self
     where
         P: DeserializeOwned + Serialize + 'static,
@@ -134,13 +147,19 @@ impl NotificationEndpoint {
                 NotificationResult::Handled
             }
         });
-        self.handlers.insert(priority, Handler::Single(single));
+        self.handlers.insert(
+            priority,
+            Registered {
+                handler: Handler::Single(single),
+                bincode_ok: bincode_can_decode::<P>(),
+            },
+        );
         self
     }
 
     /// Handles notifications of `priority` in batches (used by batch listeners; on a
     /// plain listener each batch holds one notification). A `Requeue` result requeues
-    /// the whole batch.
+    /// the whole batch. Payload types as for [`on`](NotificationEndpoint::on).
     pub fn on_batch<P, F>(mut self, priority: Priority, handler: F) -> Self
     where
         P: DeserializeOwned + Serialize + 'static,
@@ -162,7 +181,13 @@ impl NotificationEndpoint {
             }
             handler(notifications)
         });
-        self.handlers.insert(priority, Handler::Batch(batch));
+        self.handlers.insert(
+            priority,
+            Registered {
+                handler: Handler::Batch(batch),
+                bincode_ok: bincode_can_decode::<P>(),
+            },
+        );
         self
     }
 
@@ -228,7 +253,7 @@ impl NotificationDispatcher {
 
     fn run(&self, priority: Priority, raws: Vec<Raw>) -> NotificationResult {
         for endpoint in self.endpoints.iter() {
-            let Some(handler) = endpoint.handlers.get(&priority) else {
+            let Some(Registered { handler, .. }) = endpoint.handlers.get(&priority) else {
                 continue;
             };
             let filter = endpoint.filter.as_ref();
@@ -265,6 +290,25 @@ impl NotificationDispatcher {
 }
 
 impl Dispatcher for NotificationDispatcher {
+    /// Refuses a payload type bincode cannot decode when the transport speaks bincode:
+    /// every such notification would be dropped.
+    fn check_codec(&self, codec: CodecKind) -> Result<(), UnsupportedCodec> {
+        if codec != CodecKind::Bincode {
+            return Ok(());
+        }
+        for endpoint in self.endpoints.iter() {
+            for priority in endpoint.priorities() {
+                if !endpoint.handlers[&priority].bincode_ok {
+                    return Err(UnsupportedCodec {
+                        handler: format!("the {priority} notification handler"),
+                        codec,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
         let this = self.clone();
         Dispatch::blocking(move || {

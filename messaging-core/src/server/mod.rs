@@ -461,10 +461,12 @@ impl ServerBuilder {
         self
     }
 
-    /// Checks the subscription (oslo's target rules) and builds the server. Nothing is
-    /// created on the transport until `start()`.
+    /// Checks the subscription (oslo's target rules) and that the dispatcher's handlers
+    /// can decode the transport's codec ([`Dispatcher::check_codec`]), and builds the
+    /// server. Nothing is created on the transport until `start()`.
     pub fn build(self) -> Result<Server, ServerError> {
         self.subscription.validate()?;
+        self.dispatcher.check_codec(self.transport.codec())?;
         let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| self.subscription.to_string());
         Ok(Server {
