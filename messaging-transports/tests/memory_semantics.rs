@@ -492,3 +492,74 @@ fn an_async_batch_is_handed_out_at_its_timeout() {
     notify(&t, "n", "2");
     assert_eq!(bodies(block_on(listener.poll_async()).unwrap()), ["1", "2"]);
 }
+
+#[test]
+fn bodies_over_max_message_size_are_refused_at_send() {
+    let url = "memory:///max_size?max_message_size=1024";
+    let transport =
+        MemoryTransport::open(&messaging_core::TransportUrl::parse(url).unwrap()).unwrap();
+    let listener = rpc(&transport, "sized", "s1");
+    let target = Target::new("sized").with_server("s1");
+    let send = |size: usize| {
+        block_on(transport.cast(
+            &target,
+            Message::new(vec![b'x'; size]),
+            &SendOptions::default(),
+        ))
+    };
+    send(1024).expect("a body at the limit is sent");
+    let err = send(1025).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            messaging_core::TransportError::MessageTooLarge {
+                size: 1025,
+                limit: 1024
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_permanent());
+    assert!(
+        block_on(transport.call(
+            &target,
+            Message::new(vec![0; 2048]),
+            &SendOptions::default()
+        ))
+        .is_err()
+    );
+    assert!(
+        block_on(transport.notify(
+            &Target::new("sized"),
+            Priority::Info,
+            Message::new(vec![0; 2048])
+        ))
+        .is_err()
+    );
+    assert_eq!(
+        drain(&*listener).len(),
+        1,
+        "only the body at the limit was delivered"
+    );
+}
+
+#[test]
+fn max_message_size_and_unknown_options_are_checked() {
+    let open =
+        |url: &str| MemoryTransport::open(&messaging_core::TransportUrl::parse(url).unwrap());
+    assert!(
+        open("memory:///x?max_message_size=0").is_ok(),
+        "0 means no limit"
+    );
+    let err = open("memory:///x?max_message_size=lots")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`max_message_size` must be a whole number"),
+        "{err}"
+    );
+    let err = open("memory:///x?max_mesage_size=10")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown option `max_mesage_size`"), "{err}");
+}

@@ -24,6 +24,15 @@
 //! `memory:///name` (a bus per virtual host), so a client and a server opened
 //! separately in one process talk to each other. A bus lives while any transport on it
 //! does. [`MemoryTransport::new`] makes a private bus.
+//!
+//! # URL options
+//!
+//! `codec` (`bincode`, the default, or `json`): what senders encode bodies with;
+//! `control_exchange` (default `openstack`): the exchange of targets that name none;
+//! `max_message_size` (bytes, default [`DEFAULT_MAX_MESSAGE_SIZE`], `0` for no limit):
+//! a larger body fails to send with [`TransportError::MessageTooLarge`], as it would on a
+//! broker, so a service tested on `memory://` meets the limit before production does.
+//! An unknown option is an error.
 
 mod bus;
 mod listener;
@@ -44,6 +53,12 @@ pub use listener::MemoryListener;
 
 /// The control exchange used when a target names none (oslo's default).
 pub const DEFAULT_EXCHANGE: &str = "openstack";
+
+/// The default `max_message_size`: 128 MiB, RabbitMQ 3.x's own limit.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 << 20;
+
+/// The URL options this transport understands.
+const KNOWN_OPTIONS: &[&str] = &["codec", "control_exchange", "max_message_size"];
 
 /// The in-memory transport. Cloning shares the bus.
 ///
@@ -70,6 +85,8 @@ pub struct MemoryTransport {
     url: TransportUrl,
     default_exchange: String,
     codec: CodecKind,
+    /// The largest body sent (`usize::MAX`: no limit).
+    max_message_size: usize,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Bus>>> {
@@ -91,6 +108,7 @@ impl MemoryTransport {
             url: TransportUrl::parse("memory://").expect("a valid URL"),
             default_exchange: DEFAULT_EXCHANGE.to_owned(),
             codec: CodecKind::Bincode,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 
@@ -101,9 +119,7 @@ impl MemoryTransport {
     }
 
     /// A transport on the shared bus named by the URL's virtual host (`memory://` and
-    /// `fake://` use the default bus). Options: `control_exchange` sets the exchange
-    /// used for targets that name none; `codec` (`bincode`, the default, or `json`)
-    /// what senders encode bodies with.
+    /// `fake://` use the default bus), with the options the [module docs](self) list.
     pub fn open(url: &TransportUrl) -> Result<Self, TransportError> {
         if !matches!(url.driver(), "memory" | "fake") {
             return Err(TransportError::UnknownScheme {
@@ -111,13 +127,35 @@ impl MemoryTransport {
                 hint: " (the in-memory transport handles memory:// and fake://)".to_owned(),
             });
         }
+        let bad =
+            |reason: String| TransportError::InvalidUrl(InvalidTransportUrl::new(url, reason));
+        if let Some(unknown) = url
+            .options()
+            .keys()
+            .find(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(bad(format!(
+                "unknown option `{unknown}` (known: {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
         let codec = match url.option("codec") {
             Some(name) => name
                 .parse()
-                .map_err(|e: messaging_core::codec::UnknownCodec| {
-                    TransportError::InvalidUrl(InvalidTransportUrl::new(url, e.to_string()))
-                })?,
+                .map_err(|e: messaging_core::codec::UnknownCodec| bad(e.to_string()))?,
             None => CodecKind::Bincode,
+        };
+        let max_message_size = match url.option("max_message_size") {
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+            Some(value) => match value.parse::<usize>() {
+                Ok(0) => usize::MAX,
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    return Err(bad(format!(
+                        "`max_message_size` must be a whole number of bytes (0: no limit), got `{value}`"
+                    )));
+                }
+            },
         };
         let name = url.virtual_host().unwrap_or_default().to_owned();
         let bus = {
@@ -140,7 +178,20 @@ impl MemoryTransport {
                 .unwrap_or(DEFAULT_EXCHANGE)
                 .to_owned(),
             codec,
+            max_message_size,
         })
+    }
+
+    /// Refuses a body larger than `max_message_size`.
+    fn check_size(&self, message: &Message) -> Result<(), TransportError> {
+        let size = message.body.len();
+        if size > self.max_message_size {
+            return Err(TransportError::MessageTooLarge {
+                size,
+                limit: self.max_message_size,
+            });
+        }
+        Ok(())
     }
 
     fn exchange<'a>(&'a self, target: &'a Target) -> &'a str {
@@ -191,6 +242,7 @@ impl Transport for MemoryTransport {
         _options: &SendOptions,
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
+        self.check_size(&message)?;
         self.deliver(target, Envelope::cast(message));
         Ok(())
     }
@@ -202,6 +254,7 @@ impl Transport for MemoryTransport {
         options: &SendOptions,
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
+        self.check_size(&message)?;
         let (reply, receiver) = reply_channel();
         self.deliver(
             target,
@@ -226,6 +279,7 @@ impl Transport for MemoryTransport {
         message: Message,
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
+        self.check_size(&message)?;
         let topic = format!(
             "{}.{}",
             target.topic.as_deref().unwrap_or_default(),
