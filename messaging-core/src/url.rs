@@ -125,8 +125,8 @@ impl TransportUrl {
     /// # Errors
     ///
     /// [`InvalidTransportUrl`] for anything that does not follow the grammar. The error
-    /// quotes the scheme only, never what follows it: in a malformed URL there is no
-    /// telling which characters belong to a password. A `@` after the host list (in
+    /// quotes a well-known scheme (`rabbit://…`) and nothing else: in a malformed URL
+    /// there is no telling which characters belong to a password. A `@` after the host list (in
     /// the path, query or fragment) is refused for the same reason: it means a user
     /// name or password holds an unencoded `/`, `?` or `#`, which would otherwise be
     /// read as part of the host, port or virtual host (and shown in logs). Write those
@@ -146,7 +146,7 @@ impl TransportUrl {
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
             });
         let fail = |reason: String| InvalidTransportUrl {
-            url: match scheme {
+            url: match scheme.filter(|s| is_well_known(s)) {
                 Some(scheme) => format!("{}://…", scheme.to_ascii_lowercase()),
                 None => "…".to_owned(),
             },
@@ -159,10 +159,7 @@ impl TransportUrl {
         };
         let mut rest = &input[scheme.len() + 1..];
         if !rest.is_empty() && !rest.starts_with('/') {
-            return Err(fail(format!(
-                "expected `//` after `{}:`",
-                scheme.to_ascii_lowercase()
-            )));
+            return Err(fail("expected `//` after the scheme".to_owned()));
         }
         let (netloc, after) = match rest.strip_prefix("//") {
             Some(tail) => tail.split_at(tail.find(['/', '?', '#']).unwrap_or(tail.len())),
@@ -297,6 +294,17 @@ impl fmt::Debug for TransportUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TransportUrl(\"{self}\")")
     }
+}
+
+/// Whether an error may quote `scheme`: only the drivers' names are shown, since in a
+/// mistyped URL the text before the first `:` can be anything, a password included.
+fn is_well_known(scheme: &str) -> bool {
+    const DRIVERS: &[&str] = &[
+        "memory", "fake", "rabbit", "kombu", "amqp", "amqps", "nats", "tls", "kafka", "zmq",
+    ];
+    scheme
+        .split('+')
+        .all(|part| DRIVERS.iter().any(|d| d.eq_ignore_ascii_case(part)))
 }
 
 fn parse_host(part: &str) -> Result<TransportHost, String> {
@@ -527,11 +535,13 @@ mod tests {
     #[test]
     fn a_missing_double_slash_is_an_error() {
         let err = TransportUrl::parse("rabbit:guest:pw@host/").unwrap_err();
-        assert_eq!(err.reason(), "expected `//` after `rabbit:`");
+        assert_eq!(err.reason(), "expected `//` after the scheme");
         assert_eq!(
             err.to_string(),
-            "invalid transport URL `rabbit://…`: expected `//` after `rabbit:`"
+            "invalid transport URL `rabbit://…`: expected `//` after the scheme"
         );
+        let err = TransportUrl::parse("S3cretPW:x@host/").unwrap_err();
+        assert!(!err.to_string().contains("S3cret"), "{err}");
         assert!(TransportUrl::parse("memory:").is_ok());
         assert!(TransportUrl::parse("memory:/").is_ok());
         assert!(TransportUrl::parse("memory:///x").is_ok());
