@@ -13,9 +13,9 @@
 //! # Hostile input
 //!
 //! Bodies come from the network, so decoding is bounded by the body's size: a length
-//! prefix can never make a decoder allocate more than [`MAX_CLAIM_FACTOR`] times
-//! the body's length (rounded up to a power-of-16 tier, at least 1 MiB), however large
-//! the length it claims. A transport bounds the body's size itself (its
+//! prefix can never make bincode allocate more than [`bincode_claim_limit`] of the
+//! body's length (about [`MAX_CLAIM_FACTOR`] times it, rounded up to a power-of-16
+//! tier, at least 64 KiB), however large the length it claims. A transport bounds the body's size itself (its
 //! `max_message_size`) before decoding. Malformed bodies are [`CodecError`]s, never
 //! panics. JSON nesting is limited to 128 levels (serde_json's limit).
 
@@ -68,28 +68,44 @@ pub struct Json;
 /// `u128` varint takes one byte), so no valid body needs more.
 pub const MAX_CLAIM_FACTOR: usize = 16;
 
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
 /// bincode's byte limit bounds what a decoder may claim before allocating. It is a
-/// const generic, so the limit is picked from a few tiers (each 16 times the last), the
-/// smallest that any valid body of this length fits in.
+/// const generic, so the limit is picked from a few tiers, each 16 times the last.
+const TIERS: [usize; 5] = [64 * KIB, MIB, 16 * MIB, 256 * MIB, u32::MAX as usize];
+
+/// The most bincode may claim (and so allocate) while decoding `len` bytes: the
+/// smallest limit tier that any valid body of this length fits in, at most
+/// `256 × len + 64 KiB` for bodies up to 16 MiB.
+pub fn bincode_claim_limit(len: usize) -> usize {
+    let need = len.saturating_mul(MAX_CLAIM_FACTOR).saturating_add(4 * KIB);
+    TIERS
+        .into_iter()
+        .find(|tier| need <= *tier)
+        .unwrap_or(TIERS[TIERS.len() - 1])
+}
+
 fn bincode_decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
     use bincode::config::standard;
     use bincode::serde::decode_from_slice;
-    const MIB: usize = 1 << 20;
-    let need = bytes
-        .len()
-        .saturating_mul(MAX_CLAIM_FACTOR)
-        .saturating_add(4096);
-    if need <= MIB {
-        decode_from_slice(bytes, standard().with_limit::<MIB>())
-    } else if need <= 16 * MIB {
-        decode_from_slice(bytes, standard().with_limit::<{ 16 * MIB }>())
-    } else if need <= 256 * MIB {
-        decode_from_slice(bytes, standard().with_limit::<{ 256 * MIB }>())
-    } else {
+    match bincode_claim_limit(bytes.len()) {
+        limit if limit == TIERS[0] => {
+            decode_from_slice(bytes, standard().with_limit::<{ TIERS[0] }>())
+        }
+        limit if limit == TIERS[1] => {
+            decode_from_slice(bytes, standard().with_limit::<{ TIERS[1] }>())
+        }
+        limit if limit == TIERS[2] => {
+            decode_from_slice(bytes, standard().with_limit::<{ TIERS[2] }>())
+        }
+        limit if limit == TIERS[3] => {
+            decode_from_slice(bytes, standard().with_limit::<{ TIERS[3] }>())
+        }
         // Bodies over 16 MiB: a transport's size limit is what bounds these.
-        decode_from_slice(bytes, standard().with_limit::<{ u32::MAX as usize }>())
+        _ => decode_from_slice(bytes, standard().with_limit::<{ TIERS[4] }>()),
     }
 }
 

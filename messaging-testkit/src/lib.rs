@@ -20,6 +20,8 @@
 //!   remote errors, versions and namespaces, call-monitor heartbeats, notifications
 //!   with pools, batches, requeue and filters — run against any transport URL with
 //!   [`functional_suite!`] or [`functional::run_all`].
+//! * [`fuzz`]: a small mutation fuzzer for decoders, on stable Rust inside `cargo
+//!   test` (what `tests/fuzz.rs` runs over every decoder a peer can reach).
 //! * [`conformance`]: the **executor conformance suite** — oslo.messaging's
 //!   `TestServerLocking`, the seed's scenarios and the oslo defects this project fixes —
 //!   runnable against any [`Executor`](messaging_core::Executor) with
@@ -34,6 +36,7 @@ pub mod conformance;
 mod fake;
 mod fixtures;
 pub mod functional;
+pub mod fuzz;
 mod logs;
 mod recording;
 mod watchdog;

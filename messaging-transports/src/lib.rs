@@ -18,6 +18,9 @@
 mod buffer;
 #[cfg(any(feature = "rabbit", feature = "nats"))]
 mod consumer;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memory;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]

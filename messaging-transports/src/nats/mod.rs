@@ -48,6 +48,8 @@
 //! subscriptions; JetStream pulls restart; stored notifications stay stored.
 
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod listener;
 mod options;
 mod subjects;

@@ -52,6 +52,8 @@
 //! can be awaited from any runtime or blocked on.
 
 mod connection;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod listener;
 mod options;
 mod publisher;
