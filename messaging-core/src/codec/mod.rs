@@ -19,6 +19,8 @@
 //! `max_message_size`) before decoding. Malformed bodies are [`CodecError`]s, never
 //! panics. JSON nesting is limited to 128 levels (serde_json's limit).
 
+mod depth;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -90,22 +92,53 @@ fn bincode_decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
     use bincode::config::standard;
-    use bincode::serde::decode_from_slice;
     match bincode_claim_limit(bytes.len()) {
-        limit if limit == TIERS[0] => {
-            decode_from_slice(bytes, standard().with_limit::<{ TIERS[0] }>())
-        }
-        limit if limit == TIERS[1] => {
-            decode_from_slice(bytes, standard().with_limit::<{ TIERS[1] }>())
-        }
-        limit if limit == TIERS[2] => {
-            decode_from_slice(bytes, standard().with_limit::<{ TIERS[2] }>())
-        }
-        limit if limit == TIERS[3] => {
-            decode_from_slice(bytes, standard().with_limit::<{ TIERS[3] }>())
-        }
+        limit if limit == TIERS[0] => limited(bytes, standard().with_limit::<{ TIERS[0] }>()),
+        limit if limit == TIERS[1] => limited(bytes, standard().with_limit::<{ TIERS[1] }>()),
+        limit if limit == TIERS[2] => limited(bytes, standard().with_limit::<{ TIERS[2] }>()),
+        limit if limit == TIERS[3] => limited(bytes, standard().with_limit::<{ TIERS[3] }>()),
         // Bodies over 16 MiB: a transport's size limit is what bounds these.
-        _ => decode_from_slice(bytes, standard().with_limit::<{ TIERS[4] }>()),
+        _ => limited(bytes, standard().with_limit::<{ TIERS[4] }>()),
+    }
+}
+
+/// Decodes under `config`'s byte limit and [`depth::MAX_DEPTH`] levels of nesting,
+/// returning the value and how many bytes it took.
+fn limited<T: DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    config: C,
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let mut tail = Tail { rest: bytes };
+    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut tail, config);
+    let left = std::cell::Cell::new(depth::MAX_DEPTH);
+    let value = T::deserialize(depth::Limited::new(decoder.as_deserializer(), &left))?;
+    drop(decoder);
+    Ok((value, bytes.len() - tail.rest.len()))
+}
+
+/// A bincode reader over a slice that tells what it left unread.
+struct Tail<'a> {
+    rest: &'a [u8],
+}
+
+impl bincode::de::read::Reader for Tail<'_> {
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        let Some((head, rest)) = self.rest.split_at_checked(bytes.len()) else {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.rest.len(),
+            });
+        };
+        bytes.copy_from_slice(head);
+        self.rest = rest;
+        Ok(())
+    }
+
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.rest.get(..n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
     }
 }
 
@@ -376,6 +409,37 @@ mod tests {
         assert!(!bincode_can_decode::<serde_json::Value>());
         assert!(!bincode_can_decode::<WithValue>());
         assert!(!bincode_can_decode::<Untagged>());
+    }
+
+    #[test]
+    fn deep_nesting_of_a_recursive_type_is_an_error_not_a_stack_overflow() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Node {
+            children: Vec<Node>,
+            next: Option<Box<Node>>,
+        }
+        fn chain(depth: usize) -> Node {
+            (0..depth).fold(
+                Node {
+                    children: vec![],
+                    next: None,
+                },
+                |inner, _| Node {
+                    children: vec![inner],
+                    next: None,
+                },
+            )
+        }
+        // 40 levels of Node (each a struct, a Vec and its element) decode ...
+        let bytes = Bincode.encode(&chain(40)).unwrap();
+        assert_eq!(Bincode.decode::<Node>(&bytes).unwrap(), chain(40));
+        // ... and a million levels from a peer are refused, on both codecs: each
+        // level here is one byte (a vector of length 1).
+        let hostile = vec![1u8; 1_000_000];
+        let err = Bincode.decode::<Node>(&hostile).unwrap_err();
+        assert!(err.to_string().contains("deeper than 128 levels"), "{err}");
+        let hostile = "{\"children\":[".repeat(100_000);
+        assert!(Json.decode::<Node>(hostile.as_bytes()).is_err());
     }
 
     #[test]
