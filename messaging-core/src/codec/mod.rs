@@ -112,7 +112,6 @@ fn limited<T: DeserializeOwned, C: bincode::config::Config>(
     let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut tail, config);
     let left = std::cell::Cell::new(depth::MAX_DEPTH);
     let value = T::deserialize(depth::Limited::new(decoder.as_deserializer(), &left))?;
-    drop(decoder);
     Ok((value, bytes.len() - tail.rest.len()))
 }
 
