@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use super::serve::executor;
 use super::transport_error;
-use crate::{CliError, DemoArgs, ExecutorChoice, Output, seconds};
+use crate::{CliError, DemoArgs, ExecutorChoice, Output, positive_seconds};
+
+/// The most `--clients` (each one is a thread).
+const MAX_CLIENTS: usize = 1024;
+/// The longest `--duration`, in seconds (every call latency is kept in memory).
+const MAX_DURATION: f64 = 60.0;
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
@@ -47,13 +52,17 @@ fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> Instant {
     Instant::now()
 }
 
-fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, CliError> {
+fn one(
+    choice: ExecutorChoice,
+    phase: Duration,
+    clients: usize,
+    err: &Output,
+) -> Result<Row, CliError> {
     let name = match choice {
         ExecutorChoice::Blocking => "blocking",
         ExecutorChoice::ThreadPool => "thread-pool",
         ExecutorChoice::EventLoop => "event-loop",
     };
-    let phase = seconds(args.duration / 3.0, "--duration")?;
     let url = format!("memory:///demo-{name}-{}", &ids::hex_id()[..8]);
     let transport: Arc<dyn Transport> =
         messaging_transports::open(&url).map_err(transport_error)?;
@@ -116,16 +125,17 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
 
     // Calls: `clients` threads, each calling in sequence.
     err.line(&format!(
-        "{name}: {} clients calling for {phase:.1?}",
-        args.clients
+        "{name}: {clients} clients calling for {phase:.1?}"
     ));
     let client = RpcClient::new(transport.clone(), Target::new("demo"))
         .with_timeout(Duration::from_secs(10));
     let started = Instant::now();
-    let callers: Vec<_> = (0..args.clients.max(1))
-        .map(|_| {
-            let client = client.clone();
-            thread::spawn(move || {
+    let mut callers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = client.clone();
+        let spawned = thread::Builder::new()
+            .name("demo-client".to_owned())
+            .spawn(move || {
                 let mut latencies = Vec::new();
                 let end = Instant::now() + phase;
                 let mut seq = 0;
@@ -146,9 +156,18 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
                     seq += 1;
                 }
                 Ok(latencies)
-            })
-        })
-        .collect();
+            });
+        match spawned {
+            Ok(caller) => callers.push(caller),
+            Err(e) => {
+                // The callers started so far end with their phase.
+                for caller in callers {
+                    let _ = caller.join();
+                }
+                return Err(fail(&format!("cannot start a client thread: {e}")));
+            }
+        }
+    }
     let mut latencies = Vec::new();
     for caller in callers {
         let got = caller
@@ -227,10 +246,12 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), CliError> {
-    if args.duration <= 0.0 || !args.duration.is_finite() {
-        return Err(CliError::usage(
-            "--duration must be a positive number of seconds",
-        ));
+    let phase = positive_seconds(args.duration, "--duration", MAX_DURATION)? / 3;
+    if !(1..=MAX_CLIENTS).contains(&args.clients) {
+        return Err(CliError::usage(format!(
+            "--clients must be from 1 to {MAX_CLIENTS}, got {}",
+            args.clients
+        )));
     }
     let mut rows = Vec::new();
     for choice in [
@@ -238,7 +259,7 @@ pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), Cli
         ExecutorChoice::ThreadPool,
         ExecutorChoice::EventLoop,
     ] {
-        rows.push(one(choice, args, err)?);
+        rows.push(one(choice, phase, args.clients, err)?);
     }
     out.line(&format!(
         "{:<12} {:>10} {:>11} {:>12} {:>12} {:>10} {:>16}",
