@@ -215,8 +215,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = ExecutorChoice::ThreadPool)]
     pub executor: ExecutorChoice,
     /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
-    /// hang" warning after half of it, at most 30 s); then, or at a second signal, exit
-    /// with status 1 without waiting.
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
     pub grace: f64,
 }
@@ -238,8 +238,8 @@ pub struct ListenArgs {
     #[arg(long)]
     pub exchange: Option<String>,
     /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
-    /// hang" warning after half of it, at most 30 s); then, or at a second signal, exit
-    /// with status 1 without waiting.
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
     pub grace: f64,
     /// Seconds each notification's handler sleeps after printing it (a slow consumer,
@@ -288,8 +288,13 @@ reply-lost, codec, mismatch, invalid, other. latency_us is null when nothing was
 measured. Summary percentiles come from a log-linear histogram (within 0.4%); per-second
 ones are exact.
 
-Exit codes: 0 done (even with some errors), 1 transport failure or every message
-failed, 2 usage error.";
+Stopping: SIGINT/SIGTERM, -d or --expect ends a server: it stops taking messages and
+lets the ones in progress finish within --grace; a (further) signal or the end of the
+grace period makes it exit 1 at once. The URL comes from --url, or else from the
+MESSAGING_URL environment variable, or else is memory://.
+
+Exit codes: 0 done (even with some errors), 1 transport failure, every message failed,
+or a server left messages unfinished, 2 usage error.";
 
 /// `messaging simulate`.
 #[derive(Debug, Args)]
@@ -363,8 +368,8 @@ pub struct SimServerArgs {
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 0.0)]
     pub wait_before_answer: f64,
     /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
-    /// hang" warning after half of it, at most 30 s); then, or at a second signal, exit
-    /// with status 1 without waiting.
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
     pub grace: f64,
 }
