@@ -457,12 +457,12 @@ impl CliError {
 /// errors to `err` (one line, control characters escaped). `serve`, `listen` and the
 /// `simulate` servers run until `shutdown` is triggered, then drain (a further trigger
 /// ends the drain at once); `call`, `cast` and `notify` abandon their send when it is
-/// triggered; the `simulate` clients stop sending. Every transport and server the
+/// triggered; `demo` stops early; the `simulate` clients stop sending. Every transport and server the
 /// command opened is dropped before this returns, except a server that was told to
 /// exit without waiting for its handlers.
 pub fn run(cli: Cli, out: &Output, err: &Output, shutdown: &Shutdown) -> u8 {
     let result = match cli.command {
-        Command::Demo(args) => commands::demo::run(&args, out, err),
+        Command::Demo(args) => commands::demo::run(&args, out, err, shutdown),
         Command::Call(args) => commands::send::call(&args, out, shutdown),
         Command::Cast(args) => commands::send::cast(&args, shutdown),
         Command::Notify(args) => commands::send::notify(&args, shutdown),

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -52,6 +53,8 @@ pub struct Shutdown {
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
+    /// `state.requests`, readable without the lock (hot loops poll it).
+    requests: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -77,15 +80,16 @@ impl Shutdown {
         let wakers = {
             let mut state = self.state();
             state.requests = state.requests.saturating_add(1);
+            self.inner.requests.store(state.requests, Ordering::SeqCst);
             std::mem::take(&mut state.wakers)
         };
         self.inner.changed.notify_all();
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// How many stop requests were made so far.
+    /// How many stop requests were made so far (lock-free).
     pub fn requests(&self) -> u32 {
-        self.state().requests
+        self.inner.requests.load(Ordering::SeqCst)
     }
 
     /// Whether a stop was requested.

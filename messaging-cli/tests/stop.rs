@@ -362,3 +362,20 @@ fn a_simulate_server_that_ends_by_itself_drains_within_its_grace_period() {
         server.err.text()
     );
 }
+
+#[test]
+fn a_stop_request_ends_the_demo_early() {
+    let demo = Running::start(&["demo", "--duration", "60", "--clients", "2"]);
+    wait_for(&demo.err, "blocking: 2 clients calling");
+    let stopped = Instant::now();
+    demo.shutdown.trigger();
+    assert_eq!(demo.code_within(Duration::from_secs(20)), exit::FAILURE);
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert!(
+        demo.err
+            .text()
+            .ends_with("error: interrupted: the demo stopped during blocking\n"),
+        "{}",
+        demo.err.text()
+    );
+}

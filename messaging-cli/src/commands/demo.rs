@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::serve::executor;
 use super::transport_error;
-use crate::{CliError, DemoArgs, ExecutorChoice, Output, positive_seconds};
+use crate::{CliError, DemoArgs, ExecutorChoice, Output, Shutdown, positive_seconds};
 
 /// The most `--clients` (each one is a thread).
 const MAX_CLIENTS: usize = 1024;
@@ -44,9 +44,12 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> Instant {
+fn wait_for(counter: &AtomicU64, target: u64, limit: Duration, shutdown: &Shutdown) -> Instant {
     let deadline = Instant::now() + limit;
-    while counter.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+    while counter.load(Ordering::Relaxed) < target
+        && Instant::now() < deadline
+        && !shutdown.is_triggered()
+    {
         thread::sleep(Duration::from_micros(200));
     }
     Instant::now()
@@ -57,6 +60,7 @@ fn one(
     phase: Duration,
     clients: usize,
     err: &Output,
+    shutdown: &Shutdown,
 ) -> Result<Row, CliError> {
     let name = match choice {
         ExecutorChoice::Blocking => "blocking",
@@ -132,14 +136,14 @@ fn one(
     let started = Instant::now();
     let mut callers = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let client = client.clone();
+        let (client, shutdown) = (client.clone(), shutdown.clone());
         let spawned = thread::Builder::new()
             .name("demo-client".to_owned())
             .spawn(move || {
                 let mut latencies = Vec::new();
                 let end = Instant::now() + phase;
                 let mut seq = 0;
-                while Instant::now() < end {
+                while Instant::now() < end && !shutdown.is_triggered() {
                     let sent = Instant::now();
                     let payload = Payload {
                         seq,
@@ -189,7 +193,7 @@ fn one(
     err.line(&format!("{name}: casting for {phase:.1?}"));
     let started = Instant::now();
     let mut sent = 0;
-    while started.elapsed() < phase {
+    while started.elapsed() < phase && !shutdown.is_triggered() {
         client
             .cast_blocking(
                 &Context::new(),
@@ -202,7 +206,7 @@ fn one(
             .map_err(|e| fail(&e))?;
         sent += 1;
     }
-    let cast_done = wait_for(&casts, sent, Duration::from_secs(30));
+    let cast_done = wait_for(&casts, sent, Duration::from_secs(30), shutdown);
     let cast_rate = rate(casts.load(Ordering::Relaxed), cast_done - started);
 
     // Notifications: one notifier; the rate is what the listener handled.
@@ -210,7 +214,7 @@ fn one(
     let notifier = Notifier::new(transport.clone(), "demo").with_topics(["demo-notifications"]);
     let started = Instant::now();
     let mut notes = 0;
-    while started.elapsed() < phase {
+    while started.elapsed() < phase && !shutdown.is_triggered() {
         block_on(notifier.info(
             &Context::new(),
             "demo.event",
@@ -222,7 +226,7 @@ fn one(
         .map_err(|e| fail(&e))?;
         notes += 1;
     }
-    let notify_done = wait_for(&notified, notes, Duration::from_secs(30));
+    let notify_done = wait_for(&notified, notes, Duration::from_secs(30), shutdown);
     let notify_rate = rate(notified.load(Ordering::Relaxed), notify_done - started);
 
     for (server, running) in [(server, serving), (listener, listening)] {
@@ -232,6 +236,11 @@ fn one(
             .join()
             .map_err(|_| fail(&"a serving thread panicked"))?
             .map_err(|e| fail(&e))?;
+    }
+    if shutdown.is_triggered() {
+        return Err(CliError::failure(format!(
+            "interrupted: the demo stopped during {name}"
+        )));
     }
     err.line(&format!("{name}: stopped cleanly"));
     Ok(Row {
@@ -245,7 +254,13 @@ fn one(
     })
 }
 
-pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), CliError> {
+/// Runs the demo; a stop request ends it early (its servers stopped) with an error.
+pub(crate) fn run(
+    args: &DemoArgs,
+    out: &Output,
+    err: &Output,
+    shutdown: &Shutdown,
+) -> Result<(), CliError> {
     let phase = positive_seconds(args.duration, "--duration", MAX_DURATION)? / 3;
     if !(1..=MAX_CLIENTS).contains(&args.clients) {
         return Err(CliError::usage(format!(
@@ -259,7 +274,7 @@ pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), Cli
         ExecutorChoice::ThreadPool,
         ExecutorChoice::EventLoop,
     ] {
-        rows.push(one(choice, phase, args.clients, err)?);
+        rows.push(one(choice, phase, args.clients, err, shutdown)?);
     }
     out.line(&format!(
         "{:<12} {:>10} {:>11} {:>12} {:>12} {:>10} {:>16}",
