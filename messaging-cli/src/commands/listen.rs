@@ -3,12 +3,12 @@
 use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
-use messaging_core::{Context, Priority, Server, Subscription, Target};
+use messaging_core::{Context, Priority, Subscription, Target};
 use messaging_executors::ThreadPoolExecutor;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::running::{InFlight, Serving};
+use super::running::Serving;
 use super::{compact, invalid_target, open_json};
 use crate::{CliError, ListenArgs, MAX_SECONDS, Output, Shutdown, positive_seconds, seconds};
 
@@ -101,18 +101,9 @@ pub(crate) fn run(
         priorities: dispatcher.priorities(),
         pool: args.pool.clone(),
     };
-    let in_flight = InFlight::new();
     // One worker keeps the printed lines in the order received.
     let executor = ThreadPoolExecutor::new().with_max_workers(1);
-    let server = Server::builder(
-        transport,
-        subscription,
-        in_flight.counting(dispatcher),
-        executor,
-    )
-    .build()
-    .map_err(|e| CliError::usage(e.to_string()))?;
-    let (serving, _) = Serving::start(server, in_flight)?;
+    let (serving, _) = Serving::start(transport, subscription, dispatcher, executor)?;
     err.line(&format!(
         "listening on {}; stop with Ctrl-C",
         args.topic.join(", ")

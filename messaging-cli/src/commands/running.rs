@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use messaging_core::server::DEFAULT_LOG_AFTER;
 use messaging_core::{
-    CallOptions, Dispatch, Dispatcher, Epoch, IncomingMessage, Server, ServerError,
+    CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, Server, ServerError,
+    Subscription, Transport,
 };
 
 use super::transport_error;
@@ -22,29 +23,17 @@ use crate::{CliError, Output, Shutdown};
 
 /// Counts the messages a server took and has not finished handling.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    pub(crate) fn new() -> Self {
-        InFlight::default()
-    }
-
-    /// `dispatcher`, counting its work in this counter.
-    pub(crate) fn counting<D: Dispatcher>(&self, dispatcher: D) -> Counted<D> {
-        Counted {
-            inner: dispatcher,
-            in_flight: self.clone(),
-        }
-    }
-
-    pub(crate) fn get(&self) -> usize {
+    fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 /// A dispatcher whose work counts in an [`InFlight`] from the moment a batch is taken
 /// until its work (blocking or async) is over, panics included.
-pub(crate) struct Counted<D> {
+struct Counted<D> {
     inner: D,
     in_flight: InFlight,
 }
@@ -92,9 +81,23 @@ pub(crate) struct Serving {
 }
 
 impl Serving {
-    /// Starts `server` (whose dispatcher counts in `in_flight`) and serves it on a new
-    /// thread. Returns with the server running and the epoch it runs.
-    pub(crate) fn start(server: Server, in_flight: InFlight) -> Result<(Serving, Epoch), CliError> {
+    /// Builds the server for `subscription` on `transport`, counting the messages
+    /// `dispatcher` has in progress, starts it and serves it on a new thread. Returns
+    /// with the server running, and the epoch it runs.
+    pub(crate) fn start(
+        transport: Arc<dyn Transport>,
+        subscription: Subscription,
+        dispatcher: impl Dispatcher,
+        executor: impl Executor,
+    ) -> Result<(Serving, Epoch), CliError> {
+        let in_flight = InFlight::default();
+        let counted = Counted {
+            inner: dispatcher,
+            in_flight: in_flight.clone(),
+        };
+        let server = Server::builder(transport, subscription, counted, executor)
+            .build()
+            .map_err(|e| CliError::usage(e.to_string()))?;
         let epoch = server.start().map_err(|e| match e {
             ServerError::Listen { source, .. } => transport_error(source),
             other => CliError::failure(other.to_string()),
@@ -108,8 +111,8 @@ impl Serving {
         let serving = match serving {
             Ok(serving) => serving,
             Err(e) => {
-                // Nothing was taken yet: stopping cannot wait for anything.
-                let _ = server.stop().and_then(|_| server.wait());
+                // Stop taking messages; those already taken are left to the exit.
+                let _ = server.stop();
                 return Err(CliError::failure(format!("cannot start a thread: {e}")));
             }
         };

@@ -5,13 +5,13 @@ use std::time::Duration;
 use messaging_core::codec::Codec;
 use messaging_core::rpc::{Endpoint, HandlerError, RpcDispatcher};
 use messaging_core::{
-    Context, Dispatch, Dispatcher, Executor, IncomingMessage, Meta, Server, Subscription, Target,
+    Context, Dispatch, Dispatcher, Executor, IncomingMessage, Meta, Subscription, Target,
 };
 use messaging_executors::{BlockingExecutor, EventLoopExecutor, ThreadPoolExecutor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::running::{InFlight, Serving};
+use super::running::Serving;
 use super::{compact, invalid_target, open_json};
 use crate::{CliError, ExecutorChoice, MAX_SECONDS, Output, ServeArgs, Shutdown, positive_seconds};
 
@@ -113,20 +113,16 @@ pub(crate) fn run(
     target.exchange = args.exchange.clone();
     target.validate_for_listen().map_err(invalid_target)?;
     let transport = open_json(&args.url)?;
-    let in_flight = InFlight::new();
     let dispatcher = PrintCasts {
         rpc: RpcDispatcher::new(vec![endpoint()]).map_err(|e| CliError::failure(e.to_string()))?,
         out: out.clone(),
     };
-    let server = Server::builder(
+    let (serving, epoch) = Serving::start(
         transport,
         Subscription::Rpc(target.clone()),
-        in_flight.counting(dispatcher),
+        dispatcher,
         executor(args.executor),
-    )
-    .build()
-    .map_err(|e| CliError::usage(e.to_string()))?;
-    let (serving, epoch) = Serving::start(server, in_flight)?;
+    )?;
     err.line(&format!(
         "serving {target} on {} ({epoch}); stop with Ctrl-C",
         serving.server().executor_name()

@@ -30,13 +30,13 @@ use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult, Notifier,
 };
 use messaging_core::rpc::{Endpoint, HandlerError, RpcClient, RpcDispatcher};
-use messaging_core::{Context, Priority, Server, Subscription, Target, TransportUrl};
+use messaging_core::{Context, Dispatcher, Priority, Subscription, Target, TransportUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::payload::{MAX_PAYLOAD, PayloadSpec, Rng};
 use self::stats::{Collector, ErrorKind, LatencyKind, Recorder, Summary, micros};
-use super::running::{InFlight, Serving};
+use super::running::Serving;
 use super::serve::executor;
 use super::{invalid_target, open_json};
 use crate::{
@@ -245,10 +245,9 @@ impl Running {
         wait: Duration,
     ) -> Result<Running, CliError> {
         let transport = open_json(&common.url)?;
-        let in_flight = InFlight::new();
         let recorder = Recorder::new();
         let record = recorder.clone();
-        let (builder, description) = match side {
+        let (subscription, dispatcher, description): (_, Box<dyn Dispatcher>, _) = match side {
             Side::Rpc => {
                 let endpoint = Endpoint::new().method("info", move |_ctx, args: InfoArgs| {
                     let mut message = args.message;
@@ -274,13 +273,7 @@ impl Running {
                 let description = format!("serving {target}");
                 let dispatcher = RpcDispatcher::new(vec![endpoint])
                     .map_err(|e| CliError::failure(e.to_string()))?;
-                let builder = Server::builder(
-                    transport,
-                    Subscription::Rpc(target),
-                    in_flight.counting(dispatcher),
-                    executor(choice),
-                );
-                (builder, description)
+                (Subscription::Rpc(target), Box::new(dispatcher), description)
             }
             Side::Notify => {
                 let endpoint = NotificationEndpoint::new().on(
@@ -308,19 +301,11 @@ impl Running {
                     priorities: dispatcher.priorities(),
                     pool: None,
                 };
-                let builder = Server::builder(
-                    transport,
-                    subscription,
-                    in_flight.counting(dispatcher),
-                    executor(choice),
-                );
-                (builder, description)
+                (subscription, Box::new(dispatcher), description)
             }
         };
-        let server = builder
-            .build()
-            .map_err(|e| CliError::usage(e.to_string()))?;
-        let (serving, _) = Serving::start(server, in_flight)?;
+        let dispatcher = move |batch| dispatcher.dispatch(batch);
+        let (serving, _) = Serving::start(transport, subscription, dispatcher, executor(choice))?;
         Ok(Running {
             serving,
             recorder,
