@@ -423,7 +423,7 @@ fn the_binary_reports_usage_errors_and_help() {
     assert_eq!(out.status.code(), Some(i32::from(exit::TIMEOUT)));
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn the_binary_stops_cleanly_on_sigterm() {
     let bin = env!("CARGO_BIN_EXE_messaging");
@@ -440,7 +440,11 @@ fn the_binary_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catches_sigint_and_sigterm(child.id()) {
+        assert!(Instant::now() < deadline, "no signal handlers");
+        thread::sleep(Duration::from_millis(5));
+    }
     let status = Process::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -849,6 +853,7 @@ fn cast_and_notify_end_at_their_timeout() {
 }
 
 /// Whether `pid` has handlers for SIGINT and SIGTERM installed (Linux).
+#[cfg(target_os = "linux")]
 fn catches_sigint_and_sigterm(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -926,6 +931,7 @@ fn a_signal_abandons_a_send_at_once() {
     }
 }
 
+#[cfg(target_os = "linux")] // script(1) of util-linux
 #[test]
 fn logs_have_colours_only_on_a_terminal_without_no_color() {
     // -v: the notifier logs each send at debug level.
