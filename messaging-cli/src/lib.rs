@@ -8,6 +8,14 @@
 //! tested in-process (over `memory://`, which only works inside one process).
 //!
 //! Results go to stdout, progress and logs to stderr. Exit codes: see [`exit`].
+//!
+//! Inputs are checked before anything is sent: targets with core's
+//! [`Target`](messaging_core::Target) name rules, seconds within
+//! `0..=`[`MAX_SECONDS`], counts within their documented bounds; JSON arguments and
+//! payloads (inline, `@FILE` or `-` for stdin, at most [`MAX_JSON_INPUT`] bytes) travel
+//! verbatim, so numbers arrive exactly as written. The transport URL comes from `--url`
+//! or, when that is not given, from the `MESSAGING_URL` environment variable; errors
+//! quote it as given, passwords hidden.
 
 mod commands;
 mod output;
@@ -23,25 +31,40 @@ pub use output::{Output, Shutdown};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// A failure other than the ones below (transport, connection, codec).
+    /// A failure other than the ones below (transport, connection, codec), an
+    /// interrupted send, or a server that had to exit before its handlers finished.
     pub const FAILURE: u8 = 1;
-    /// Bad usage: arguments, JSON, URL or target.
+    /// Bad usage or input: arguments, JSON, URL, target, a message too large.
     pub const USAGE: u8 = 2;
     /// The remote handler raised an error.
     pub const REMOTE: u8 = 3;
-    /// No reply in time.
+    /// No reply (call) or no acceptance by the broker (cast, notify) in time.
     pub const TIMEOUT: u8 = 4;
 }
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 success, 1 failure (transport, connection), 2 usage error \
-(arguments, JSON, URL, target), 3 remote error, 4 timeout.";
+The URL comes from --url, or else from the MESSAGING_URL environment variable (keeps the \
+password out of `ps`).
+
+Exit codes: 0 success, 1 failure (transport, connection, interrupted), 2 usage error \
+(arguments, JSON, URL, target, message too large), 3 remote error, 4 timeout.";
+
+/// The largest number of seconds any option takes (a year): larger values would only
+/// overflow clocks.
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// The most bytes read for one JSON argument from a file or stdin (64 MiB).
+pub const MAX_JSON_INPUT: usize = 64 << 20;
+
+/// The default `--grace` of the servers: seconds to let handlers finish after a stop.
+pub const DEFAULT_GRACE: f64 = 30.0;
 
 /// Talk to services over a message bus (oslo.messaging compatible).
 #[derive(Debug, Parser)]
 #[command(name = "messaging", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Log more on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    /// Log more on stderr (-v debug, -vv trace, including the AMQP client's own logs);
+    /// RUST_LOG overrides. Colours only on a terminal, never with NO_COLOR set.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// What to do.
@@ -65,9 +88,13 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Notify(NotifyArgs),
     /// Run an RPC server with the endpoints echo(value), fail(message) and
-    /// sleep(seconds); print one JSON line per cast received; stop on SIGINT/SIGTERM.
+    /// sleep(seconds); print one JSON line per cast received. SIGINT/SIGTERM: stop taking
+    /// messages and let the handlers finish within --grace; a second one: exit at once.
+    #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
-    /// Print one JSON line per notification received; stop on SIGINT/SIGTERM.
+    /// Print one JSON line per notification received. SIGINT/SIGTERM: stop taking
+    /// notifications and finish within --grace; a second one: exit at once.
+    #[command(after_help = EXIT_CODES)]
     Listen(ListenArgs),
     /// Load generator after oslo.messaging's tools/simulator.py: run an rpc-server or
     /// notify-server in one process and an rpc-client or notify-client in another;
@@ -79,10 +106,11 @@ pub enum Command {
 /// `messaging demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Seconds of load per executor (split between calls, casts and notifications).
+    /// Seconds of load per executor (split between calls, casts and notifications),
+    /// more than 0 and at most 60.
     #[arg(long, default_value_t = 3.0)]
     pub duration: f64,
-    /// Concurrent calling clients.
+    /// Concurrent calling clients (threads), 1 to 1024.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
 }
@@ -90,8 +118,9 @@ pub struct DemoArgs {
 /// `messaging call` and `messaging cast`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/.
-    #[arg(long)]
+    /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
+    /// MESSAGING_URL).
+    #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: String,
     /// Topic of the service.
     #[arg(long)]
@@ -108,18 +137,20 @@ pub struct SendArgs {
     /// Interface version, major.minor.
     #[arg(long)]
     pub version: Option<String>,
-    /// Seconds to wait for the reply.
+    /// Seconds the whole send may take, connection retries included: until the reply
+    /// (call) or until the broker took the message (cast).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
     /// Send to every server of the topic (casts only).
     #[arg(long)]
     pub fanout: bool,
-    /// Request context, as a JSON object.
+    /// Request context, as a JSON object (inline, @FILE or - for stdin).
     #[arg(long, value_name = "JSON")]
     pub context: Option<String>,
     /// The method.
     pub method: String,
-    /// Keyword arguments, as a JSON object.
+    /// Keyword arguments, as a JSON object: inline, @FILE, or - for stdin (at most
+    /// 64 MiB). Sent verbatim: numbers arrive exactly as written.
     #[arg(value_name = "JSON_KWARGS", default_value = "{}")]
     pub kwargs: String,
 }
@@ -127,8 +158,9 @@ pub struct SendArgs {
 /// `messaging notify`.
 #[derive(Debug, Args)]
 pub struct NotifyArgs {
-    /// Transport URL.
-    #[arg(long)]
+    /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
+    /// MESSAGING_URL).
+    #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: String,
     /// Topic (repeatable).
     #[arg(long, default_value = "notifications")]
@@ -142,7 +174,12 @@ pub struct NotifyArgs {
     /// Publisher id.
     #[arg(long, default_value = "messaging-cli")]
     pub publisher_id: String,
-    /// The payload, as JSON.
+    /// Seconds the whole send may take (until the broker took it, connection retries
+    /// included).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// The payload, as JSON: inline, @FILE, or - for stdin (at most 64 MiB). Sent
+    /// verbatim: numbers arrive exactly as written.
     #[arg(value_name = "JSON_PAYLOAD")]
     pub payload: String,
 }
@@ -161,8 +198,9 @@ pub enum ExecutorChoice {
 /// `messaging serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Transport URL.
-    #[arg(long)]
+    /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
+    /// MESSAGING_URL).
+    #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: String,
     /// Topic to serve.
     #[arg(long)]
@@ -176,13 +214,19 @@ pub struct ServeArgs {
     /// Executor.
     #[arg(long, value_enum, default_value_t = ExecutorChoice::ThreadPool)]
     pub executor: ExecutorChoice,
+    /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
+    pub grace: f64,
 }
 
 /// `messaging listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Transport URL.
-    #[arg(long)]
+    /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
+    /// MESSAGING_URL).
+    #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: String,
     /// Topic (repeatable).
     #[arg(long, default_value = "notifications")]
@@ -193,6 +237,15 @@ pub struct ListenArgs {
     /// Exchange (default: the transport's control exchange).
     #[arg(long)]
     pub exchange: Option<String>,
+    /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
+    pub grace: f64,
+    /// Seconds each notification's handler sleeps after printing it (a slow consumer,
+    /// e.g. to try the drain on stop).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub handler_delay: f64,
 }
 
 const SIMULATE_HELP: &str = "\
@@ -235,8 +288,13 @@ reply-lost, codec, mismatch, invalid, other. latency_us is null when nothing was
 measured. Summary percentiles come from a log-linear histogram (within 0.4%); per-second
 ones are exact.
 
-Exit codes: 0 done (even with some errors), 1 transport failure or every message
-failed, 2 usage error.";
+Stopping: SIGINT/SIGTERM, -d or --expect ends a server: it stops taking messages and
+lets the ones in progress finish within --grace; a (further) signal or the end of the
+grace period makes it exit 1 at once. The URL comes from --url, or else from the
+MESSAGING_URL environment variable, or else is memory://.
+
+Exit codes: 0 done (even with some errors), 1 transport failure, every message failed,
+or a server left messages unfinished, 2 usage error.";
 
 /// `messaging simulate`.
 #[derive(Debug, Args)]
@@ -271,7 +329,13 @@ pub enum SimulateMode {
 #[derive(Debug, Args)]
 pub struct SimCommon {
     /// Transport URL; memory:// connects only within one process (see --with-server).
-    #[arg(long, default_value = "memory://")]
+    /// --url wins over MESSAGING_URL, which wins over the default.
+    #[arg(
+        long,
+        env = "MESSAGING_URL",
+        hide_env_values = true,
+        default_value = "memory://"
+    )]
     pub url: String,
     /// Topic.
     #[arg(long, default_value = "profiler_topic")]
@@ -303,6 +367,11 @@ pub struct SimServerArgs {
     /// Seconds each handler sleeps before answering (a slow service).
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 0.0)]
     pub wait_before_answer: f64,
+    /// Seconds to let the handlers in progress finish after SIGINT/SIGTERM (a "possible
+    /// hang" warning after half of it, or after 30 s if that is sooner); then, or at a
+    /// second signal, exit with status 1 without waiting.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE)]
+    pub grace: f64,
 }
 
 /// `messaging simulate notify-client`, and what `rpc-client` shares with it.
@@ -385,14 +454,18 @@ impl CliError {
 }
 
 /// Runs a parsed command. Returns the exit code, having written results to `out` and
-/// errors to `err`. `serve`, `listen` and the `simulate` servers run until `shutdown`
-/// is triggered; the `simulate` clients stop sending when it is.
+/// errors to `err` (one line, control characters escaped). `serve`, `listen` and the
+/// `simulate` servers run until `shutdown` is triggered, then drain (a further trigger
+/// ends the drain at once); `call`, `cast` and `notify` abandon their send when it is
+/// triggered; `demo` stops early; the `simulate` clients stop sending. Every transport and server the
+/// command opened is dropped before this returns, except a server that was told to
+/// exit without waiting for its handlers.
 pub fn run(cli: Cli, out: &Output, err: &Output, shutdown: &Shutdown) -> u8 {
     let result = match cli.command {
-        Command::Demo(args) => commands::demo::run(&args, out, err),
-        Command::Call(args) => commands::send::call(&args, out),
-        Command::Cast(args) => commands::send::cast(&args),
-        Command::Notify(args) => commands::send::notify(&args),
+        Command::Demo(args) => commands::demo::run(&args, out, err, shutdown),
+        Command::Call(args) => commands::send::call(&args, out, shutdown),
+        Command::Cast(args) => commands::send::cast(&args, shutdown),
+        Command::Notify(args) => commands::send::notify(&args, shutdown),
         Command::Serve(args) => commands::serve::run(&args, out, err, shutdown),
         Command::Listen(args) => commands::listen::run(&args, out, err, shutdown),
         Command::Simulate(args) => commands::simulate::run(&args, out, err, shutdown),
@@ -400,13 +473,106 @@ pub fn run(cli: Cli, out: &Output, err: &Output, shutdown: &Shutdown) -> u8 {
     match result {
         Ok(()) => exit::OK,
         Err(error) => {
-            err.line(&format!("error: {}", error.message));
+            err.line(&format!("error: {}", one_line(&error.message)));
             error.code
         }
     }
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`, ...), so that an error
+/// is one line and cannot drive the terminal, whatever names or broker texts it quotes.
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// `value` seconds, for option `what`: from 0 to [`MAX_SECONDS`].
 pub(crate) fn seconds(value: f64, what: &str) -> Result<Duration, CliError> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| CliError::usage(format!("{what} must be a non-negative number of seconds")))
+    if (0.0..=MAX_SECONDS).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(CliError::usage(format!(
+            "{what} must be a number of seconds from 0 to {MAX_SECONDS}, got {value:?}"
+        )))
+    }
+}
+
+/// `value` seconds, for option `what`: more than 0 and at most `max`.
+pub(crate) fn positive_seconds(value: f64, what: &str, max: f64) -> Result<Duration, CliError> {
+    if value > 0.0 && value <= max {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(CliError::usage(format!(
+            "{what} must be a number of seconds more than 0 and at most {max}, got {value:?}"
+        )))
+    }
+}
+
+/// Whether log lines on stderr get colours (ANSI escapes): only on a terminal, and
+/// never when `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The log filter for `-v` given `verbose` times, when `RUST_LOG` is not set. The AMQP
+/// client's own logs (which can quote whole messages) only come with `-vv`; the
+/// transports report its failures themselves.
+pub fn default_log_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn,lapin=off",
+        1 => "debug,lapin=error",
+        _ => "trace",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line_without_escapes() {
+        assert_eq!(one_line("a\nb\u{1b}[31mc\td"), "a\\nb\\u{1b}[31mc\\td");
+        assert_eq!(one_line("plain é"), "plain é");
+    }
+
+    #[test]
+    fn seconds_say_their_range() {
+        assert_eq!(seconds(1.5, "--x").unwrap(), Duration::from_millis(1500));
+        assert_eq!(seconds(0.0, "--x").unwrap(), Duration::ZERO);
+        for bad in [-1.0, 1e300, f64::NAN, f64::INFINITY, MAX_SECONDS + 1.0] {
+            let error = seconds(bad, "--timeout").unwrap_err();
+            assert_eq!(error.code, exit::USAGE);
+            assert!(
+                error.message.contains("from 0 to 31536000"),
+                "{}",
+                error.message
+            );
+        }
+        assert!(
+            seconds(1e300, "--timeout")
+                .unwrap_err()
+                .message
+                .ends_with("got 1e300")
+        );
+        assert!(positive_seconds(0.0, "--grace", 10.0).is_err());
+        assert!(positive_seconds(10.0, "--grace", 10.0).is_ok());
+        assert!(positive_seconds(f64::NAN, "--grace", 10.0).is_err());
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new(""))));
+    }
 }

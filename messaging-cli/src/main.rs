@@ -1,10 +1,16 @@
 //! The `messaging` binary: argument parsing, logging to stderr, and SIGINT/SIGTERM
-//! mapped to a clean stop. Everything else is in the `messaging_cli` library.
+//! mapped to stop requests (see [`Shutdown`]). Everything else is in the
+//! `messaging_cli` library.
+//!
+//! Every command returns to `main`, which returns its exit code: nothing calls
+//! `std::process::exit`, so the transports' destructors (which settle unconfirmed
+//! publishes and remove reply queues) always run.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use messaging_cli::{Cli, Output, Shutdown, run};
+use messaging_cli::{Cli, Output, Shutdown, default_log_filter, log_colours, run};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -20,16 +26,15 @@ fn main() -> ExitCode {
             });
         }
     };
-    let default_level = match cli.verbose {
-        0 => "warn",
-        1 => "debug",
-        _ => "trace",
-    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(log_colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
+                .unwrap_or_else(|_| default_log_filter(cli.verbose).into()),
         )
         .init();
 
@@ -38,7 +43,8 @@ fn main() -> ExitCode {
         Ok(mut signals) => {
             let shutdown = shutdown.clone();
             std::thread::spawn(move || {
-                if signals.forever().next().is_some() {
+                // Every signal is one more request: the second one ends a drain.
+                for _ in signals.forever() {
                     shutdown.trigger();
                 }
             });

@@ -423,7 +423,7 @@ fn the_binary_reports_usage_errors_and_help() {
     assert_eq!(out.status.code(), Some(i32::from(exit::TIMEOUT)));
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn the_binary_stops_cleanly_on_sigterm() {
     let bin = env!("CARGO_BIN_EXE_messaging");
@@ -440,7 +440,11 @@ fn the_binary_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catches_sigint_and_sigterm(child.id()) {
+        assert!(Instant::now() < deadline, "no signal handlers");
+        thread::sleep(Duration::from_millis(5));
+    }
     let status = Process::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -455,4 +459,533 @@ fn the_binary_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------- hardening (issue 9)
+
+/// What a run of the binary did.
+struct Exited {
+    code: Option<i32>,
+    out: String,
+    err: String,
+    took: Duration,
+}
+
+/// Runs the binary with `env` and `stdin`, killing it (and failing) after `limit`.
+fn binary(args: &[&str], env: &[(&str, &str)], stdin: &[u8], limit: Duration) -> Exited {
+    use std::process::Stdio;
+    let mut command = Process::new(env!("CARGO_BIN_EXE_messaging"));
+    command
+        .args(args)
+        .env_remove("MESSAGING_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().unwrap();
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => {
+            let output = output.unwrap();
+            Exited {
+                code: output.status.code(),
+                out: String::from_utf8_lossy(&output.stdout).into_owned(),
+                err: String::from_utf8_lossy(&output.stderr).into_owned(),
+                took: started.elapsed(),
+            }
+        }
+        Err(_) => {
+            let _ = Process::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("messaging {args:?} still running after {limit:?}");
+        }
+    }
+}
+
+const USAGE: Option<i32> = Some(exit::USAGE as i32);
+
+/// One line on stderr, `error: ...`, and no panic.
+fn assert_one_error_line(ran: &Exited, context: &str) {
+    assert_eq!(ran.err.lines().count(), 1, "{context}: {}", ran.err);
+    assert!(ran.err.starts_with("error: "), "{context}: {}", ran.err);
+    assert!(!ran.err.contains("panicked"), "{context}: {}", ran.err);
+}
+
+#[test]
+fn large_numbers_and_large_arguments_travel_verbatim() {
+    let bus = "memory:///cli-verbatim";
+    let server = serve(bus, "thread-pool");
+    let big = "123456789012345678901234567890";
+    let kwargs = format!("{{\"value\": {{\"n\": {big}, \"x\": -1.50e-400, \"f\": 4.0}}}}");
+    let ran = messaging(&["call", "--url", bus, "--topic", "svc", "echo", &kwargs]);
+    assert_eq!(ran.code, exit::OK, "{}", ran.err);
+    assert_eq!(
+        ran.out,
+        format!("{{\"n\":{big},\"x\":-1.50e-400,\"f\":4.0}}\n")
+    );
+
+    // More than 128 KiB (the most one argument can carry on Linux), from a file.
+    let text = "y".repeat(200 * 1024);
+    let path = std::env::temp_dir().join(format!("messaging-cli-{}.json", std::process::id()));
+    std::fs::write(&path, format!("{{\"value\": [\"{text}\", {big}]}}")).unwrap();
+    let file = format!("@{}", path.display());
+    let ran = messaging(&["call", "--url", bus, "--topic", "svc", "echo", &file]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(ran.code, exit::OK, "{}", ran.err);
+    assert_eq!(ran.out, format!("[\"{text}\",{big}]\n"));
+
+    // A cast's arguments as `serve` prints them.
+    let ran = messaging(&["cast", "--url", bus, "--topic", "svc", "echo", &kwargs]);
+    assert_eq!(ran.code, exit::OK, "{}", ran.err);
+    let lines = server.wait_lines(1);
+    assert!(
+        lines[0].contains(&format!("\"args\":{{\"value\":{{\"n\":{big},")),
+        "{}",
+        lines[0]
+    );
+    drop(server);
+
+    // A notification's payload as `listen` prints it.
+    let listener = Background::start(&["listen", "--url", bus, "--topic", "big"], "listening");
+    let payload = format!("[{big}, 1.0]");
+    let ran = messaging(&[
+        "notify",
+        "--url",
+        bus,
+        "--topic",
+        "big",
+        "--priority",
+        "info",
+        "--event-type",
+        "e",
+        &payload,
+    ]);
+    assert_eq!(ran.code, exit::OK, "{}", ran.err);
+    let lines = listener.wait_lines(1);
+    assert!(
+        lines[0].contains(&format!("\"payload\":[{big},1.0]")),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn errors_quote_the_url_as_given_and_the_codec_is_json() {
+    let ran = messaging(&[
+        "call",
+        "--url",
+        "nats://me:s3cret@h:4222/?prefetch=x",
+        "--topic",
+        "t",
+        "m",
+    ]);
+    assert_eq!(ran.code, exit::USAGE);
+    assert_eq!(
+        ran.err,
+        "error: invalid transport URL `nats://me:***@h:4222/?prefetch=x`: `prefetch` must be a whole number, got `x`\n"
+    );
+    let ran = messaging(&[
+        "call",
+        "--url",
+        "nats://me:s3cret@h/?codec=bincode",
+        "--topic",
+        "t",
+        "m",
+    ]);
+    assert_eq!(ran.code, exit::USAGE);
+    assert!(ran.err.contains("JSON only"), "{}", ran.err);
+    assert!(!ran.err.contains("s3cret"), "{}", ran.err);
+}
+
+#[test]
+fn counts_durations_and_timeouts_are_bounded() {
+    for (args, expected) in [
+        (
+            vec!["demo", "--clients", "100000"],
+            "--clients must be from 1 to 1024, got 100000",
+        ),
+        (
+            vec!["demo", "--clients", "0"],
+            "--clients must be from 1 to 1024",
+        ),
+        (
+            vec!["demo", "--duration", "1e300"],
+            "--duration must be a number of seconds more than 0 and at most 60, got 1e300",
+        ),
+        (
+            vec!["demo", "--duration", "0"],
+            "--duration must be a number of seconds more than 0",
+        ),
+        (
+            vec![
+                "call",
+                "--url",
+                "memory://",
+                "--topic",
+                "t",
+                "--timeout",
+                "1e300",
+                "m",
+            ],
+            "--timeout must be a number of seconds from 0 to 31536000, got 1e300",
+        ),
+        (
+            vec![
+                "notify",
+                "--url",
+                "memory://",
+                "--priority",
+                "info",
+                "--event-type",
+                "e",
+                "--timeout",
+                "NaN",
+                "{}",
+            ],
+            "--timeout must be a number of seconds from 0 to 31536000, got NaN",
+        ),
+        (
+            vec![
+                "serve",
+                "--url",
+                "memory://",
+                "--topic",
+                "t",
+                "--server",
+                "s",
+                "--grace",
+                "0",
+            ],
+            "--grace must be a number of seconds more than 0",
+        ),
+        (
+            vec!["listen", "--url", "memory://", "--handler-delay=-1"],
+            "--handler-delay must be a number of seconds from 0",
+        ),
+        (
+            vec!["simulate", "rpc-client", "-d", "1e19"],
+            "--duration must be a number of seconds more than 0 and at most 31536000",
+        ),
+    ] {
+        let ran = messaging(&args);
+        assert_eq!(ran.code, exit::USAGE, "{args:?}: {}", ran.err);
+        assert!(ran.err.contains(expected), "{args:?}: {}", ran.err);
+        assert_eq!(ran.err.lines().count(), 1, "{args:?}: {}", ran.err);
+    }
+}
+
+/// Names longer than 255 bytes, empty, with AMQP wildcards or control characters, in
+/// every field and every command: exit 2 with one line, before any connection (the URL
+/// points at a closed port), never a panic.
+#[test]
+fn bad_names_exit_2_with_one_line_in_every_command() {
+    let url = "rabbit://guest:guest@127.0.0.1:1/";
+    let long = "n".repeat(256);
+    for bad in [long.as_str(), "", "#", "a.*", "a\u{1b}[31mb", "a\nb"] {
+        let commands: Vec<Vec<&str>> = vec![
+            vec!["call", "--topic", bad, "m"],
+            vec!["call", "--topic", "t", "--server", bad, "m"],
+            vec!["call", "--topic", "t", "--exchange", bad, "m"],
+            vec!["cast", "--topic", bad, "m"],
+            vec!["cast", "--topic", "t", "--fanout", "--exchange", bad, "m"],
+            vec!["cast", "--topic", "t", "--server", bad, "m"],
+            vec![
+                "notify",
+                "--topic",
+                bad,
+                "--priority",
+                "info",
+                "--event-type",
+                "e",
+                "{}",
+            ],
+            vec!["serve", "--topic", bad, "--server", "s"],
+            vec!["serve", "--topic", "t", "--server", bad],
+            vec!["serve", "--topic", "t", "--server", "s", "--exchange", bad],
+            vec!["listen", "--topic", bad],
+            vec!["listen", "--topic", "t", "--exchange", bad],
+            vec!["listen", "--topic", "t", "--pool", bad],
+        ];
+        for mut args in commands {
+            args.extend(["--url", url]);
+            let ran = binary(&args, &[], b"", Duration::from_secs(20));
+            let context = format!(
+                "{:?}",
+                args.iter().map(|a| a.len().min(20)).collect::<Vec<_>>()
+            );
+            assert_eq!(ran.code, USAGE, "{} {context}: {}", args[0], ran.err);
+            assert_one_error_line(&ran, args[0]);
+            assert!(!ran.err.contains('\u{1b}'), "{}", ran.err);
+        }
+    }
+}
+
+#[test]
+fn the_url_can_come_from_messaging_url() {
+    let limit = Duration::from_secs(20);
+    let call = ["call", "--topic", "t", "--timeout", "0.1", "m"];
+    // memory:// from the environment: nobody answers, a timeout.
+    let ran = binary(&call, &[("MESSAGING_URL", "memory://")], b"", limit);
+    assert_eq!(ran.code, Some(i32::from(exit::TIMEOUT)), "{}", ran.err);
+    // --url wins over the environment.
+    let mut with_url = call.to_vec();
+    with_url.extend(["--url", "memory://"]);
+    let ran = binary(&with_url, &[("MESSAGING_URL", "kafka://x")], b"", limit);
+    assert_eq!(ran.code, Some(i32::from(exit::TIMEOUT)), "{}", ran.err);
+    let ran = binary(&call, &[("MESSAGING_URL", "kafka://x")], b"", limit);
+    assert_eq!(ran.code, USAGE);
+    assert!(
+        ran.err.contains("no transport for scheme `kafka`"),
+        "{}",
+        ran.err
+    );
+    // Neither: a usage error naming both.
+    let ran = binary(&call, &[], b"", limit);
+    assert_eq!(ran.code, USAGE);
+    assert!(ran.err.contains("--url"), "{}", ran.err);
+    // The help names the variable but never shows its value.
+    let secret = [("MESSAGING_URL", "rabbit://u:s3cret@h/")];
+    for command in ["call", "cast", "notify", "serve", "listen"] {
+        let ran = binary(&[command, "--help"], &secret, b"", limit);
+        assert_eq!(ran.code, Some(0));
+        assert!(ran.out.contains("MESSAGING_URL"), "{command}: {}", ran.out);
+        assert!(!ran.out.contains("s3cret"), "{command}: {}", ran.out);
+    }
+}
+
+#[test]
+fn json_arguments_come_from_stdin_or_a_file_within_a_bound() {
+    let limit = Duration::from_secs(20);
+    let call = |kwargs: &'static str| {
+        vec![
+            "call",
+            "--url",
+            "memory://",
+            "--topic",
+            "t",
+            "--timeout",
+            "0.1",
+            "m",
+            kwargs,
+        ]
+    };
+    // Read and accepted (then nobody answers).
+    let big = format!("{{\"v\": \"{}\"}}", "z".repeat(300 * 1024));
+    let ran = binary(&call("-"), &[], big.as_bytes(), limit);
+    assert_eq!(ran.code, Some(i32::from(exit::TIMEOUT)), "{}", ran.err);
+    let ran = binary(&call("-"), &[], b"[1]", limit);
+    assert_eq!(ran.code, USAGE);
+    assert_eq!(ran.err, "error: JSON_KWARGS must be a JSON object\n");
+    let ran = binary(&call("-"), &[], b"{\"secret\": ", limit);
+    assert_eq!(ran.code, USAGE);
+    assert!(
+        ran.err.contains("JSON_KWARGS is not valid JSON"),
+        "{}",
+        ran.err
+    );
+    assert!(!ran.err.contains("secret"), "{}", ran.err);
+    // An endless source is cut at the bound, not read into memory.
+    let ran = binary(&call("@/dev/zero"), &[], b"", limit);
+    assert_eq!(ran.code, USAGE);
+    assert_eq!(
+        ran.err,
+        "error: JSON_KWARGS: /dev/zero holds more than 64 MiB\n"
+    );
+    let ran = binary(&call("@/nonexistent/args.json"), &[], b"", limit);
+    assert_eq!(ran.code, USAGE);
+    assert!(
+        ran.err.contains("cannot read /nonexistent/args.json"),
+        "{}",
+        ran.err
+    );
+}
+
+/// A TCP port that accepts connections and never answers: a broker that hangs.
+fn silent_broker() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+#[test]
+fn cast_and_notify_end_at_their_timeout() {
+    let silent = silent_broker();
+    let port = silent.local_addr().unwrap().port();
+    for url in [
+        format!("rabbit://guest:guest@127.0.0.1:{port}/"),
+        format!("nats://127.0.0.1:{port}"),
+    ] {
+        let sends: [&[&str]; 2] = [
+            &["cast", "--topic", "t", "m"],
+            &["notify", "--priority", "info", "--event-type", "e", "{}"],
+        ];
+        for send in sends {
+            let mut args = send.to_vec();
+            args.extend(["--url", &url, "--timeout", "1"]);
+            let ran = binary(&args, &[], b"", Duration::from_secs(30));
+            assert_eq!(
+                ran.code,
+                Some(i32::from(exit::TIMEOUT)),
+                "{args:?}: {}",
+                ran.err
+            );
+            assert_one_error_line(&ran, send[0]);
+            assert!(ran.err.contains("timed out after 1s"), "{}", ran.err);
+            assert!(
+                ran.took >= Duration::from_millis(950) && ran.took < Duration::from_secs(8),
+                "{args:?}: took {:?}",
+                ran.took
+            );
+        }
+    }
+}
+
+/// Whether `pid` has handlers for SIGINT and SIGTERM installed (Linux).
+#[cfg(target_os = "linux")]
+fn catches_sigint_and_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0 && mask & (1 << (15 - 1)) != 0)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_abandons_a_send_at_once() {
+    use std::process::Stdio;
+    let silent = silent_broker();
+    let port = silent.local_addr().unwrap().port();
+    for (args, what) in [
+        (
+            vec![
+                "call".to_owned(),
+                "--url".to_owned(),
+                format!("nats://127.0.0.1:{port}"),
+            ],
+            "call",
+        ),
+        (
+            vec![
+                "cast".to_owned(),
+                "--url".to_owned(),
+                format!("rabbit://guest:guest@127.0.0.1:{port}/"),
+            ],
+            "cast",
+        ),
+    ] {
+        let child = Process::new(env!("CARGO_BIN_EXE_messaging"))
+            .args(&args)
+            .args(["--topic", "t", "--timeout", "120", "m"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !catches_sigint_and_sigterm(child.id()) {
+            assert!(Instant::now() < deadline, "no signal handlers");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let sent = Instant::now();
+        Process::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = Process::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("{what}: SIGINT did not end it");
+            });
+        let output = output.unwrap();
+        assert!(
+            sent.elapsed() < Duration::from_secs(7),
+            "{what}: {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(output.status.code(), Some(i32::from(exit::FAILURE)));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            format!("error: interrupted: the {what} was abandoned\n")
+        );
+    }
+}
+
+#[cfg(target_os = "linux")] // script(1) of util-linux
+#[test]
+fn logs_have_colours_only_on_a_terminal_without_no_color() {
+    // -v: the notifier logs each send at debug level.
+    let notify = [
+        "-v",
+        "notify",
+        "--url",
+        "memory://",
+        "--priority",
+        "info",
+        "--event-type",
+        "e",
+        "{}",
+    ];
+    let ran = binary(&notify, &[], b"", Duration::from_secs(20));
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    assert!(ran.err.contains("DEBUG"), "{}", ran.err);
+    assert!(!ran.err.contains('\u{1b}'), "{}", ran.err);
+    // On a terminal (script(1) gives it one): colours, unless NO_COLOR is set.
+    let command = format!("{} {}", env!("CARGO_BIN_EXE_messaging"), notify.join(" "));
+    for (no_color, coloured) in [(None, true), (Some("1"), false)] {
+        let mut script = Process::new("script");
+        script.args(["-qec", &command, "/dev/null"]);
+        script.env_remove("NO_COLOR").env_remove("RUST_LOG");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let output = script.output().expect("script(1) from util-linux");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("DEBUG"), "{text}");
+        assert_eq!(
+            text.contains('\u{1b}'),
+            coloured,
+            "NO_COLOR={no_color:?}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn notify_reports_a_bad_topic_as_a_usage_error() {
+    let ran = messaging(&[
+        "notify",
+        "--url",
+        "memory://",
+        "--topic",
+        "ok",
+        "--topic",
+        "",
+        "--priority",
+        "info",
+        "--event-type",
+        "e",
+        "{}",
+    ]);
+    assert_eq!(ran.code, exit::USAGE, "{}", ran.err);
+    assert_eq!(ran.err, "error: the topic name is empty: <Target topic=>\n");
 }

@@ -3,10 +3,10 @@
 //! `simulate rpc-server` counts what a `simulate rpc-client` sends. Runs for RabbitMQ
 //! and NATS when `MESSAGING_TEST_RABBIT_URL` / `MESSAGING_TEST_NATS_URL` are set.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_messaging");
 
@@ -23,27 +23,36 @@ fn url(variable: &str, option: &str) -> Option<String> {
     }
 }
 
-/// A background `messaging` process with its stdout lines and stderr readiness.
+/// A background `messaging` process with its stdout lines, its stderr, and stderr
+/// readiness.
 struct Background {
     child: Child,
     lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
     fn start(args: &[&str]) -> Background {
         let mut child = Command::new(BIN)
             .args(args)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let text = Arc::new(Mutex::new(String::new()));
+        let collected = text.clone();
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("serving") || line.contains("listening") {
                     let _ = ready_tx.send(());
                 }
+                let mut text = collected.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
             }
         });
         let (tx, lines) = mpsc::channel();
@@ -56,22 +65,54 @@ impl Background {
         ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the process got ready");
-        Background { child, lines }
+        Background {
+            child,
+            lines,
+            stderr: text,
+            stderr_reader: Some(stderr_reader),
+        }
     }
 
-    fn line(&self) -> serde_json::Value {
-        let line = self
-            .lines
+    fn raw_line(&self) -> String {
+        self.lines
             .recv_timeout(Duration::from_secs(30))
-            .expect("a line");
-        serde_json::from_str(&line).unwrap()
+            .expect("a line")
     }
 
-    /// Waits for the process to end by itself (killing it after `limit`).
-    fn wait(mut self, limit: Duration) -> Option<i32> {
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 30 s) until stderr contains `text`.
+    fn wait_stderr(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{text}` in: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end by itself (killing it, and failing, after
+    /// `limit`); then all of its stderr is in [`stderr`](Background::stderr).
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             if std::time::Instant::now() > deadline {
@@ -103,6 +144,27 @@ impl Drop for Background {
 fn messaging(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
+
+/// [`messaging`] with `stdin` on its standard input.
+fn messaging_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A number no f64 holds: it must arrive exactly as written.
+const BIG: &str = "123456789012345678901234567890";
 
 /// [`messaging`], killed (and the test failed) if it runs longer than `limit`.
 fn messaging_within(args: &[&str], limit: Duration) -> Output {
@@ -169,6 +231,18 @@ fn serve_call_cast_notify_and_listen(url: &str) {
         "{\"a\":3,\"b\":4.0}\n"
     );
 
+    // Numbers as sent, whatever their size; arguments from stdin.
+    let out = messaging_stdin(
+        &["call", "--url", &url, "--topic", &topic, "echo", "-"],
+        &format!("{{\"value\": [{BIG}, 4.0, -1e-400]}}"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("[{BIG},4.0,-1e-400]\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = messaging(&[
         "call",
         "--url",
@@ -206,10 +280,14 @@ fn serve_call_cast_notify_and_listen(url: &str) {
         "--topic",
         &topic,
         "echo",
-        r#"{"value": "cast"}"#,
+        &format!("{{\"value\": \"cast\", \"n\": {BIG}}}"),
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(server.line()["args"]["value"], "cast");
+    let line = server.raw_line();
+    assert!(
+        line.contains(&format!("\"args\":{{\"value\":\"cast\",\"n\":{BIG}}}")),
+        "{line}"
+    );
 
     let listener = Background::start(&["listen", "--url", &url, "--topic", &topic]);
     let out = messaging(&[
@@ -222,7 +300,7 @@ fn serve_call_cast_notify_and_listen(url: &str) {
         "warn",
         "--event-type",
         "cli.test",
-        r#"{"id": 7}"#,
+        &format!("{{\"id\": 7, \"n\": {BIG}}}"),
     ]);
     assert_eq!(
         out.status.code(),
@@ -230,7 +308,9 @@ fn serve_call_cast_notify_and_listen(url: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let note = listener.line();
+    let line = listener.raw_line();
+    assert!(line.contains(&format!("\"n\":{BIG}")), "{line}");
+    let note: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
         (
             note["priority"].as_str(),
@@ -271,7 +351,7 @@ fn simulate_rpc(url: &str) {
             .to_owned()
     };
     let (server_json, client_json) = (json("server"), json("client"));
-    let server = Background::start(&[
+    let mut server = Background::start(&[
         "simulate",
         "rpc-server",
         "--url",
@@ -336,4 +416,309 @@ fn simulate_rpc(url: &str) {
         assert_eq!(json["summary"]["errors"], 0, "{json}");
         assert!(!text.contains("guest:guest"), "the password is hidden");
     }
+}
+
+// ---------------------------------------------------------------- stopping a busy server
+
+#[test]
+fn a_busy_serve_or_listen_stops_on_signals_over_rabbitmq() {
+    if let Some(url) = url("MESSAGING_TEST_RABBIT_URL", "queue_ttl=600") {
+        busy_stops(&url);
+    }
+}
+
+#[test]
+fn a_busy_serve_or_listen_stops_on_signals_over_nats() {
+    if let Some(url) = url("MESSAGING_TEST_NATS_URL", "consumer_ttl=600") {
+        busy_stops(&url);
+    }
+}
+
+/// `serve` on a fresh topic with `extra` options, busy with a cast of
+/// `sleep(seconds)` (printed when taken).
+fn busy_server(url: &str, topic: &str, extra: &[&str], seconds: u32) -> Background {
+    let mut args = vec!["serve", "--url", url, "--topic", topic, "--server", "s1"];
+    args.extend(extra);
+    let server = Background::start(&args);
+    let kwargs = format!("{{\"seconds\": {seconds}}}");
+    let out = messaging(&[
+        "cast", "--url", url, "--topic", topic, "--server", "s1", "sleep", &kwargs,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = server.raw_line();
+    assert!(line.contains("\"sleep\""), "{line}");
+    server
+}
+
+/// The exit code within `limit` and how long it took.
+fn timed_exit(process: &mut Background, limit: Duration) -> (Option<i32>, Duration) {
+    let started = Instant::now();
+    let code = process.wait(limit);
+    (code, started.elapsed())
+}
+
+fn busy_stops(url: &str) {
+    let scheme = url.split(':').next().unwrap_or("x");
+    let topic = |case: &str| format!("cli_stop_{case}_{}_{scheme}", std::process::id());
+
+    // The grace period ends: exit 1 at once, after the "possible hang" warning. (The
+    // blocking executor; tests/stop.rs checks the warning on every executor.)
+    let mut server = busy_server(
+        url,
+        &topic("grace"),
+        &["--grace", "2", "--executor", "blocking"],
+        30,
+    );
+    server.signal("-INT");
+    let (code, took) = timed_exit(&mut server, Duration::from_secs(20));
+    let err = server.stderr();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        err.contains(
+            "stopping: taking no new messages; waiting up to 2 s for 1 message in progress \
+             (Ctrl-C again to exit at once)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("possible hang"), "{err}");
+    assert!(
+        err.ends_with(
+            "error: the grace period of 2 s is over: exiting with 1 message unfinished\n"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "no colours off a terminal: {err}");
+
+    // A second signal: exit 1 at once.
+    let mut server = busy_server(url, &topic("again"), &["--grace", "60"], 30);
+    server.signal("-INT");
+    server.wait_stderr("stopping");
+    server.signal("-TERM");
+    let (code, took) = timed_exit(&mut server, Duration::from_secs(20));
+    let err = server.stderr();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        err.ends_with("error: stopped again: exiting with 1 message unfinished\n"),
+        "{err}"
+    );
+
+    // Handlers that end within the grace period: a clean stop.
+    let mut server = busy_server(
+        url,
+        &topic("clean"),
+        &["--grace", "30", "--executor", "event-loop"],
+        1,
+    );
+    server.signal("-TERM");
+    let (code, _) = timed_exit(&mut server, Duration::from_secs(30));
+    let err = server.stderr();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("stopped: every message taken was handled"),
+        "{err}"
+    );
+
+    // listen: a notification's handler still running when the grace period ends.
+    let listen_topic = topic("listen");
+    let mut listener = Background::start(&[
+        "listen",
+        "--url",
+        url,
+        "--topic",
+        &listen_topic,
+        "--grace",
+        "2",
+        "--handler-delay",
+        "30",
+    ]);
+    let out = messaging(&[
+        "notify",
+        "--url",
+        url,
+        "--topic",
+        &listen_topic,
+        "--priority",
+        "info",
+        "--event-type",
+        "cli.stop",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let line = listener.raw_line(); // printed, then the handler sleeps
+    assert!(line.contains("cli.stop"), "{line}");
+    listener.signal("-INT");
+    let (code, took) = timed_exit(&mut listener, Duration::from_secs(20));
+    let err = listener.stderr();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        err.ends_with(
+            "error: the grace period of 2 s is over: exiting with 1 message unfinished\n"
+        ),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- RabbitMQ specifics
+
+/// The test broker's URL with another password.
+fn wrong_password(url: &str) -> String {
+    let parsed = messaging_core::TransportUrl::parse(url).unwrap();
+    let host = &parsed.hosts()[0];
+    format!(
+        "{}://{}:not-the-password@{}:{}/",
+        parsed.scheme(),
+        host.username.as_deref().unwrap_or("guest"),
+        host.hostname.as_deref().unwrap_or("127.0.0.1"),
+        host.port.unwrap_or(5672)
+    )
+}
+
+/// Wrong credentials are a permanent refusal: `cast` and `notify` fail at once with
+/// one line (needs the RabbitMQ transport's `TransportError::Refused` at connection).
+#[test]
+fn wrong_credentials_fail_at_once_with_one_line_over_rabbitmq() {
+    let Some(url) = url("MESSAGING_TEST_RABBIT_URL", "queue_ttl=600") else {
+        return;
+    };
+    let url = wrong_password(&url);
+    let topic = format!("cli_refused_{}", std::process::id());
+    let sends: [&[&str]; 3] = [
+        &["call", "--topic", &topic, "m"],
+        &["cast", "--topic", &topic, "m"],
+        &[
+            "notify",
+            "--topic",
+            &topic,
+            "--priority",
+            "info",
+            "--event-type",
+            "e",
+            "{}",
+        ],
+    ];
+    for send in sends {
+        let mut args = send.to_vec();
+        args.extend(["--url", &url, "--timeout", "60"]);
+        let started = Instant::now();
+        let out = messaging_within(&args, Duration::from_secs(90));
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", send[0]);
+        assert!(took < Duration::from_secs(10), "{}: took {took:?}", send[0]);
+        assert_eq!(err.lines().count(), 1, "{}: {err}", send[0]);
+        assert!(err.starts_with("error: "), "{}: {err}", send[0]);
+        assert!(err.to_lowercase().contains("refused"), "{}: {err}", send[0]);
+        assert!(!err.contains("not-the-password"), "{}: {err}", send[0]);
+    }
+}
+
+/// Runs `rabbitmqctl -q --no-table-headers ARGS` and returns its rows, split at tabs.
+fn rabbitmqctl(args: &[&str]) -> Vec<Vec<String>> {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "--no-table-headers"])
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The `reply_<hex>` queues consumed by the connections of process `pid` (the
+/// transport names its connections `messaging-rs:<pid>:<purpose>`).
+fn reply_queues_of(pid: u32) -> Vec<String> {
+    let marker = format!("messaging-rs:{pid}:");
+    let connections: Vec<String> = rabbitmqctl(&["list_connections", "pid", "client_properties"])
+        .into_iter()
+        .filter(|row| row.len() == 2 && row[1].contains(&marker))
+        .map(|row| row[0].clone())
+        .collect();
+    let channels: Vec<String> = rabbitmqctl(&["list_channels", "pid", "connection"])
+        .into_iter()
+        .filter(|row| row.len() == 2 && connections.contains(&row[1]))
+        .map(|row| row[0].clone())
+        .collect();
+    rabbitmqctl(&["list_consumers", "queue_name", "channel_pid"])
+        .into_iter()
+        .filter(|row| row.len() == 2 && row[0].starts_with("reply_") && channels.contains(&row[1]))
+        .map(|row| row[0].clone())
+        .collect()
+}
+
+/// A `messaging call` removes the reply queue it created before it exits (needs the
+/// RabbitMQ transport to delete its reply queue when it is dropped).
+#[test]
+fn a_call_leaves_no_reply_queue_behind_over_rabbitmq() {
+    let Some(url) = url("MESSAGING_TEST_RABBIT_URL", "queue_ttl=600") else {
+        return;
+    };
+    let topic = format!("cli_reply_{}", std::process::id());
+    let server = Background::start(&["serve", "--url", &url, "--topic", &topic, "--server", "s1"]);
+    // A call that lasts long enough to be seen consuming its reply queue (each look
+    // takes three rabbitmqctl runs: seconds on a busy machine).
+    let call = Command::new(BIN)
+        .args([
+            "call",
+            "--url",
+            &url,
+            "--topic",
+            &topic,
+            "sleep",
+            r#"{"seconds": 12}"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = call.id();
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call.wait_with_output());
+    });
+    let mut queues = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queues.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no reply queue of the call found"
+        );
+        queues = reply_queues_of(pid);
+    }
+    let out = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the call ends")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = rabbitmqctl(&["list_queues", "name"])
+        .into_iter()
+        .filter_map(|row| row.into_iter().next())
+        .filter(|name| queues.contains(name))
+        .collect();
+    assert!(left.is_empty(), "reply queues left behind: {left:?}");
+    assert_eq!(server.terminate(), Some(0));
 }

@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use super::serve::executor;
 use super::transport_error;
-use crate::{CliError, DemoArgs, ExecutorChoice, Output, seconds};
+use crate::{CliError, DemoArgs, ExecutorChoice, Output, Shutdown, positive_seconds};
+
+/// The most `--clients` (each one is a thread).
+const MAX_CLIENTS: usize = 1024;
+/// The longest `--duration`, in seconds (every call latency is kept in memory).
+const MAX_DURATION: f64 = 60.0;
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
@@ -39,21 +44,29 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) -> Instant {
+fn wait_for(counter: &AtomicU64, target: u64, limit: Duration, shutdown: &Shutdown) -> Instant {
     let deadline = Instant::now() + limit;
-    while counter.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+    while counter.load(Ordering::Relaxed) < target
+        && Instant::now() < deadline
+        && !shutdown.is_triggered()
+    {
         thread::sleep(Duration::from_micros(200));
     }
     Instant::now()
 }
 
-fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, CliError> {
+fn one(
+    choice: ExecutorChoice,
+    phase: Duration,
+    clients: usize,
+    err: &Output,
+    shutdown: &Shutdown,
+) -> Result<Row, CliError> {
     let name = match choice {
         ExecutorChoice::Blocking => "blocking",
         ExecutorChoice::ThreadPool => "thread-pool",
         ExecutorChoice::EventLoop => "event-loop",
     };
-    let phase = seconds(args.duration / 3.0, "--duration")?;
     let url = format!("memory:///demo-{name}-{}", &ids::hex_id()[..8]);
     let transport: Arc<dyn Transport> =
         messaging_transports::open(&url).map_err(transport_error)?;
@@ -116,20 +129,21 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
 
     // Calls: `clients` threads, each calling in sequence.
     err.line(&format!(
-        "{name}: {} clients calling for {phase:.1?}",
-        args.clients
+        "{name}: {clients} clients calling for {phase:.1?}"
     ));
     let client = RpcClient::new(transport.clone(), Target::new("demo"))
         .with_timeout(Duration::from_secs(10));
     let started = Instant::now();
-    let callers: Vec<_> = (0..args.clients.max(1))
-        .map(|_| {
-            let client = client.clone();
-            thread::spawn(move || {
+    let mut callers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let spawned = thread::Builder::new()
+            .name("demo-client".to_owned())
+            .spawn(move || {
                 let mut latencies = Vec::new();
                 let end = Instant::now() + phase;
                 let mut seq = 0;
-                while Instant::now() < end {
+                while Instant::now() < end && !shutdown.is_triggered() {
                     let sent = Instant::now();
                     let payload = Payload {
                         seq,
@@ -146,9 +160,18 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
                     seq += 1;
                 }
                 Ok(latencies)
-            })
-        })
-        .collect();
+            });
+        match spawned {
+            Ok(caller) => callers.push(caller),
+            Err(e) => {
+                // The callers started so far end with their phase.
+                for caller in callers {
+                    let _ = caller.join();
+                }
+                return Err(fail(&format!("cannot start a client thread: {e}")));
+            }
+        }
+    }
     let mut latencies = Vec::new();
     for caller in callers {
         let got = caller
@@ -170,7 +193,7 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
     err.line(&format!("{name}: casting for {phase:.1?}"));
     let started = Instant::now();
     let mut sent = 0;
-    while started.elapsed() < phase {
+    while started.elapsed() < phase && !shutdown.is_triggered() {
         client
             .cast_blocking(
                 &Context::new(),
@@ -183,7 +206,7 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
             .map_err(|e| fail(&e))?;
         sent += 1;
     }
-    let cast_done = wait_for(&casts, sent, Duration::from_secs(30));
+    let cast_done = wait_for(&casts, sent, Duration::from_secs(30), shutdown);
     let cast_rate = rate(casts.load(Ordering::Relaxed), cast_done - started);
 
     // Notifications: one notifier; the rate is what the listener handled.
@@ -191,7 +214,7 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
     let notifier = Notifier::new(transport.clone(), "demo").with_topics(["demo-notifications"]);
     let started = Instant::now();
     let mut notes = 0;
-    while started.elapsed() < phase {
+    while started.elapsed() < phase && !shutdown.is_triggered() {
         block_on(notifier.info(
             &Context::new(),
             "demo.event",
@@ -203,7 +226,7 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
         .map_err(|e| fail(&e))?;
         notes += 1;
     }
-    let notify_done = wait_for(&notified, notes, Duration::from_secs(30));
+    let notify_done = wait_for(&notified, notes, Duration::from_secs(30), shutdown);
     let notify_rate = rate(notified.load(Ordering::Relaxed), notify_done - started);
 
     for (server, running) in [(server, serving), (listener, listening)] {
@@ -213,6 +236,11 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
             .join()
             .map_err(|_| fail(&"a serving thread panicked"))?
             .map_err(|e| fail(&e))?;
+    }
+    if shutdown.is_triggered() {
+        return Err(CliError::failure(format!(
+            "interrupted: the demo stopped during {name}"
+        )));
     }
     err.line(&format!("{name}: stopped cleanly"));
     Ok(Row {
@@ -226,11 +254,19 @@ fn one(choice: ExecutorChoice, args: &DemoArgs, err: &Output) -> Result<Row, Cli
     })
 }
 
-pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), CliError> {
-    if args.duration <= 0.0 || !args.duration.is_finite() {
-        return Err(CliError::usage(
-            "--duration must be a positive number of seconds",
-        ));
+/// Runs the demo; a stop request ends it early (its servers stopped) with an error.
+pub(crate) fn run(
+    args: &DemoArgs,
+    out: &Output,
+    err: &Output,
+    shutdown: &Shutdown,
+) -> Result<(), CliError> {
+    let phase = positive_seconds(args.duration, "--duration", MAX_DURATION)? / 3;
+    if !(1..=MAX_CLIENTS).contains(&args.clients) {
+        return Err(CliError::usage(format!(
+            "--clients must be from 1 to {MAX_CLIENTS}, got {}",
+            args.clients
+        )));
     }
     let mut rows = Vec::new();
     for choice in [
@@ -238,7 +274,7 @@ pub(crate) fn run(args: &DemoArgs, out: &Output, err: &Output) -> Result<(), Cli
         ExecutorChoice::ThreadPool,
         ExecutorChoice::EventLoop,
     ] {
-        rows.push(one(choice, args, err)?);
+        rows.push(one(choice, phase, args.clients, err, shutdown)?);
     }
     out.line(&format!(
         "{:<12} {:>10} {:>11} {:>12} {:>12} {:>10} {:>16}",

@@ -1,13 +1,51 @@
 //! `listen`: print notifications as JSON lines.
 
 use messaging_core::notify::{
-    ListenerOptions, Notification, NotificationEndpoint, NotificationResult,
+    Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
-use messaging_core::{Priority, Target};
+use messaging_core::{Context, Priority, Subscription, Target};
 use messaging_executors::ThreadPoolExecutor;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
-use super::{open_json, transport_error};
-use crate::{CliError, ListenArgs, Output, Shutdown};
+use super::running::Serving;
+use super::{compact, invalid_target, open_json};
+use crate::{CliError, ListenArgs, MAX_SECONDS, Output, Shutdown, positive_seconds, seconds};
+
+/// One printed notification.
+#[derive(Serialize)]
+struct NotificationLine<'a> {
+    priority: Priority,
+    event_type: &'a str,
+    publisher_id: &'a str,
+    /// Verbatim (numbers as sent).
+    payload: &'a RawValue,
+    message_id: &'a str,
+    timestamp: &'a str,
+    context: &'a Context,
+}
+
+/// Checks a pool name with the rules core applies to topics (it becomes part of
+/// queue and consumer names on the brokers).
+fn check_pool(pool: &str) -> Result<(), CliError> {
+    let problem = if pool.is_empty() {
+        "is empty".to_owned()
+    } else if pool.len() > Target::MAX_NAME_LEN {
+        format!(
+            "is {} bytes long (at most {})",
+            pool.len(),
+            Target::MAX_NAME_LEN
+        )
+    } else if let Some(c) = pool
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '*' | '#'))
+    {
+        format!("contains {c:?} (`*`, `#` and control characters are not allowed)")
+    } else {
+        return Ok(());
+    };
+    Err(CliError::usage(format!("the pool name {problem}")))
+}
 
 pub(crate) fn run(
     args: &ListenArgs,
@@ -15,25 +53,9 @@ pub(crate) fn run(
     err: &Output,
     shutdown: &Shutdown,
 ) -> Result<(), CliError> {
-    let transport = open_json(&args.url)?;
-    let mut endpoint = NotificationEndpoint::new();
-    for priority in Priority::ALL {
-        let out = out.clone();
-        endpoint = endpoint.on(priority, move |n: Notification<serde_json::Value>| {
-            let line = serde_json::json!({
-                "priority": n.priority,
-                "event_type": n.event_type,
-                "publisher_id": n.publisher_id,
-                "payload": n.payload,
-                "message_id": n.message_id,
-                "timestamp": n.timestamp,
-                "context": n.context,
-            });
-            out.line(&line.to_string());
-            NotificationResult::Handled
-        });
-    }
-    let targets = args
+    let grace = positive_seconds(args.grace, "--grace", MAX_SECONDS)?;
+    let delay = seconds(args.handler_delay, "--handler-delay")?;
+    let targets: Vec<Target> = args
         .topic
         .iter()
         .map(|topic| {
@@ -42,30 +64,50 @@ pub(crate) fn run(
             target
         })
         .collect();
-    let mut options = ListenerOptions::new();
-    if let Some(pool) = &args.pool {
-        options = options.pool(pool.clone());
+    for target in &targets {
+        target
+            .validate_for_notification_listen()
+            .map_err(invalid_target)?;
     }
+    if let Some(pool) = &args.pool {
+        check_pool(pool)?;
+    }
+    let transport = open_json(&args.url)?;
+    let mut endpoint = NotificationEndpoint::new();
+    for priority in Priority::ALL {
+        let out = out.clone();
+        endpoint = endpoint.on(priority, move |n: Notification<Box<RawValue>>| {
+            let line = NotificationLine {
+                priority: n.priority,
+                event_type: &n.event_type,
+                publisher_id: &n.publisher_id,
+                payload: &n.payload,
+                message_id: &n.message_id,
+                timestamp: &n.timestamp,
+                context: &n.context,
+            };
+            if let Ok(line) = serde_json::to_string(&line) {
+                out.line(&compact(&line));
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            NotificationResult::Handled
+        });
+    }
+    let dispatcher = NotificationDispatcher::new(vec![endpoint], false);
+    let subscription = Subscription::Notifications {
+        targets,
+        priorities: dispatcher.priorities(),
+        pool: args.pool.clone(),
+    };
     // One worker keeps the printed lines in the order received.
     let executor = ThreadPoolExecutor::new().with_max_workers(1);
-    let server =
-        messaging_core::notify::listener(transport, targets, vec![endpoint], options, executor)
-            .build()
-            .map_err(|e| CliError::usage(e.to_string()))?;
-    server.start().map_err(|e| match e {
-        messaging_core::ServerError::Listen { source, .. } => transport_error(source),
-        other => CliError::failure(other.to_string()),
-    })?;
+    let (serving, _) = Serving::start(transport, subscription, dispatcher, executor)?;
     err.line(&format!(
         "listening on {}; stop with Ctrl-C",
         args.topic.join(", ")
     ));
     shutdown.wait();
-    server
-        .stop()
-        .map_err(|e| CliError::failure(e.to_string()))?;
-    server
-        .wait()
-        .map_err(|e| CliError::failure(e.to_string()))?;
-    Ok(())
+    serving.stop(grace, err, shutdown)
 }

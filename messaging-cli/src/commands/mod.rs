@@ -1,51 +1,78 @@
 //! The subcommands, and what they share: opening transports with the JSON codec
-//! (dynamic arguments need a self-describing codec), parsing JSON arguments, and
-//! mapping errors to exit codes.
+//! (dynamic arguments need a self-describing codec), reading JSON arguments verbatim,
+//! bounding sends, and mapping errors to exit codes.
 
 pub(crate) mod demo;
 pub(crate) mod listen;
+pub(crate) mod running;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod simulate;
 
+use std::future::Future;
+use std::io::Read;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
+use messaging_core::codec::CodecKind;
+use messaging_core::dispatch::block_on;
 use messaging_core::rpc::RpcError;
-use messaging_core::{Context, Transport, TransportError, TransportUrl};
+use messaging_core::{
+    Context, InvalidTarget, InvalidTransportUrl, Transport, TransportError, TransportUrl,
+};
+use serde_json::value::RawValue;
 
-use crate::{CliError, exit};
+use crate::{CliError, MAX_JSON_INPUT, Shutdown, exit};
 
-/// Opens `url`, with the JSON codec unless the URL names a codec.
+/// Opens `url`, with the JSON codec (the only one the command speaks: its arguments
+/// and results are dynamic JSON, sent verbatim). Errors quote the URL as given, its
+/// passwords hidden.
 pub(crate) fn open_json(url: &str) -> Result<Arc<dyn Transport>, CliError> {
-    let parsed = TransportUrl::parse(url).map_err(|e| CliError::usage(e.to_string()))?;
-    let url = if parsed.option("codec").is_some() {
-        url.to_owned()
-    } else if url.contains('?') {
-        format!("{url}&codec=json")
-    } else {
-        format!("{url}?codec=json")
+    let given = TransportUrl::parse(url).map_err(|e| CliError::usage(e.to_string()))?;
+    let with_json = match given.option("codec") {
+        None => {
+            let separator = if given.options().is_empty() { '?' } else { '&' };
+            format!("{}{separator}codec=json", given.to_string_with_secrets())
+        }
+        Some(codec) if matches!(codec.parse(), Ok(CodecKind::Json)) => {
+            given.to_string_with_secrets()
+        }
+        Some(_) => {
+            return Err(CliError::usage(
+                InvalidTransportUrl::new(
+                    &given,
+                    "the messaging command sends JSON only: leave out `codec` or use codec=json",
+                )
+                .to_string(),
+            ));
+        }
     };
-    messaging_transports::open(&url).map_err(transport_error)
+    messaging_transports::open(&with_json).map_err(|error| match error {
+        // The transport saw the URL with `codec=json` added: quote the user's.
+        TransportError::InvalidUrl(bad) => {
+            CliError::usage(InvalidTransportUrl::new(&given, bad.reason()).to_string())
+        }
+        other => transport_error(other),
+    })
 }
 
 pub(crate) fn transport_error(error: TransportError) -> CliError {
     match error {
         TransportError::InvalidUrl(_)
         | TransportError::UnknownScheme { .. }
-        | TransportError::InvalidTarget(_) => CliError::usage(error.to_string()),
+        | TransportError::InvalidTarget(_)
+        | TransportError::MessageTooLarge { .. } => CliError::usage(error.to_string()),
         other => CliError::failure(other.to_string()),
     }
 }
 
+pub(crate) fn invalid_target(error: InvalidTarget) -> CliError {
+    CliError::usage(error.to_string())
+}
+
 pub(crate) fn rpc_error(error: RpcError) -> CliError {
-    let code = match &error {
-        RpcError::Remote(_) => exit::REMOTE,
-        e if e.is_timeout() => exit::TIMEOUT,
-        RpcError::InvalidTarget(_) | RpcError::InvalidVersion(_) | RpcError::VersionCap { .. } => {
-            exit::USAGE
-        }
-        _ => exit::FAILURE,
-    };
     let message = match &error {
         RpcError::Remote(remote) => format!(
             "remote error: {}.{}: {}",
@@ -53,20 +80,184 @@ pub(crate) fn rpc_error(error: RpcError) -> CliError {
         ),
         other => other.to_string(),
     };
+    let code = match error {
+        RpcError::Remote(_) => exit::REMOTE,
+        e if e.is_timeout() => exit::TIMEOUT,
+        RpcError::InvalidTarget(_) | RpcError::InvalidVersion(_) | RpcError::VersionCap { .. } => {
+            exit::USAGE
+        }
+        RpcError::Transport(e) => return transport_error(e),
+        _ => exit::FAILURE,
+    };
     CliError { code, message }
 }
 
-pub(crate) fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, CliError> {
-    serde_json::from_str(text)
+/// The text of a JSON argument: inline, `@FILE`, or `-` for stdin; at most
+/// [`MAX_JSON_INPUT`] bytes from a file or stdin.
+fn argument_text(arg: &str, what: &str) -> Result<String, CliError> {
+    let (source, reader): (String, Box<dyn Read>) = if arg == "-" {
+        ("stdin".to_owned(), Box::new(std::io::stdin().lock()))
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let file = std::fs::File::open(path)
+            .map_err(|e| CliError::usage(format!("{what}: cannot read {path}: {e}")))?;
+        (path.to_owned(), Box::new(file))
+    } else {
+        return Ok(arg.to_owned());
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_JSON_INPUT as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::usage(format!("{what}: cannot read {source}: {e}")))?;
+    if bytes.len() > MAX_JSON_INPUT {
+        return Err(CliError::usage(format!(
+            "{what}: {source} holds more than {} MiB",
+            MAX_JSON_INPUT >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{what}: {source} is not UTF-8")))
+}
+
+/// A JSON argument (see [`argument_text`]), checked and kept verbatim: numbers stay
+/// exactly as written, whatever their size. Errors never quote the JSON.
+pub(crate) fn json_argument(arg: &str, what: &str) -> Result<Box<RawValue>, CliError> {
+    let text = argument_text(arg, what)?;
+    serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("{what} is not valid JSON: {e}")))
 }
 
-pub(crate) fn parse_context(text: Option<&str>) -> Result<Context, CliError> {
-    let Some(text) = text else {
+/// [`json_argument`], which must be an object.
+pub(crate) fn json_object(arg: &str, what: &str) -> Result<Box<RawValue>, CliError> {
+    let json = json_argument(arg, what)?;
+    if !json.get().starts_with('{') {
+        return Err(CliError::usage(format!("{what} must be a JSON object")));
+    }
+    Ok(json)
+}
+
+pub(crate) fn parse_context(arg: Option<&str>) -> Result<Context, CliError> {
+    let Some(arg) = arg else {
         return Ok(Context::new());
     };
-    match parse_json(text, "the context")? {
-        serde_json::Value::Object(map) => Ok(map.into_iter().collect()),
-        _ => Err(CliError::usage("the context must be a JSON object")),
+    let json = json_object(arg, "the context")?;
+    serde_json::from_str(json.get())
+        .map_err(|e| CliError::usage(format!("the context is not valid JSON: {e}")))
+}
+
+/// JSON text without insignificant whitespace, everything else (numbers above all) as
+/// written: one line for any valid JSON.
+pub(crate) fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How a [`bounded`] send ended.
+pub(crate) enum Bounded<T> {
+    /// It completed.
+    Done(T),
+    /// A stop was requested first; the send was abandoned.
+    Interrupted,
+    /// The timeout passed first; the send was abandoned.
+    TimedOut,
+}
+
+/// Drives `send` on the calling thread until it completes, `timeout` passes or a stop
+/// is requested, whichever comes first; the send is dropped (abandoned) in the last two
+/// cases, before this returns.
+pub(crate) fn bounded<T>(
+    send: impl Future<Output = T>,
+    timeout: Duration,
+    shutdown: &Shutdown,
+) -> Bounded<T> {
+    let mut send = pin!(send);
+    let mut requested = pin!(shutdown.requested());
+    let mut sleep = pin!(messaging_core::timer::sleep(timeout));
+    block_on(std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = send.as_mut().poll(cx) {
+            Poll::Ready(Bounded::Done(output))
+        } else if requested.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Bounded::Interrupted)
+        } else if sleep.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Bounded::TimedOut)
+        } else {
+            Poll::Pending
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_keeps_numbers_and_strings_as_written() {
+        assert_eq!(
+            compact(
+                "{ \"a b\" : [1 , 4.0,\n 123456789012345678901234567890e-3 ] ,\"c\\\" d\": \" \\\\\" }"
+            ),
+            "{\"a b\":[1,4.0,123456789012345678901234567890e-3],\"c\\\" d\":\" \\\\\"}"
+        );
+    }
+
+    #[test]
+    fn json_arguments_are_verbatim_and_errors_do_not_quote_them() {
+        let raw = json_object("{\"n\": 123456789012345678901234567890}", "X").unwrap();
+        assert_eq!(raw.get(), "{\"n\": 123456789012345678901234567890}");
+        for (bad, expected) in [
+            ("\"s3cret\"", "X must be a JSON object"),
+            ("[\"s3cret\"]", "X must be a JSON object"),
+            ("{\"s3cret\"", "X is not valid JSON"),
+            ("@/nonexistent/s", "cannot read /nonexistent/s"),
+        ] {
+            let error = json_object(bad, "X").unwrap_err();
+            assert_eq!(error.code, exit::USAGE);
+            assert!(error.message.contains(expected), "{}", error.message);
+            assert!(!error.message.contains("s3cret"), "{}", error.message);
+        }
+        let error = parse_context(Some("\"s3cret\"")).unwrap_err();
+        assert!(!error.message.contains("s3cret"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_bounded_send_ends_at_the_timeout_or_the_first_request() {
+        let shutdown = Shutdown::new();
+        let pending = std::future::pending::<()>;
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            bounded(pending(), Duration::from_millis(50), &shutdown),
+            Bounded::TimedOut
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let trigger = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || shutdown.trigger())
+        };
+        assert!(matches!(
+            bounded(pending(), Duration::from_secs(60), &shutdown),
+            Bounded::Interrupted
+        ));
+        trigger.join().unwrap();
+        assert!(matches!(
+            bounded(async { 7 }, Duration::ZERO, &Shutdown::new()),
+            Bounded::Done(7)
+        ));
     }
 }

@@ -5,17 +5,20 @@ use std::time::Duration;
 use messaging_core::codec::Codec;
 use messaging_core::rpc::{Endpoint, HandlerError, RpcDispatcher};
 use messaging_core::{
-    Dispatch, Dispatcher, Executor, IncomingMessage, Meta, Server, Subscription, Target,
+    Context, Dispatch, Dispatcher, Executor, IncomingMessage, Meta, Subscription, Target,
 };
 use messaging_executors::{BlockingExecutor, EventLoopExecutor, ThreadPoolExecutor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use super::{open_json, transport_error};
-use crate::{CliError, ExecutorChoice, Output, ServeArgs, Shutdown};
+use super::running::Serving;
+use super::{compact, invalid_target, open_json};
+use crate::{CliError, ExecutorChoice, MAX_SECONDS, Output, ServeArgs, Shutdown, positive_seconds};
 
 #[derive(Deserialize)]
 struct Echo {
-    value: serde_json::Value,
+    /// Kept verbatim, so that numbers come back exactly as sent.
+    value: Box<RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -28,7 +31,8 @@ struct Sleep {
     seconds: f64,
 }
 
-/// The built-in endpoints: `echo(value)`, `fail(message)`, `sleep(seconds)`.
+/// The built-in endpoints: `echo(value)` (the value back, verbatim), `fail(message)`,
+/// `sleep(seconds)`.
 pub(crate) fn endpoint() -> Endpoint {
     Endpoint::new()
         .method("echo", |_ctx, args: Echo| Ok::<_, HandlerError>(args.value))
@@ -56,6 +60,17 @@ pub(crate) fn executor(choice: ExecutorChoice) -> Box<dyn Executor> {
     }
 }
 
+/// One printed cast.
+#[derive(Serialize)]
+struct CastLine<'a> {
+    method: &'a str,
+    namespace: Option<&'a str>,
+    version: Option<&'a str>,
+    /// Verbatim (numbers as sent).
+    args: &'a RawValue,
+    context: &'a Context,
+}
+
 /// Prints a JSON line per cast, then dispatches it like any request.
 struct PrintCasts {
     rpc: RpcDispatcher,
@@ -67,18 +82,20 @@ impl Dispatcher for PrintCasts {
         for incoming in batch.iter().filter(|m| !m.is_call()) {
             let message = incoming.message();
             if let Meta::Request(meta) = &message.meta {
-                let args: serde_json::Value = message
-                    .codec
-                    .decode(&message.body)
-                    .unwrap_or_else(|e| serde_json::Value::String(format!("<undecodable: {e}>")));
-                let line = serde_json::json!({
-                    "method": meta.method,
-                    "namespace": meta.namespace,
-                    "version": meta.version,
-                    "args": args,
-                    "context": message.context,
+                let args: Box<RawValue> = message.codec.decode(&message.body).unwrap_or_else(|e| {
+                    let text = format!("<undecodable: {e}>");
+                    serde_json::value::to_raw_value(&text).expect("strings serialize")
                 });
-                self.out.line(&line.to_string());
+                let line = CastLine {
+                    method: &meta.method,
+                    namespace: meta.namespace.as_deref(),
+                    version: meta.version.as_deref(),
+                    args: &args,
+                    context: &message.context,
+                };
+                if let Ok(line) = serde_json::to_string(&line) {
+                    self.out.line(&compact(&line));
+                }
             }
         }
         self.rpc.dispatch(batch)
@@ -91,45 +108,25 @@ pub(crate) fn run(
     err: &Output,
     shutdown: &Shutdown,
 ) -> Result<(), CliError> {
-    let transport = open_json(&args.url)?;
+    let grace = positive_seconds(args.grace, "--grace", MAX_SECONDS)?;
     let mut target = Target::new(args.topic.clone()).with_server(args.server.clone());
     target.exchange = args.exchange.clone();
+    target.validate_for_listen().map_err(invalid_target)?;
+    let transport = open_json(&args.url)?;
     let dispatcher = PrintCasts {
         rpc: RpcDispatcher::new(vec![endpoint()]).map_err(|e| CliError::failure(e.to_string()))?,
         out: out.clone(),
     };
-    let server = Server::builder(
+    let (serving, epoch) = Serving::start(
         transport,
         Subscription::Rpc(target.clone()),
         dispatcher,
         executor(args.executor),
-    )
-    .build()
-    .map_err(|e| CliError::usage(e.to_string()))?;
-    let epoch = server.start().map_err(|e| match e {
-        messaging_core::ServerError::Listen { source, .. } => transport_error(source),
-        other => CliError::failure(other.to_string()),
-    })?;
-    let serving = {
-        let server = server.clone();
-        std::thread::spawn(move || server.execute())
-    };
+    )?;
     err.line(&format!(
         "serving {target} on {} ({epoch}); stop with Ctrl-C",
-        server.executor_name()
+        serving.server().executor_name()
     ));
     shutdown.wait();
-    err.line("stopping: finishing the calls in progress");
-    server
-        .stop()
-        .map_err(|e| CliError::failure(e.to_string()))?;
-    server
-        .wait()
-        .map_err(|e| CliError::failure(e.to_string()))?;
-    match serving.join() {
-        Ok(result) => result
-            .map(drop)
-            .map_err(|e| CliError::failure(e.to_string())),
-        Err(_) => Err(CliError::failure("the serving thread panicked")),
-    }
+    serving.stop(grace, err, shutdown)
 }

@@ -27,20 +27,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use messaging_core::dispatch::block_on;
 use messaging_core::notify::{
-    ListenerOptions, Notification, NotificationEndpoint, NotificationResult, Notifier,
+    Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult, Notifier,
 };
-use messaging_core::rpc::{Endpoint, HandlerError, RpcClient};
-use messaging_core::{Context, Epoch, Priority, Server, ServerError, Target, TransportUrl};
+use messaging_core::rpc::{Endpoint, HandlerError, RpcClient, RpcDispatcher};
+use messaging_core::{Context, Dispatcher, Priority, Subscription, Target, TransportUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::payload::{MAX_PAYLOAD, PayloadSpec, Rng};
 use self::stats::{Collector, ErrorKind, LatencyKind, Recorder, Summary, micros};
+use super::running::Serving;
 use super::serve::executor;
-use super::{open_json, transport_error};
+use super::{invalid_target, open_json};
 use crate::{
-    CliError, ExecutorChoice, Output, Shutdown, SimClientArgs, SimCommon, SimServerArgs,
-    SimulateArgs, SimulateMode, seconds,
+    CliError, DEFAULT_GRACE, ExecutorChoice, MAX_SECONDS, Output, Shutdown, SimClientArgs,
+    SimCommon, SimServerArgs, SimulateArgs, SimulateMode, positive_seconds, seconds,
 };
 
 /// How often the control loop wakes between whole seconds (stop conditions).
@@ -155,14 +156,10 @@ fn redacted(url: &str) -> Result<String, CliError> {
         .map_err(|e| CliError::usage(e.to_string()))
 }
 
-fn positive_seconds(value: Option<f64>, what: &str) -> Result<Option<Duration>, CliError> {
-    match value {
-        None => Ok(None),
-        Some(v) if v > 0.0 => seconds(v, what).map(Some),
-        Some(_) => Err(CliError::usage(format!(
-            "{what} must be a positive number of seconds"
-        ))),
-    }
+fn limit_seconds(value: Option<f64>, what: &str) -> Result<Option<Duration>, CliError> {
+    value
+        .map(|v| positive_seconds(v, what, MAX_SECONDS))
+        .transpose()
 }
 
 /// The `--json` file, created before the run so that a bad path fails early.
@@ -233,8 +230,7 @@ struct InfoArgs {
 
 /// A server running on its own thread.
 struct Running {
-    server: Server,
-    serving: thread::JoinHandle<Result<Epoch, ServerError>>,
+    serving: Serving,
     recorder: Arc<Recorder>,
     executor: ExecutorChoice,
     description: String,
@@ -251,7 +247,7 @@ impl Running {
         let transport = open_json(&common.url)?;
         let recorder = Recorder::new();
         let record = recorder.clone();
-        let (builder, description) = match side {
+        let (subscription, dispatcher, description): (_, Box<dyn Dispatcher>, _) = match side {
             Side::Rpc => {
                 let endpoint = Endpoint::new().method("info", move |_ctx, args: InfoArgs| {
                     let mut message = args.message;
@@ -273,15 +269,11 @@ impl Running {
                     Ok::<_, HandlerError>(message)
                 });
                 let target = Target::new(common.topic.clone()).with_server(server_name);
+                target.validate_for_listen().map_err(invalid_target)?;
                 let description = format!("serving {target}");
-                let builder = messaging_core::rpc::server(
-                    transport,
-                    target,
-                    vec![endpoint],
-                    executor(choice),
-                )
-                .map_err(|e| CliError::failure(e.to_string()))?;
-                (builder, description)
+                let dispatcher = RpcDispatcher::new(vec![endpoint])
+                    .map_err(|e| CliError::failure(e.to_string()))?;
+                (Subscription::Rpc(target), Box::new(dispatcher), description)
             }
             Side::Notify => {
                 let endpoint = NotificationEndpoint::new().on(
@@ -299,33 +291,22 @@ impl Running {
                     },
                 );
                 let target = Target::new(common.topic.clone());
+                target
+                    .validate_for_notification_listen()
+                    .map_err(invalid_target)?;
                 let description = format!("listening on {target}");
-                let builder = messaging_core::notify::listener(
-                    transport,
-                    vec![target],
-                    vec![endpoint],
-                    ListenerOptions::new(),
-                    executor(choice),
-                );
-                (builder, description)
+                let dispatcher = NotificationDispatcher::new(vec![endpoint], false);
+                let subscription = Subscription::Notifications {
+                    targets: vec![target],
+                    priorities: dispatcher.priorities(),
+                    pool: None,
+                };
+                (subscription, Box::new(dispatcher), description)
             }
         };
-        let server = builder
-            .build()
-            .map_err(|e| CliError::usage(e.to_string()))?;
-        server.start().map_err(|e| match e {
-            ServerError::Listen { source, .. } => transport_error(source),
-            other => CliError::failure(other.to_string()),
-        })?;
-        let serving = {
-            let server = server.clone();
-            thread::Builder::new()
-                .name("simulate-server".to_owned())
-                .spawn(move || server.execute())
-                .map_err(|e| CliError::failure(format!("cannot start a thread: {e}")))?
-        };
+        let dispatcher = move |batch| dispatcher.dispatch(batch);
+        let (serving, _) = Serving::start(transport, subscription, dispatcher, executor(choice))?;
         Ok(Running {
-            server,
             serving,
             recorder,
             executor: choice,
@@ -333,15 +314,10 @@ impl Running {
         })
     }
 
-    /// Stops, finishing the messages in progress.
-    fn stop(self) -> Result<(), CliError> {
-        let fail = |e: ServerError| CliError::failure(e.to_string());
-        self.server.stop().map_err(fail)?;
-        self.server.wait().map_err(fail)?;
-        match self.serving.join() {
-            Ok(result) => result.map(drop).map_err(fail),
-            Err(_) => Err(CliError::failure("the serving thread panicked")),
-        }
+    /// Stops, finishing the messages in progress within `grace` (see
+    /// [`Serving::stop`]).
+    fn stop(self, grace: Duration, err: &Output, shutdown: &Shutdown) -> Result<(), CliError> {
+        self.serving.stop(grace, err, shutdown)
     }
 }
 
@@ -368,7 +344,8 @@ fn serve(
     shutdown: &Shutdown,
 ) -> Result<(), CliError> {
     let label = side.label();
-    let limit = positive_seconds(args.duration, "--duration")?;
+    let limit = limit_seconds(args.duration, "--duration")?;
+    let grace = positive_seconds(args.grace, "--grace", MAX_SECONDS)?;
     if args.expect == Some(0) {
         return Err(CliError::usage("--expect must be at least 1"));
     }
@@ -405,7 +382,7 @@ fn serve(
             break;
         }
     }
-    running.stop()?;
+    running.stop(grace, err, shutdown)?;
     collector.finish(err);
     let summary = collector.summary(None);
     out.line(&summary.line(label, LatencyKind::OneWay));
@@ -555,11 +532,12 @@ fn send_load(
             "--clients must be between 1 and {MAX_CLIENTS}"
         )));
     }
-    let limit = positive_seconds(args.duration, "--duration")?;
+    let limit = limit_seconds(args.duration, "--duration")?;
     if limit.is_none() && args.messages == 0 {
         return Err(CliError::usage("--messages must be at least 1"));
     }
     let wait_after = seconds(args.wait_after, "--wait-after")?;
+    let grace = Duration::from_secs_f64(DEFAULT_GRACE);
     let spec = match args.payload_size {
         Some(size) if size > MAX_PAYLOAD => {
             return Err(CliError::usage(format!(
@@ -569,6 +547,11 @@ fn send_load(
         Some(size) => PayloadSpec::Fixed(size),
         None => PayloadSpec::Oslo,
     };
+    let mut names = Target::new(args.common.topic.clone());
+    if !args.common.server.is_empty() {
+        names.server = Some(args.common.server.clone());
+    }
+    names.validate_for_send().map_err(invalid_target)?;
     let url = redacted(&args.common.url)?;
     let json_file = JsonFile::create(args.common.json.as_deref())?;
 
@@ -672,7 +655,7 @@ fn send_load(
                     let _ = worker.join();
                 }
                 if let Some((running, _)) = server {
-                    let _ = running.stop();
+                    let _ = running.stop(grace, err, shutdown);
                 }
                 return Err(CliError::failure(format!("cannot start a thread: {e}")));
             }
@@ -729,7 +712,7 @@ fn send_load(
                 }
             }
             let executor = running.executor;
-            running.stop()?;
+            running.stop(grace, err, shutdown)?;
             server_collector.finish(err);
             let summary = server_collector.summary(None);
             Some((executor, server_collector, summary))
