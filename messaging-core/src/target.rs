@@ -6,6 +6,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidTarget;
 
+/// The rule of [`Target::validate_names`] for one name (a pool's too): non-empty, at
+/// most [`Target::MAX_NAME_LEN`] bytes, no control characters, `*` or `#`.
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("the {field} name is empty"))
+    } else if value.len() > Target::MAX_NAME_LEN {
+        Err(format!(
+            "the {field} name is {} bytes long (at most {})",
+            value.len(),
+            Target::MAX_NAME_LEN
+        ))
+    } else if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '*' | '#'))
+    {
+        Err(format!(
+            "the {field} name contains {c:?} (`*`, `#` and control characters are not allowed)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// How a name is shown in `Display`: control characters escaped, long names cut, so a
 /// hostile name cannot flood or forge log lines.
 struct Shown<'a>(&'a str);
@@ -162,27 +185,11 @@ impl Target {
             ("server", &self.server),
         ];
         for (field, value) in names {
-            let Some(value) = value else { continue };
-            let problem = if value.is_empty() {
-                format!("the {field} name is empty")
-            } else if value.len() > Self::MAX_NAME_LEN {
-                format!(
-                    "the {field} name is {} bytes long (at most {})",
-                    value.len(),
-                    Self::MAX_NAME_LEN
-                )
-            } else if let Some(c) = value
-                .chars()
-                .find(|c| c.is_control() || matches!(c, '*' | '#'))
+            if let Some(value) = value
+                && let Err(problem) = check_name(field, value)
             {
-                format!(
-                    "the {field} name contains {:?} (`*`, `#` and control characters are not allowed)",
-                    c
-                )
-            } else {
-                continue;
-            };
-            return Err(InvalidTarget::new(problem, self));
+                return Err(InvalidTarget::new(problem, self));
+            }
         }
         Ok(())
     }
@@ -339,6 +346,25 @@ mod tests {
         }
         let ok = Target::new("t".repeat(Target::MAX_NAME_LEN)).with_server("host-1.example_2");
         assert!(ok.validate_for_listen().is_ok());
+    }
+
+    #[test]
+    fn pool_names_follow_the_same_rules() {
+        use crate::{Priority, Subscription};
+        let subscription = |pool: &str| Subscription::Notifications {
+            targets: vec![Target::new("notifications")],
+            priorities: vec![Priority::Info],
+            pool: Some(pool.to_owned()),
+        };
+        assert!(subscription("billing").validate().is_ok());
+        for (pool, expected) in [
+            ("", "the pool name is empty"),
+            ("a#", "the pool name contains '#'"),
+            (&"p".repeat(256), "the pool name is 256 bytes long"),
+        ] {
+            let err = subscription(pool).validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -45,13 +45,23 @@ pub enum Subscription {
 }
 
 impl Subscription {
-    /// Checks oslo's target rules for the subscription.
+    /// Checks oslo's target rules for the subscription, and the pool's name by the
+    /// rules of [`Target::validate_names`] (it becomes a queue or consumer name).
     pub fn validate(&self) -> Result<(), InvalidTarget> {
         match self {
             Subscription::Rpc(target) => target.validate_for_listen(),
-            Subscription::Notifications { targets, .. } => targets
-                .iter()
-                .try_for_each(Target::validate_for_notification_listen),
+            Subscription::Notifications { targets, pool, .. } => {
+                targets
+                    .iter()
+                    .try_for_each(Target::validate_for_notification_listen)?;
+                if let Some(pool) = pool
+                    && let Err(problem) = crate::target::check_name("pool", pool)
+                {
+                    let target = targets.first().cloned().unwrap_or_default();
+                    return Err(InvalidTarget::new(problem, &target));
+                }
+                Ok(())
+            }
         }
     }
 }
