@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use messaging_core::codec::{CodecKind, UnsupportedCodec};
 use messaging_core::server::DEFAULT_LOG_AFTER;
 use messaging_core::{
     CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, Server, ServerError,
@@ -51,6 +52,10 @@ impl Drop for Taken {
 }
 
 impl<D: Dispatcher> Dispatcher for Counted<D> {
+    fn check_codec(&self, codec: CodecKind) -> Result<(), UnsupportedCodec> {
+        self.inner.check_codec(codec)
+    }
+
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
         let messages = batch.len();
         self.in_flight.0.fetch_add(messages, Ordering::SeqCst);
