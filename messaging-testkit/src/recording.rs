@@ -15,6 +15,7 @@ use crate::fixtures::Latch;
 pub struct ExecutorLog {
     calls: Arc<Mutex<Vec<&'static str>>>,
     hold: Arc<Mutex<Option<(Latch, Latch)>>>,
+    hold_stop: Arc<Mutex<Option<(Latch, Latch)>>>,
     fail_next_start: Arc<AtomicBool>,
 }
 
@@ -35,6 +36,15 @@ impl ExecutorLog {
     pub fn hold_next_start(&self) -> (Latch, Latch) {
         let latches = (Latch::new(), Latch::new());
         *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(latches.clone());
+        latches
+    }
+
+    /// The next `stop` blocks inside the executor (after the server stopped the
+    /// listener) until `release` is opened; `entered` opens when it gets there. The
+    /// server's `stop()` is then in progress.
+    pub fn hold_next_stop(&self) -> (Latch, Latch) {
+        let latches = (Latch::new(), Latch::new());
+        *self.hold_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(latches.clone());
         latches
     }
 
@@ -98,31 +108,32 @@ impl Executor for RecordingExecutor {
             return Err(ExecutorError::new("injected start failure"));
         }
         self.log.push("start");
-        let hold = self
-            .log
-            .hold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((entered, release)) = hold {
-            entered.open();
-            release.wait(std::time::Duration::from_secs(120));
-        }
+        hold(&self.log.hold);
         self.inner.start(listener, dispatcher)
     }
 
-    fn execute(&self) {
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
         self.log.push("execute");
-        self.inner.execute();
+        self.inner.execute(deadline)
     }
 
     fn stop(&self) {
         self.log.push("stop");
+        hold(&self.log.hold_stop);
         self.inner.stop();
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
         self.log.push("wait");
         self.inner.wait(deadline)
+    }
+}
+
+/// Blocks in a held call if one was asked for (see [`ExecutorLog::hold_next_start`]).
+fn hold(slot: &Mutex<Option<(Latch, Latch)>>) {
+    let held = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some((entered, release)) = held {
+        entered.open();
+        release.wait(std::time::Duration::from_secs(120));
     }
 }

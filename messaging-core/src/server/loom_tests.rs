@@ -4,9 +4,12 @@
 //! in an epoch, `wait` never returns before `stop` and the drain, and a restart never
 //! abandons an epoch.
 //!
-//! Run: `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test -p messaging-core --release --lib loom_`
+//! The `loom_mutant_*` tests switch on one deliberate bug each ([`Mutant`]) and expect
+//! the model to catch it: a model that cannot fail proves nothing.
+//!
+//! Run: `LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p messaging-core --release --lib loom_`
 
-use super::{Lifecycle, Request, Steps};
+use super::{Lifecycle, MUTANT, Mutant, Request, Steps};
 use crate::error::ServerError;
 use crate::executor::WaitTimedOut;
 use crate::server::{Call, Epoch};
@@ -28,6 +31,11 @@ struct Model {
     worker: Mutex<Option<thread::JoinHandle<()>>>,
     processed: Arc<AtomicBool>,
     spawn_worker: bool,
+    /// Whether `execute` is a loop that runs until `stop` (the blocking executor) or
+    /// returns at once (executors with workers).
+    has_loop: bool,
+    /// `execute` bodies that returned.
+    executed: AtomicUsize,
 }
 
 impl Model {
@@ -48,7 +56,16 @@ impl Model {
             worker: Mutex::new(None),
             processed: Arc::new(AtomicBool::new(false)),
             spawn_worker,
+            has_loop: true,
+            executed: AtomicUsize::new(0),
         }
+    }
+
+    /// A model of an executor whose workers serve: `execute` has no loop.
+    fn without_loop() -> Arc<Model> {
+        let mut model = Model::with(false, false);
+        model.has_loop = false;
+        Arc::new(model)
     }
 }
 
@@ -76,13 +93,21 @@ impl Steps for Model {
         Ok(())
     }
 
-    fn execute(&self) {
-        assert_eq!(self.executes.load(SeqCst) + 1, self.starts.load(SeqCst));
+    fn execute(&self, _deadline: Option<std::time::Instant>) -> Result<(), WaitTimedOut> {
+        assert_eq!(
+            self.executes.load(SeqCst) + 1,
+            self.starts.load(SeqCst),
+            "the loop ran twice in an epoch, or before start"
+        );
         self.executes.fetch_add(1, SeqCst);
-        let mut closed = self.closed.lock();
-        while !*closed {
-            closed = self.closed_cv.wait(closed);
+        if self.has_loop {
+            let mut closed = self.closed.lock();
+            while !*closed {
+                closed = self.closed_cv.wait(closed);
+            }
         }
+        self.executed.fetch_add(1, SeqCst);
+        Ok(())
     }
 
     fn stop(&self) {
@@ -101,6 +126,11 @@ impl Steps for Model {
             self.stops.load(SeqCst),
             self.starts.load(SeqCst),
             "wait ran before stop"
+        );
+        assert_eq!(
+            self.executes.load(SeqCst),
+            self.executed.load(SeqCst),
+            "the drain began while the loop still ran"
         );
         assert_eq!(
             self.waits.load(SeqCst) + 1,
@@ -122,6 +152,20 @@ fn req(call: Call) -> Request<'static> {
 
 fn pinned(call: Call, epoch: u64) -> Request<'static> {
     Request::new(call, Some(Epoch(epoch)), None, None, false, "loom")
+}
+
+/// Checks `f` with `mutant` in force: the model must catch it (the test that calls
+/// this expects the model's panic), which proves the model can fail.
+fn mutant(mutant: Mutant, f: fn()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MUTANT.with(|m| m.set(None));
+        }
+    }
+    MUTANT.with(|m| m.set(Some(mutant)));
+    let _reset = Reset;
+    model(f);
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -191,30 +235,32 @@ fn loom_concurrent_waits_all_return_after_the_drain() {
 
 #[test]
 fn loom_blocking_execute_runs_until_stop_and_wait_follows_it() {
-    model(|| {
-        let lc = Arc::new(Lifecycle::new());
-        let m = Model::new();
-        let server = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.start(&*m, &mut req(Call::Start)).unwrap();
-                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
-                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
-            })
-        };
-        let controller = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.stop(&*m, &mut req(Call::Stop)).unwrap();
-                lc.wait(&*m, &mut req(Call::Wait)).unwrap();
-                assert_eq!(m.waits.load(SeqCst), 1);
-            })
-        };
-        server.join().unwrap();
-        controller.join().unwrap();
-        // execute either served (1) or was skipped because wait finished first (0).
-        assert!(m.executes.load(SeqCst) <= 1);
-    });
+    model(blocking_execute_then_stop_and_wait);
+}
+
+fn blocking_execute_then_stop_and_wait() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    let server = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.start(&*m, &mut req(Call::Start)).unwrap();
+            lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+            assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+        })
+    };
+    let controller = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+            lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+            assert_eq!(m.waits.load(SeqCst), 1);
+        })
+    };
+    server.join().unwrap();
+    controller.join().unwrap();
+    // execute either served (1) or was skipped because wait finished first (0).
+    assert!(m.executes.load(SeqCst) <= 1);
 }
 
 #[test]
@@ -293,23 +339,25 @@ fn loom_unpinned_calls_pin_the_epoch_current_when_made() {
 
 #[test]
 fn loom_restart_without_wait_drains_the_old_epoch_first() {
-    model(|| {
-        let lc = Arc::new(Lifecycle::new());
-        let m = Model::new();
-        let old_waiter = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.wait(&*m, &mut pinned(Call::Wait, 1)).unwrap();
-                assert!(m.waits.load(SeqCst) >= 1);
-            })
-        };
-        lc.start(&*m, &mut req(Call::Start)).unwrap();
-        lc.stop(&*m, &mut req(Call::Stop)).unwrap();
-        // The Model's start body asserts that epoch 1 was drained first.
-        assert_eq!(lc.start(&*m, &mut req(Call::Start)).unwrap(), Epoch(2));
-        assert_eq!(m.waits.load(SeqCst), 1);
-        old_waiter.join().unwrap();
-    });
+    model(restart_without_wait);
+}
+
+fn restart_without_wait() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    let old_waiter = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.wait(&*m, &mut pinned(Call::Wait, 1)).unwrap();
+            assert!(m.waits.load(SeqCst) >= 1);
+        })
+    };
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    // The Model's start body asserts that epoch 1 was drained first.
+    assert_eq!(lc.start(&*m, &mut req(Call::Start)).unwrap(), Epoch(2));
+    assert_eq!(m.waits.load(SeqCst), 1);
+    old_waiter.join().unwrap();
 }
 
 #[test]
@@ -337,4 +385,89 @@ fn loom_failed_start_leaves_the_server_startable() {
         assert_eq!(m.starts.load(SeqCst), 1);
         assert_eq!(m.stops.load(SeqCst), 1);
     });
+}
+
+#[test]
+fn loom_parked_executes_return_after_stop_and_never_rerun_the_body() {
+    // Executors with workers: execute() has nothing to run and parks until the stop;
+    // two of them at once, racing stop and wait, run the (empty) body once and both
+    // return only once the epoch is stopped.
+    model(parked_executes);
+}
+
+fn parked_executes() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::without_loop();
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    assert_eq!(m.starts.load(SeqCst), 1);
+    let executes: Vec<_> = (0..2)
+        .map(|_| {
+            let (lc, m) = (lc.clone(), m.clone());
+            thread::spawn(move || {
+                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+            })
+        })
+        .collect();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+    for e in executes {
+        e.join().unwrap();
+    }
+    assert!(m.executes.load(SeqCst) <= 1);
+}
+
+#[test]
+fn loom_blocking_execute_from_two_threads_runs_one_loop() {
+    model(blocking_execute_from_two_threads);
+}
+
+fn blocking_execute_from_two_threads() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    let executes: Vec<_> = (0..2)
+        .map(|_| {
+            let (lc, m) = (lc.clone(), m.clone());
+            thread::spawn(move || {
+                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+            })
+        })
+        .collect();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    for e in executes {
+        e.join().unwrap();
+    }
+    lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+    assert_eq!(m.executes.load(SeqCst), 1, "exactly one loop served");
+}
+
+// ===== mutation checks: each deliberate bug is caught =====
+
+#[test]
+#[should_panic(expected = "an epoch started before the previous one was drained")]
+fn loom_mutant_restart_skips_drain_is_caught() {
+    mutant(Mutant::RestartSkipsDrain, restart_without_wait);
+}
+
+#[test]
+#[should_panic(expected = "the loop ran twice in an epoch")]
+fn loom_mutant_loop_runs_twice_is_caught() {
+    mutant(Mutant::LoopRunsTwice, blocking_execute_from_two_threads);
+}
+
+#[test]
+#[should_panic(expected = "execute returned before stop")]
+fn loom_mutant_execute_ignores_stop_is_caught() {
+    mutant(Mutant::ExecuteIgnoresStop, parked_executes);
+}
+
+#[test]
+#[should_panic(expected = "the drain began while the loop still ran")]
+fn loom_mutant_wait_ignores_execute_is_caught() {
+    mutant(
+        Mutant::WaitIgnoresExecute,
+        blocking_execute_then_stop_and_wait,
+    );
 }
