@@ -441,8 +441,9 @@ impl Lifecycle {
                 continue;
             }
             match st.execute {
-                // Nobody served this epoch in their own thread: there is no loop to
-                // drain, and nothing polled is left behind.
+                // Nobody is serving this epoch in their own thread (nobody did, or a
+                // loop timed out, having finished every batch it took): there is no
+                // loop to drain, and nothing polled is left behind.
                 Phase::Idle => st.execute = Phase::Done,
                 Phase::Running if !mutated(Mutant::WaitIgnoresExecute) => {
                     st = self.block(st, req, "execute() to return", |s| {

@@ -200,7 +200,8 @@ impl CallOptions {
     /// Fail with [`ServerError::Timeout`] instead of waiting longer than `timeout`.
     /// The timeout bounds waiting for other steps and other threads, the drain in
     /// `wait()` and `execute()`'s serving (the blocking executor's loop stops taking
-    /// messages); it cannot interrupt a handler running in the calling thread.
+    /// messages); it cannot interrupt work running in the calling thread (a handler,
+    /// or the transport's `listen` in `start()`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(Some(timeout));
         self
