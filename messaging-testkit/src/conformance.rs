@@ -814,12 +814,13 @@ pub fn execute_with_a_timeout_returns_while_the_server_runs(factory: &ExecutorFa
 pub fn execute_waiting_for_a_stop_in_progress_logs_and_times_out(factory: &ExecutorFactory) {
     let rig = rig(factory);
     let epoch = rig.server.start().expect("start");
-    let s = rig.server.clone();
+    let (s, serving_logs) = (rig.server.clone(), LogCapture::default());
+    let logs = serving_logs.clone();
     let serving = Watched::spawn("execute", move || {
-        let (logs, _guard) = LogCapture::start();
-        let served = s.execute_with(&CallOptions::new().log_after(SETTLE * 2));
-        (served, logs)
+        let _guard = logs.attach();
+        s.execute_with(&CallOptions::new().log_after(SETTLE * 2))
     });
+    // Serving for twice its log_after is not a hang: no warning.
     std::thread::sleep(SETTLE * 4);
     let (entered, release) = rig.log.hold_next_stop();
     let s = rig.server.clone();
@@ -844,12 +845,13 @@ pub fn execute_waiting_for_a_stop_in_progress_logs_and_times_out(factory: &Execu
     // closed a moment after the stop began.
     expect_hang_warning(&logs, "execute() is waiting for");
     drop(guard);
-    std::thread::sleep(SETTLE * 4);
+    eventually(STEP, "the serving execute() warns about the stop", || {
+        serving_logs.count(Level::WARN, "possible hang") > 0
+    });
     release.open();
     assert_eq!(stopper.join(STEP).expect("stop"), epoch);
-    let (served, logs) = serving.join(STEP);
-    assert_eq!(served.expect("execute"), epoch);
-    expect_hang_warning(&logs, "execute() is waiting for stop to complete");
+    assert_eq!(serving.join(STEP).expect("execute"), epoch);
+    expect_hang_warning(&serving_logs, "execute() is waiting for stop to complete");
     assert_eq!(rig.server.execute().expect("execute after stop"), epoch);
     rig.server.wait().expect("wait");
 }
