@@ -368,9 +368,10 @@ fn dropping_a_running_server_stops_it() {
     });
 }
 
-/// Dropping the last handle of an event-loop server lets its async handlers finish and
-/// answer, with the executor's own runtime (not shut down under them) and with one you
-/// provide; the listener is cleaned up once they are done.
+/// Dropping the last handle of an event-loop server, running or stopped but not waited
+/// for, lets its async handlers finish and answer, with the executor's own runtime (not
+/// shut down under them) and with one you provide; the listener is cleaned up once
+/// they are done.
 #[test]
 fn dropping_an_event_loop_server_lets_its_async_handlers_finish() {
     within(LIMIT, "drop an event-loop server", || {
@@ -379,9 +380,13 @@ fn dropping_an_event_loop_server_lets_its_async_handlers_finish() {
             .enable_all()
             .build()
             .unwrap();
-        for executor in [
-            EventLoopExecutor::new().with_worker_threads(1),
-            EventLoopExecutor::with_handle(external.handle().clone()),
+        for (executor, stop_first) in [
+            (EventLoopExecutor::new().with_worker_threads(1), false),
+            (EventLoopExecutor::new().with_worker_threads(1), true),
+            (
+                EventLoopExecutor::with_handle(external.handle().clone()),
+                false,
+            ),
         ] {
             let recorder = Recorder::new();
             let rig = rig(executor, recorder.async_dispatcher());
@@ -397,6 +402,9 @@ fn dropping_an_event_loop_server_lets_its_async_handlers_finish() {
             }
             assert!(recorder.wait_started(4, STEP), "every message was taken");
             let Rig { fake, server, .. } = rig;
+            if stop_first {
+                server.stop().unwrap();
+            }
             drop(server);
             recorder.open_gate();
             assert_eq!(

@@ -622,7 +622,16 @@ pub fn failed_start_leaves_the_server_startable(factory: &ExecutorFactory) {
         0,
         "the failed start's listener was cleaned up: {counts:?}"
     );
-    let running = ServerThread::spawn(rig.server.clone()).expect("the third start works");
+    rig.log.panic_next_start();
+    let err = rig.server.start().expect_err("the executor panics");
+    assert!(matches!(err, ServerError::Panicked { .. }), "{err}");
+    let counts = rig.fake.listener_counts();
+    assert_eq!(
+        (counts.live(), counts.stopped),
+        (0, 2),
+        "the panicked start's listener was stopped and cleaned up: {counts:?}"
+    );
+    let running = ServerThread::spawn(rig.server.clone()).expect("the fourth start works");
     rig.cast("served");
     assert!(rig.recorder.wait_processed(1, STEP));
     assert_eq!(running.epoch(), Epoch::first());

@@ -17,11 +17,12 @@ pub struct ExecutorLog {
     hold: Arc<Mutex<Option<(Latch, Latch)>>>,
     hold_stop: Arc<Mutex<Option<(Latch, Latch)>>>,
     fail_next_start: Arc<AtomicBool>,
+    panic_next_start: Arc<AtomicBool>,
 }
 
 impl ExecutorLog {
     /// The calls received, in order: `start`, `execute`, `stop`, `wait`, and
-    /// `start-failed` for an injected failure.
+    /// `start-failed` or `start-panicked` for an injected failure.
     pub fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -51,6 +52,11 @@ impl ExecutorLog {
     /// The next `start` fails with an [`ExecutorError`] before starting anything.
     pub fn fail_next_start(&self) {
         self.fail_next_start.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `start` panics before starting anything, as a buggy executor might.
+    pub fn panic_next_start(&self) {
+        self.panic_next_start.store(true, Ordering::SeqCst);
     }
 
     fn push(&self, call: &'static str) {
@@ -106,6 +112,10 @@ impl Executor for RecordingExecutor {
         if self.log.fail_next_start.swap(false, Ordering::SeqCst) {
             self.log.push("start-failed");
             return Err(ExecutorError::new("injected start failure"));
+        }
+        if self.log.panic_next_start.swap(false, Ordering::SeqCst) {
+            self.log.push("start-panicked");
+            panic!("injected fault: the executor's start panicked");
         }
         self.log.push("start");
         hold(&self.log.hold);
