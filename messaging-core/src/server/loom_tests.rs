@@ -15,7 +15,34 @@ use crate::executor::WaitTimedOut;
 use crate::server::{Call, Epoch};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering::SeqCst, thread};
 
-/// A model executor + listener. Its bodies assert the ordering the lifecycle promises.
+std::thread_local! {
+    /// Properties found broken while a mutant is in force.
+    static VIOLATIONS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Asserts a property of the lifecycle. While a mutant is in force the violation is
+/// recorded instead (a panic inside a loom model whose threads are still queued
+/// aborts the process), and [`mutant`] checks that it was seen.
+fn check(holds: bool, property: &str) {
+    if holds {
+        return;
+    }
+    if MUTANT.with(|m| m.get()).is_some() {
+        VIOLATIONS.with(|v| v.borrow_mut().push(property.to_owned()));
+    } else {
+        panic!("{property}");
+    }
+}
+
+/// [`check`] of an equality, reporting both sides.
+fn check_eq<T: PartialEq + std::fmt::Debug>(left: T, right: T, property: &str) {
+    if left != right && MUTANT.with(|m| m.get()).is_none() {
+        panic!("{property}: {left:?} != {right:?}");
+    }
+    check(left == right, property);
+}
+
+/// A model executor + listener. Its bodies check the ordering the lifecycle promises.
 #[derive(Debug)]
 struct Model {
     starts: AtomicUsize,
@@ -79,10 +106,10 @@ impl Steps for Model {
             });
         }
         // No leak: every earlier epoch was drained before a new one starts.
-        assert_eq!(
+        check_eq(
             self.waits.load(SeqCst),
             self.starts.load(SeqCst),
-            "an epoch started before the previous one was drained"
+            "an epoch started before the previous one was drained",
         );
         *self.closed.lock() = false;
         if self.spawn_worker {
@@ -94,10 +121,10 @@ impl Steps for Model {
     }
 
     fn execute(&self, _deadline: Option<std::time::Instant>) -> Result<(), WaitTimedOut> {
-        assert_eq!(
+        check_eq(
             self.executes.load(SeqCst) + 1,
             self.starts.load(SeqCst),
-            "the loop ran twice in an epoch, or before start"
+            "the loop ran twice in an epoch, or before start",
         );
         self.executes.fetch_add(1, SeqCst);
         if self.has_loop {
@@ -111,10 +138,10 @@ impl Steps for Model {
     }
 
     fn stop(&self) {
-        assert_eq!(
+        check_eq(
             self.stops.load(SeqCst) + 1,
             self.starts.load(SeqCst),
-            "stop ran twice in an epoch, or before start"
+            "stop ran twice in an epoch, or before start",
         );
         self.stops.fetch_add(1, SeqCst);
         *self.closed.lock() = true;
@@ -122,20 +149,20 @@ impl Steps for Model {
     }
 
     fn wait(&self, _deadline: Option<std::time::Instant>) -> Result<(), WaitTimedOut> {
-        assert_eq!(
+        check_eq(
             self.stops.load(SeqCst),
             self.starts.load(SeqCst),
-            "wait ran before stop"
+            "wait ran before stop",
         );
-        assert_eq!(
+        check_eq(
             self.executes.load(SeqCst),
             self.executed.load(SeqCst),
-            "the drain began while the loop still ran"
+            "the drain began while the loop still ran",
         );
-        assert_eq!(
+        check_eq(
             self.waits.load(SeqCst) + 1,
             self.starts.load(SeqCst),
-            "wait ran twice"
+            "wait ran twice",
         );
         let worker = self.worker.lock().take();
         if let Some(worker) = worker {
@@ -154,18 +181,24 @@ fn pinned(call: Call, epoch: u64) -> Request<'static> {
     Request::new(call, Some(Epoch(epoch)), None, None, false, "loom")
 }
 
-/// Checks `f` with `mutant` in force: the model must catch it (the test that calls
-/// this expects the model's panic), which proves the model can fail.
-fn mutant(mutant: Mutant, f: fn()) {
+/// Checks `f` with `mutant` in force: the models must find `property` broken in some
+/// interleaving, which proves they can fail.
+fn mutant(mutant: Mutant, f: fn(), property: &str) {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
             MUTANT.with(|m| m.set(None));
         }
     }
+    VIOLATIONS.with(|v| v.borrow_mut().clear());
     MUTANT.with(|m| m.set(Some(mutant)));
     let _reset = Reset;
     model(f);
+    let seen = VIOLATIONS.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    assert!(
+        seen.iter().any(|v| v == property),
+        "the models missed {mutant:?} (`{property}` never broke); they saw {seen:?}"
+    );
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -246,7 +279,7 @@ fn blocking_execute_then_stop_and_wait() {
         thread::spawn(move || {
             lc.start(&*m, &mut req(Call::Start)).unwrap();
             lc.execute(&*m, &mut req(Call::Execute)).unwrap();
-            assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+            check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
         })
     };
     let controller = {
@@ -254,13 +287,13 @@ fn blocking_execute_then_stop_and_wait() {
         thread::spawn(move || {
             lc.stop(&*m, &mut req(Call::Stop)).unwrap();
             lc.wait(&*m, &mut req(Call::Wait)).unwrap();
-            assert_eq!(m.waits.load(SeqCst), 1);
+            check_eq(m.waits.load(SeqCst), 1, "one drain");
         })
     };
     server.join().unwrap();
     controller.join().unwrap();
     // execute either served (1) or was skipped because wait finished first (0).
-    assert!(m.executes.load(SeqCst) <= 1);
+    check(m.executes.load(SeqCst) <= 1, "at most one loop");
 }
 
 #[test]
@@ -349,14 +382,21 @@ fn restart_without_wait() {
         let (lc, m) = (lc.clone(), m.clone());
         thread::spawn(move || {
             lc.wait(&*m, &mut pinned(Call::Wait, 1)).unwrap();
-            assert!(m.waits.load(SeqCst) >= 1);
+            check(
+                m.waits.load(SeqCst) >= 1,
+                "a pinned wait returned before its drain",
+            );
         })
     };
     lc.start(&*m, &mut req(Call::Start)).unwrap();
     lc.stop(&*m, &mut req(Call::Stop)).unwrap();
     // The Model's start body asserts that epoch 1 was drained first.
-    assert_eq!(lc.start(&*m, &mut req(Call::Start)).unwrap(), Epoch(2));
-    assert_eq!(m.waits.load(SeqCst), 1);
+    check_eq(
+        lc.start(&*m, &mut req(Call::Start)).unwrap(),
+        Epoch(2),
+        "the restart began epoch 2",
+    );
+    check_eq(m.waits.load(SeqCst), 1, "one drain");
     old_waiter.join().unwrap();
 }
 
@@ -399,13 +439,13 @@ fn parked_executes() {
     let lc = Arc::new(Lifecycle::new());
     let m = Model::without_loop();
     lc.start(&*m, &mut req(Call::Start)).unwrap();
-    assert_eq!(m.starts.load(SeqCst), 1);
+    check_eq(m.starts.load(SeqCst), 1, "one start");
     let executes: Vec<_> = (0..2)
         .map(|_| {
             let (lc, m) = (lc.clone(), m.clone());
             thread::spawn(move || {
                 lc.execute(&*m, &mut req(Call::Execute)).unwrap();
-                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+                check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
             })
         })
         .collect();
@@ -414,7 +454,7 @@ fn parked_executes() {
     for e in executes {
         e.join().unwrap();
     }
-    assert!(m.executes.load(SeqCst) <= 1);
+    check(m.executes.load(SeqCst) <= 1, "at most one loop");
 }
 
 #[test]
@@ -431,7 +471,7 @@ fn blocking_execute_from_two_threads() {
             let (lc, m) = (lc.clone(), m.clone());
             thread::spawn(move || {
                 lc.execute(&*m, &mut req(Call::Execute)).unwrap();
-                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
+                check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
             })
         })
         .collect();
@@ -440,34 +480,43 @@ fn blocking_execute_from_two_threads() {
         e.join().unwrap();
     }
     lc.wait(&*m, &mut req(Call::Wait)).unwrap();
-    assert_eq!(m.executes.load(SeqCst), 1, "exactly one loop served");
+    check_eq(m.executes.load(SeqCst), 1, "exactly one loop served");
 }
 
 // ===== mutation checks: each deliberate bug is caught =====
 
 #[test]
-#[should_panic(expected = "an epoch started before the previous one was drained")]
 fn loom_mutant_restart_skips_drain_is_caught() {
-    mutant(Mutant::RestartSkipsDrain, restart_without_wait);
+    mutant(
+        Mutant::RestartSkipsDrain,
+        restart_without_wait,
+        "an epoch started before the previous one was drained",
+    );
 }
 
 #[test]
-#[should_panic(expected = "the loop ran twice in an epoch")]
 fn loom_mutant_loop_runs_twice_is_caught() {
-    mutant(Mutant::LoopRunsTwice, blocking_execute_from_two_threads);
+    mutant(
+        Mutant::LoopRunsTwice,
+        blocking_execute_from_two_threads,
+        "the loop ran twice in an epoch, or before start",
+    );
 }
 
 #[test]
-#[should_panic(expected = "execute returned before stop")]
 fn loom_mutant_execute_ignores_stop_is_caught() {
-    mutant(Mutant::ExecuteIgnoresStop, parked_executes);
+    mutant(
+        Mutant::ExecuteIgnoresStop,
+        parked_executes,
+        "execute returned before stop",
+    );
 }
 
 #[test]
-#[should_panic(expected = "the drain began while the loop still ran")]
 fn loom_mutant_wait_ignores_execute_is_caught() {
     mutant(
         Mutant::WaitIgnoresExecute,
         blocking_execute_then_stop_and_wait,
+        "the drain began while the loop still ran",
     );
 }

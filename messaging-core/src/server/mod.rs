@@ -511,7 +511,9 @@ impl Drop for Inner {
             tracing::debug!(server = %self.name, "server dropped while running: stopping it");
             let mut req = Request::new(Call::Stop, None, None, None, false, &self.name);
             if let Err(error) = self.core.lifecycle.stop(&self.core.effects, &mut req) {
+                // A drain would wait for a stop that never comes.
                 tracing::error!(server = %self.name, %error, "stopping a dropped server failed");
+                return;
             }
         }
         let (core, name, log_after) = (self.core.clone(), self.name.clone(), self.log_after);
