@@ -1,6 +1,9 @@
 //! The executor conformance suite: every scenario of oslo.messaging's
-//! `TestServerLocking`, the seed commit's scenarios, and the oslo defects this project
-//! fixes, run against any [`Executor`].
+//! `TestServerLocking`, the seed commit's scenarios, the oslo defects this project
+//! fixes, and the promises kept under stress (timeouts on every call, `execute()`'s
+//! included; possible-hang warnings from the thread that drains; a dropped server that
+//! still finishes what it took; listeners that panic; random calls from many threads),
+//! run against any [`Executor`].
 //!
 //! Run it from a crate's tests with one macro call (one `#[test]` per scenario):
 //!
