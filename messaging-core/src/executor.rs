@@ -8,9 +8,10 @@ use crate::dispatch::Dispatcher;
 use crate::error::ExecutorError;
 use crate::transport::Listener;
 
-/// The executor is still draining when a [`Executor::wait`] deadline passed.
+/// The deadline given to [`Executor::execute`] or [`Executor::wait`] passed first: the
+/// loop is still serving, or the drain still running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("in-flight messages still running")]
+#[error("the deadline passed first")]
 pub struct WaitTimedOut;
 
 /// Takes messages from a listener and runs the dispatched work: in the calling thread
@@ -20,7 +21,8 @@ pub struct WaitTimedOut;
 /// each method from whatever thread made the corresponding server call:
 ///
 /// 1. [`start`](Executor::start) exactly once per epoch, first;
-/// 2. [`execute`](Executor::execute) at most once, after `start`;
+/// 2. [`execute`](Executor::execute) after `start`, by one thread at a time,
+///    repeatedly if it times out, until it returns `Ok` (or never);
 /// 3. [`stop`](Executor::stop) exactly once, after `start` (possibly while `execute`
 ///    runs in another thread, possibly from inside a handler), right after the
 ///    listener was stopped;
@@ -29,7 +31,16 @@ pub struct WaitTimedOut;
 /// 5. then `start` again for the next epoch.
 ///
 /// The server owns the listener's lifecycle (stop, cleanup); the executor only polls it.
+/// The listener it gets is the server's guard around the transport's: a poll that
+/// panics comes back as an error, and after `stop` a failing poll reports
+/// [`Polled::Closed`](crate::Polled::Closed). An executor must handle a poll error by
+/// logging it and polling again after a backoff, never by ending its loop: the server
+/// counts the failures (`ServerState::failed_polls`) and stays up.
+///
 /// Executors never hold the server's lock, so their methods may block as documented.
+/// A server drops its executor only after its last epoch was drained (a server
+/// dropped while running drains it in the background first), so an executor may
+/// release its threads or runtime on drop.
 ///
 /// [`BlockingExecutor`]: https://docs.rs/messaging-executors
 pub trait Executor: Send + Sync + fmt::Debug + 'static {
@@ -45,10 +56,16 @@ pub trait Executor: Send + Sync + fmt::Debug + 'static {
         dispatcher: Arc<dyn Dispatcher>,
     ) -> Result<(), ExecutorError>;
 
-    /// Runs the dispatch loop in the calling thread until the listener is closed, for
-    /// executors that have one (the blocking executor); others return at once (the
+    /// Runs the dispatch loop in the calling thread until the listener is closed
+    /// (`Ok`) or `deadline` passes ([`WaitTimedOut`], checked between batches: a
+    /// handler is never interrupted), for executors that have one (the blocking
+    /// executor). After a timeout the epoch goes on, nothing is taken meanwhile, and a
+    /// later call resumes the loop. Executors without a loop return `Ok` at once (the
     /// default).
-    fn execute(&self) {}
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
+        let _ = deadline;
+        Ok(())
+    }
 
     /// Called right after the listener was stopped; must not wait for handlers. The
     /// default does nothing: executors finish when their listener reports closed.
@@ -74,8 +91,8 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
         (**self).start(listener, dispatcher)
     }
 
-    fn execute(&self) {
-        (**self).execute();
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
+        (**self).execute(deadline)
     }
 
     fn stop(&self) {

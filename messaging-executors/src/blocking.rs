@@ -15,7 +15,11 @@ use crate::common::{Backoff, dispatch};
 ///
 /// * `start()` attaches the listener and returns; nothing is processed yet.
 /// * `execute()` polls and dispatches in the calling thread until `stop()`; then it
-///   drains what the listener had taken and returns.
+///   drains what the listener had taken and returns. With a timeout it returns
+///   `Timeout` at the deadline, after the batch in hand (a handler is never
+///   interrupted); until the next `execute()` nothing is taken.
+/// * A poll that fails (or panics) is logged and retried after a backoff, 10 ms
+///   doubling to 1 s.
 /// * `stop()` may come from any thread, including from inside a handler (the loop sees
 ///   the listener closed after the handler returns).
 /// * `wait()` from another thread returns once the loop has returned.
@@ -89,13 +93,21 @@ impl Executor for BlockingExecutor {
         Ok(())
     }
 
-    fn execute(&self) {
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
         let Some((listener, dispatcher)) = self.current() else {
-            return;
+            return Ok(());
         };
         let mut backoff = Backoff::new();
         loop {
-            match listener.poll(None) {
+            // Checked between batches: a handler running here is never interrupted.
+            let left = match deadline {
+                None => None,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(WaitTimedOut),
+                },
+            };
+            match listener.poll(left) {
                 Ok(Polled::Messages(batch)) => {
                     backoff.reset();
                     if let Some(work) = dispatch(&*dispatcher, batch) {
@@ -103,8 +115,11 @@ impl Executor for BlockingExecutor {
                     }
                 }
                 Ok(Polled::Idle) => {}
-                Ok(Polled::Closed) => return,
-                Err(error) => thread::sleep(backoff.after(self.name(), &error)),
+                Ok(Polled::Closed) => return Ok(()),
+                Err(error) => {
+                    let delay = backoff.after(self.name(), &error);
+                    thread::sleep(left.map_or(delay, |left| delay.min(left)));
+                }
             }
         }
     }

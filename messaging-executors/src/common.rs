@@ -26,10 +26,12 @@ pub(crate) fn dispatch(
     }
 }
 
-/// Exponential backoff between polls that fail (10 ms doubling to 1 s). Transports
-/// reconnect on their own; this only keeps a persistently failing listener from
-/// spinning. A stopped listener reports `Closed` on the next poll, so a stop is
-/// noticed within one backoff interval.
+/// Exponential backoff between polls that fail (10 ms doubling to 1 s), whether the
+/// listener returned an error or panicked (the server's listener turns a panic into an
+/// error). Transports reconnect on their own; this only keeps a persistently failing
+/// listener from spinning. A stopped listener reports `Closed` on the next poll (the
+/// server's listener does so even if that poll fails), so a stop is noticed within one
+/// backoff interval.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,

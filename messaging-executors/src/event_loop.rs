@@ -24,6 +24,14 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
 ///   provide with [`with_handle`](EventLoopExecutor::with_handle).
 /// * `wait()` returns when the listener has been drained and every handler task
 ///   has finished.
+/// * Dropping the last handle of a server on this executor stops it and still runs
+///   every handler already taken to completion, async ones included: the server
+///   drains the epoch in the background before it drops the executor, and only then
+///   is the executor's own runtime shut down. With a runtime you provide the handlers
+///   are tasks on your runtime: they finish as long as it runs (shutting it down
+///   first cancels them, and their callers see the reply channel close).
+/// * A poll that fails (or panics) is logged and retried after a backoff, 10 ms
+///   doubling to 1 s.
 ///
 /// The server's lifecycle calls block the calling thread; from async code, call them
 /// through `tokio::task::spawn_blocking`. Never make a handler of a server await that
@@ -255,6 +263,9 @@ impl Executor for EventLoopExecutor {
 }
 
 impl Drop for EventLoopExecutor {
+    /// Shuts the executor's own runtime down without blocking. A server drops its
+    /// executor only once its last epoch was drained, so no handler is cut short; an
+    /// executor dropped with tasks still on its runtime would cancel them.
     fn drop(&mut self) {
         if let Some(rt) = self
             .runtime

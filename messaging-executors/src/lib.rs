@@ -17,7 +17,13 @@
 //!   task of the epoch has finished; calling it from inside a handler is an error, not
 //!   a deadlock;
 //! * each step runs once per epoch, a restart begins a new epoch, and every call takes
-//!   a timeout.
+//!   a timeout — `execute()`'s included: it then returns `Timeout` once it has served
+//!   that long, and the epoch goes on;
+//! * dropping the last handle of a running server stops it without waiting, and every
+//!   message already taken is still processed to completion and answered (the server
+//!   drains the epoch in the background before it drops the executor);
+//! * a poll that fails or panics is logged and retried after a backoff (10 ms doubling
+//!   to 1 s); `Server::state().failed_polls` shows a server that takes nothing.
 //!
 //! Each executor passes the conformance suite in `messaging-testkit`
 //! (`executor_conformance!`), which ports oslo.messaging's `TestServerLocking`, the seed

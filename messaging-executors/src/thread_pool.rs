@@ -37,7 +37,10 @@ pub const STALL: Duration = Duration::from_millis(10);
 /// * No ordering guarantee between messages (they run concurrently).
 /// * `wait()` returns when the poller has drained the stopped listener, the queue is
 ///   empty and every worker has finished its handler and exited; it joins every thread
-///   it started, so a restart never leaks them.
+///   it started, so a restart never leaks them. A server dropped while running does
+///   this in the background: every message taken is still processed.
+/// * A poll that fails (or panics) is logged and retried after a backoff, 10 ms
+///   doubling to 1 s.
 ///
 /// # Examples
 ///

@@ -368,6 +368,65 @@ fn dropping_a_running_server_stops_it() {
     });
 }
 
+/// Dropping the last handle of an event-loop server, running or stopped but not waited
+/// for, lets its async handlers finish and answer, with the executor's own runtime (not
+/// shut down under them) and with one you provide; the listener is cleaned up once
+/// they are done.
+#[test]
+fn dropping_an_event_loop_server_lets_its_async_handlers_finish() {
+    within(LIMIT, "drop an event-loop server", || {
+        let external = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for (executor, stop_first) in [
+            (EventLoopExecutor::new().with_worker_threads(1), false),
+            (EventLoopExecutor::new().with_worker_threads(1), true),
+            (
+                EventLoopExecutor::with_handle(external.handle().clone()),
+                false,
+            ),
+        ] {
+            let recorder = Recorder::new();
+            let rig = rig(executor, recorder.async_dispatcher());
+            rig.server.start().unwrap();
+            let mut reply = block_on(rig.transport.call(
+                &Target::new("t"),
+                Message::new("gate:call"),
+                &SendOptions::default(),
+            ))
+            .unwrap();
+            for i in 0..3 {
+                rig.cast(&format!("gate:{i}"));
+            }
+            assert!(recorder.wait_started(4, STEP), "every message was taken");
+            let Rig { fake, server, .. } = rig;
+            if stop_first {
+                server.stop().unwrap();
+            }
+            drop(server);
+            recorder.open_gate();
+            assert_eq!(
+                reply.recv_timeout(Some(STEP)),
+                Ok(messaging_core::reply::ReplyEvent::Reply(Ok(
+                    Bytes::from_static(b"gate:call")
+                ))),
+                "the call in flight was answered"
+            );
+            assert!(recorder.wait_processed(4, STEP), "every handler finished");
+            let deadline = std::time::Instant::now() + STEP;
+            while fake.listener_counts().cleaned_up == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the listener was cleaned up"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+}
+
 #[test]
 fn replies_lost_by_the_transport_leave_the_caller_to_its_timeout() {
     within(LIMIT, "lost reply", || {

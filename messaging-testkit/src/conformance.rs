@@ -1,6 +1,9 @@
 //! The executor conformance suite: every scenario of oslo.messaging's
-//! `TestServerLocking`, the seed commit's scenarios, and the oslo defects this project
-//! fixes, run against any [`Executor`].
+//! `TestServerLocking`, the seed commit's scenarios, the oslo defects this project
+//! fixes, and the promises kept under stress (timeouts on every call, `execute()`'s
+//! included; possible-hang warnings from the thread that drains; a dropped server that
+//! still finishes what it took; listeners that panic; random calls from many threads),
+//! run against any [`Executor`].
 //!
 //! Run it from a crate's tests with one macro call (one `#[test]` per scenario):
 //!
@@ -15,11 +18,12 @@
 //! under a watchdog: a deadlock fails the scenario instead of hanging.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use messaging_core::dispatch::block_on;
 use messaging_core::reply::ReplyEvent;
+use messaging_core::server::Call;
 use messaging_core::{
     CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, ListenOptions, Message,
     Polled, SendOptions, Server, ServerBuilder, ServerError, StepState, Subscription, Target,
@@ -118,8 +122,11 @@ impl Rig {
 
     /// Messages still queued for the server, taken by a fresh listener.
     fn remaining(&self) -> Vec<String> {
-        let listener = self
-            .transport
+        Rig::remaining_on(&self.transport)
+    }
+
+    fn remaining_on(transport: &FakeTransport) -> Vec<String> {
+        let listener = transport
             .listen(
                 &Subscription::Rpc(Target::new(TOPIC).with_server("drain")),
                 &ListenOptions::default(),
@@ -140,6 +147,16 @@ impl Rig {
 
 fn timeout(d: Duration) -> CallOptions {
     CallOptions::new().timeout(d)
+}
+
+/// Waits until `done` holds, looking every few milliseconds (for conditions no event
+/// signals, such as a background drain's cleanup); fails the scenario after `limit`.
+fn eventually(limit: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn run(name: &str, factory: ExecutorFactory, scenario: fn(&ExecutorFactory)) {
@@ -608,7 +625,16 @@ pub fn failed_start_leaves_the_server_startable(factory: &ExecutorFactory) {
         0,
         "the failed start's listener was cleaned up: {counts:?}"
     );
-    let running = ServerThread::spawn(rig.server.clone()).expect("the third start works");
+    rig.log.panic_next_start();
+    let err = rig.server.start().expect_err("the executor panics");
+    assert!(matches!(err, ServerError::Panicked { .. }), "{err}");
+    let counts = rig.fake.listener_counts();
+    assert_eq!(
+        (counts.live(), counts.stopped),
+        (0, 2),
+        "the panicked start's listener was stopped and cleaned up: {counts:?}"
+    );
+    let running = ServerThread::spawn(rig.server.clone()).expect("the fourth start works");
     rig.cast("served");
     assert!(rig.recorder.wait_processed(1, STEP));
     assert_eq!(running.epoch(), Epoch::first());
@@ -724,15 +750,14 @@ pub fn a_panicking_listener_does_not_hang_wait(factory: &ExecutorFactory) {
     let s = rig.server.clone();
     let serving = Watched::spawn("execute", move || {
         s.start()?;
-        // The blocking executor's loop panics in this thread; the others' pollers
-        // panic on their own threads and execute() parks until stop().
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.execute())).ok();
-        Ok::<_, ServerError>(())
+        // The panic reaches neither execute() nor the executor's loop: the poll is
+        // retried (see `a_panicking_poll_is_retried_and_shown_in_the_state`).
+        s.execute()
     });
     std::thread::sleep(SETTLE);
     rig.server.stop().expect("stop");
     rig.server.wait_with(&timeout(STEP)).expect("wait returns");
-    serving.join(STEP).expect("serving thread");
+    serving.join(STEP).expect("execute serves until stop");
     let running = ServerThread::spawn(rig.server.clone()).expect("restart");
     rig.cast("after");
     assert!(rig.recorder.wait_processed(1, STEP));
@@ -748,6 +773,355 @@ pub fn huge_timeouts_mean_no_deadline(factory: &ExecutorFactory) {
     rig.server.start_with(&huge).expect("start");
     rig.server.stop_with(&huge).expect("stop");
     rig.server.wait_with(&huge).expect("wait");
+}
+
+// ===== promises kept under stress =====
+
+/// `execute()` with a timeout on a running server returns `Timeout` once it has served
+/// that long, whatever the executor (the blocking executor's loop stops taking
+/// messages, the others' workers go on serving), and leaves the epoch running: a later
+/// `execute()` serves again, and `stop()` and `wait()` complete.
+pub fn execute_with_a_timeout_returns_while_the_server_runs(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let epoch = rig.server.start().expect("start");
+    let s = rig.server.clone();
+    let err = Watched::spawn("execute with a timeout", move || {
+        s.execute_with(&timeout(SETTLE))
+    })
+    .join(STEP)
+    .expect_err("execute() must time out");
+    assert!(
+        matches!(
+            err,
+            ServerError::Timeout {
+                call: Call::Execute,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(rig.server.state().is_running(), "the epoch still runs");
+    let s = rig.server.clone();
+    let serving = Watched::spawn("execute", move || s.execute());
+    rig.cast("served");
+    assert!(
+        rig.recorder.wait_processed(1, STEP),
+        "a later execute() serves"
+    );
+    assert_eq!(rig.server.stop().expect("stop"), epoch);
+    assert_eq!(serving.join(STEP).expect("execute"), epoch);
+    assert_eq!(rig.server.wait().expect("wait"), epoch);
+    assert_eq!(
+        rig.server
+            .execute_with(&timeout(SETTLE))
+            .expect("execute after wait"),
+        epoch
+    );
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 1);
+}
+
+/// While a `stop()` is in progress, `execute()` waits for it like any other call: it
+/// logs one "possible hang" warning after `log_after` and fails at its timeout; the
+/// time it spent serving before the stop began does not count as a hang.
+pub fn execute_waiting_for_a_stop_in_progress_logs_and_times_out(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let epoch = rig.server.start().expect("start");
+    let (s, serving_logs) = (rig.server.clone(), LogCapture::default());
+    let logs = serving_logs.clone();
+    let serving = Watched::spawn("execute", move || {
+        let _guard = logs.attach();
+        s.execute_with(&CallOptions::new().log_after(SETTLE * 2))
+    });
+    // Serving for twice its log_after is not a hang: no warning.
+    std::thread::sleep(SETTLE * 4);
+    let (entered, release) = rig.log.hold_next_stop();
+    let s = rig.server.clone();
+    let stopper = Watched::spawn("stop", move || s.stop());
+    assert!(entered.wait(STEP), "the stop is in progress");
+    let (logs, guard) = LogCapture::start();
+    let err = rig
+        .server
+        .execute_with(&timeout(SETTLE * 4).log_after(SETTLE))
+        .expect_err("execute() must time out while the stop hangs");
+    assert!(
+        matches!(
+            err,
+            ServerError::Timeout {
+                call: Call::Execute,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // For the stop, or for the blocking executor's loop, which sees the listener
+    // closed a moment after the stop began.
+    expect_hang_warning(&logs, "execute() is waiting for");
+    drop(guard);
+    eventually(STEP, "the serving execute() warns about the stop", || {
+        serving_logs.count(Level::WARN, "possible hang") > 0
+    });
+    release.open();
+    assert_eq!(stopper.join(STEP).expect("stop"), epoch);
+    assert_eq!(serving.join(STEP).expect("execute"), epoch);
+    expect_hang_warning(&serving_logs, "execute() is waiting for stop to complete");
+    assert_eq!(rig.server.execute().expect("execute after stop"), epoch);
+    rig.server.wait().expect("wait");
+}
+
+/// The thread that runs the drain itself — `wait()`, or a `start()` that restarts a
+/// stopped epoch nobody waited for — logs one "possible hang" warning after
+/// `log_after` while a handler holds it up, and fails at its timeout; the drain goes
+/// on and a later call completes it.
+pub fn draining_calls_log_a_possible_hang(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("gate:long");
+    assert!(rig.recorder.wait_started(1, STEP), "the handler started");
+    rig.server.stop().expect("stop");
+    for (call, options) in [
+        (Call::Wait, timeout(SETTLE * 4).log_after(SETTLE)),
+        (Call::Start, timeout(SETTLE * 4).log_after(SETTLE)),
+    ] {
+        let (logs, _guard) = LogCapture::start();
+        let err = match call {
+            Call::Wait => rig.server.wait_with(&options),
+            _ => rig.server.start_with(&options),
+        }
+        .expect_err("the drain is held up by the handler");
+        assert!(err.is_timeout(), "{call}: {err}");
+        expect_hang_warning(&logs, &format!("{call} is waiting for"));
+    }
+    assert_eq!(rig.server.epoch(), running.epoch(), "no restart yet");
+    rig.recorder.open_gate();
+    rig.server.wait().expect("wait");
+    assert_eq!(rig.recorder.processed(), ["gate:long"]);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// Dropping the last handle of a running server stops it without waiting, and keeps
+/// `stop()`'s promise: every message already taken is still processed to completion —
+/// async handlers included — and answered; whatever was not taken stays on the
+/// transport; the listener is cleaned up once the drain is done.
+pub fn dropping_the_last_handle_finishes_what_was_taken(factory: &ExecutorFactory) {
+    let rig = rig_with(
+        factory,
+        |b| b,
+        Some(Box::new(|recorder: &Recorder| {
+            Box::new(recorder.async_dispatcher()) as Box<dyn Dispatcher>
+        })),
+    );
+    let Rig {
+        transport,
+        fake,
+        recorder,
+        server,
+        ..
+    } = rig;
+    server.start().expect("start");
+    let mut reply = block_on(transport.call(
+        &Target::new(TOPIC),
+        Message::new("gate:call"),
+        &SendOptions::default(),
+    ))
+    .expect("call");
+    block_on(transport.cast(
+        &Target::new(TOPIC),
+        Message::new("gate:cast"),
+        &SendOptions::default(),
+    ))
+    .expect("cast");
+    // Executors with workers take both at once; one that takes messages only in
+    // execute() (the blocking executor) takes none.
+    recorder.wait_started(2, SETTLE * 4);
+    let dropped = Watched::spawn("drop", move || drop(server));
+    dropped.join(STEP);
+    assert_eq!(
+        fake.listener_counts().stopped,
+        1,
+        "dropping the server stopped it"
+    );
+    recorder.open_gate();
+    let taken = recorder.started();
+    if taken.iter().any(|m| m == "gate:call") {
+        assert_eq!(
+            reply.recv_timeout(Some(STEP)),
+            Ok(ReplyEvent::Reply(Ok(Bytes::from_static(b"gate:call")))),
+            "the call taken before the drop was answered"
+        );
+    }
+    eventually(
+        STEP,
+        "the dropped server's drain cleans up its listener",
+        || fake.listener_counts().cleaned_up == 1,
+    );
+    let mut processed = recorder.processed();
+    processed.sort();
+    let mut started = taken;
+    started.sort();
+    assert_eq!(processed, started, "every message taken was processed");
+    assert_eq!(fake.listener_counts().delivered, processed.len());
+    let rest = Rig::remaining_on(&transport);
+    assert_eq!(
+        processed.len() + rest.len(),
+        2,
+        "nothing lost: {processed:?} + {rest:?}"
+    );
+}
+
+/// A listener whose poll panics is treated like one whose poll fails: the executor
+/// polls again after a backoff, the server's state counts the failed polls (a deaf
+/// server shows), the same epoch serves again once polls succeed, and a drain whose
+/// polls keep panicking after `stop()` ends instead of hanging `wait()`.
+pub fn a_panicking_poll_is_retried_and_shown_in_the_state(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    rig.fake.panic_next_polls(usize::MAX);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    eventually(STEP, "the state shows the failing polls", || {
+        rig.server.state().failed_polls >= 2
+    });
+    let state = rig.server.state();
+    assert!(state.is_running() && !state.is_healthy(), "{state:?}");
+    rig.fake.panic_next_polls(0);
+    rig.cast("after");
+    assert!(
+        rig.recorder.wait_processed(1, STEP),
+        "the same epoch polls again and serves"
+    );
+    assert_eq!(running.epoch(), rig.server.epoch());
+    let state = rig.server.state();
+    assert!(state.is_healthy(), "{state:?}");
+    // The poll in progress ends with the next message; the ones after it panic.
+    rig.fake.panic_next_polls(usize::MAX);
+    rig.cast("wake");
+    eventually(STEP, "polls fail again", || {
+        rig.server.state().failed_polls >= 1
+    });
+    rig.server.stop().expect("stop");
+    rig.server
+        .wait_with(&timeout(STEP))
+        .expect("the drain ends although polls keep panicking");
+    assert_eq!(rig.fake.listener_counts().cleaned_up, 1);
+    running.stop_and_wait().expect("fixture");
+}
+
+/// A listener whose `stop()` or `cleanup()` panics wedges no step: `stop()` completes
+/// (no new message is taken), `wait()` completes, and the server restarts.
+pub fn a_panicking_listener_stop_or_cleanup_wedges_nothing(factory: &ExecutorFactory) {
+    let rig = rig(factory);
+    let running = ServerThread::spawn(rig.server.clone()).expect("start");
+    rig.cast("before");
+    assert!(rig.recorder.wait_processed(1, STEP));
+    rig.fake.panic_next_stops(usize::MAX);
+    rig.fake.panic_next_cleanups(usize::MAX);
+    assert_eq!(
+        rig.server.stop_with(&timeout(STEP)).expect("stop"),
+        running.epoch()
+    );
+    assert_eq!(rig.server.state().stop, StepState::Done);
+    assert_eq!(
+        rig.server.wait_with(&timeout(STEP)).expect("wait"),
+        running.epoch()
+    );
+    let counts = rig.fake.listener_counts();
+    assert_eq!((counts.stopped, counts.cleaned_up), (1, 1), "{counts:?}");
+    running.stop_and_wait().expect("fixture");
+    rig.fake.panic_next_stops(0);
+    rig.fake.panic_next_cleanups(0);
+    let again = ServerThread::spawn(rig.server.clone()).expect("restart");
+    rig.cast("after");
+    assert!(rig.recorder.wait_processed(2, STEP));
+    again.stop_and_wait().expect("fixture");
+}
+
+/// Random lifecycle calls with short timeouts from four threads at once, while casts
+/// arrive: every call returns (a result or a `Timeout`, nothing else), the executor
+/// sees well-formed epochs (`start`, then at most one `stop`, drains only after it,
+/// the next `start` only after a complete drain), every listener is cleaned up, and
+/// every message is processed at most once and none is lost.
+pub fn random_calls_with_timeouts_keep_the_contract(factory: &ExecutorFactory) {
+    const THREADS: u64 = 4;
+    const CALLS: usize = 40;
+    const CASTS: usize = 40;
+    let rig = rig(factory);
+    let callers: Vec<_> = (0..THREADS)
+        .map(|seed| {
+            let s = rig.server.clone();
+            Watched::spawn(&format!("caller {seed}"), move || {
+                let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ (seed + 1);
+                for _ in 0..CALLS {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let wait = Duration::from_millis([0, 1, 5, 20][(rng >> 8) as usize % 4]);
+                    let options = timeout(wait).never_log();
+                    let result = match rng % 4 {
+                        0 => s.start_with(&options),
+                        1 => s.execute_with(&options),
+                        2 => s.stop_with(&options),
+                        _ => s.wait_with(&options),
+                    };
+                    if let Err(err) = result
+                        && !err.is_timeout()
+                    {
+                        return Err(err);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for i in 0..CASTS {
+        rig.cast(&format!("m{i}"));
+    }
+    for caller in callers {
+        caller.join(STEP).expect("only timeouts may fail");
+    }
+    // Finish whatever epoch the callers left, serving it if it never was.
+    let limit = timeout(STEP);
+    rig.server.start_with(&limit).expect("start");
+    let s = rig.server.clone();
+    let serving = Watched::spawn("execute", move || s.execute_with(&timeout(STEP)));
+    rig.server.stop_with(&limit).expect("stop");
+    serving.join(STEP).expect("execute");
+    rig.server.wait_with(&limit).expect("wait");
+
+    let calls = rig.log.calls();
+    let epochs: Vec<&[&str]> = calls.split(|c| *c == "start").skip(1).collect();
+    for (i, epoch) in epochs.iter().enumerate() {
+        let stops = epoch.iter().filter(|c| **c == "stop").count();
+        assert_eq!(stops, 1, "epoch {} stopped once: {calls:?}", i + 1);
+        let stop_at = epoch.iter().position(|c| *c == "stop").unwrap_or(0);
+        assert!(
+            !epoch[..stop_at].contains(&"wait"),
+            "epoch {}: a drain before the stop: {calls:?}",
+            i + 1
+        );
+        assert_eq!(
+            epoch.last(),
+            Some(&"wait"),
+            "epoch {} ends drained: {calls:?}",
+            i + 1
+        );
+    }
+    let counts = rig.fake.listener_counts();
+    assert_eq!(counts.created, epochs.len(), "{counts:?}");
+    assert_eq!(
+        counts.live(),
+        0,
+        "every listener was cleaned up: {counts:?}"
+    );
+    let mut processed = rig.recorder.processed();
+    let handled = processed.len();
+    processed.sort();
+    processed.dedup();
+    assert_eq!(processed.len(), handled, "a message was processed twice");
+    let remaining = rig.remaining();
+    assert_eq!(
+        handled + remaining.len(),
+        CASTS,
+        "nothing lost: {handled} processed, {} still queued",
+        remaining.len()
+    );
 }
 
 // ===== more of the contract =====
@@ -866,6 +1240,13 @@ scenarios!(
     wait_from_a_dispatcher_is_refused,
     a_panicking_listener_does_not_hang_wait,
     huge_timeouts_mean_no_deadline,
+    execute_with_a_timeout_returns_while_the_server_runs,
+    execute_waiting_for_a_stop_in_progress_logs_and_times_out,
+    draining_calls_log_a_possible_hang,
+    dropping_the_last_handle_finishes_what_was_taken,
+    a_panicking_poll_is_retried_and_shown_in_the_state,
+    a_panicking_listener_stop_or_cleanup_wedges_nothing,
+    random_calls_with_timeouts_keep_the_contract,
     stop_before_start_waits_for_start,
     execute_serves_until_stop,
     handler_panic_keeps_the_server_serving,

@@ -68,6 +68,8 @@ struct Faults {
     delivery_delay: Option<Duration>,
     drop_replies: bool,
     panic_polls: usize,
+    panic_stops: usize,
+    panic_cleanups: usize,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +169,17 @@ impl FakeHandle {
         self.shared.lock().faults.panic_polls = n;
     }
 
+    /// The next `n` calls to a listener's `stop()` panic after stopping it, as a buggy
+    /// transport might.
+    pub fn panic_next_stops(&self, n: usize) {
+        self.shared.lock().faults.panic_stops = n;
+    }
+
+    /// The next `n` calls to a listener's `cleanup()` panic after cleaning up.
+    pub fn panic_next_cleanups(&self, n: usize) {
+        self.shared.lock().faults.panic_cleanups = n;
+    }
+
     /// Replies (and heartbeats) are silently lost while `on`: callers time out.
     pub fn drop_replies(&self, on: bool) {
         self.shared.lock().faults.drop_replies = on;
@@ -258,13 +271,7 @@ struct FakeListener {
 
 impl FakeListener {
     fn maybe_panic(&self) {
-        let panic = {
-            let mut state = self.shared.lock();
-            let panic = state.faults.panic_polls > 0;
-            state.faults.panic_polls = state.faults.panic_polls.saturating_sub(1);
-            panic
-        };
-        if panic {
+        if take_one(&mut self.shared.lock().faults.panic_polls) {
             panic!("injected fault: the listener panicked");
         }
     }
@@ -316,12 +323,25 @@ impl Listener for FakeListener {
     fn stop(&self) {
         self.shared.lock().counts.stopped += 1;
         self.inner.stop();
+        if take_one(&mut self.shared.lock().faults.panic_stops) {
+            panic!("injected fault: the listener's stop panicked");
+        }
     }
 
     fn cleanup(&self) {
         self.shared.lock().counts.cleaned_up += 1;
         self.inner.cleanup();
+        if take_one(&mut self.shared.lock().faults.panic_cleanups) {
+            panic!("injected fault: the listener's cleanup panicked");
+        }
     }
+}
+
+/// Counts one injected fault down; whether it fires.
+fn take_one(count: &mut usize) -> bool {
+    let fire = *count > 0;
+    *count = count.saturating_sub(1);
+    fire
 }
 
 impl fmt::Debug for FakeListener {

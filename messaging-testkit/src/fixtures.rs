@@ -1,7 +1,9 @@
 //! Fixtures for tests of servers: the seed's non-blocking stop endpoint, gates that hold
 //! handlers in flight, a recording dispatcher, and a server running on its own thread.
 
+use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -16,10 +18,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 // ===== Latch =====
 
-/// A one-way flag that threads can wait on with a timeout.
+/// A one-way flag that threads can wait on with a timeout, and async code can await
+/// ([`opened`](Latch::opened)) without blocking its thread.
 #[derive(Clone, Debug, Default)]
 pub struct Latch {
-    inner: Arc<(Mutex<bool>, Condvar)>,
+    inner: Arc<(Mutex<LatchState>, Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct LatchState {
+    open: bool,
+    wakers: Vec<Waker>,
 }
 
 impl Latch {
@@ -30,13 +39,20 @@ impl Latch {
 
     /// Opens the latch, releasing every waiter (now and later).
     pub fn open(&self) {
-        *lock(&self.inner.0) = true;
+        let wakers = {
+            let mut state = lock(&self.inner.0);
+            state.open = true;
+            std::mem::take(&mut state.wakers)
+        };
         self.inner.1.notify_all();
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Whether it is open.
     pub fn is_open(&self) -> bool {
-        *lock(&self.inner.0)
+        lock(&self.inner.0).open
     }
 
     /// Waits until open; returns whether it opened within `timeout`.
@@ -45,9 +61,33 @@ impl Latch {
         let (guard, _) = self
             .inner
             .1
-            .wait_timeout_while(guard, timeout, |open| !*open)
+            .wait_timeout_while(guard, timeout, |state| !state.open)
             .unwrap_or_else(|p| p.into_inner());
-        *guard
+        guard.open
+    }
+
+    /// Completes once the latch is open, without blocking the thread that awaits it
+    /// (on any executor: tokio, or `block_on`).
+    ///
+    /// ```
+    /// use messaging_testkit::Latch;
+    ///
+    /// let latch = Latch::new();
+    /// latch.open();
+    /// messaging_core::dispatch::block_on(latch.opened());
+    /// ```
+    pub fn opened(&self) -> impl Future<Output = ()> + Send + 'static {
+        let latch = self.clone();
+        std::future::poll_fn(move |cx| {
+            let mut state = lock(&latch.inner.0);
+            if state.open {
+                return Poll::Ready(());
+            }
+            if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                state.wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
     }
 }
 
@@ -162,14 +202,17 @@ impl Recorder {
         guard.len() >= n
     }
 
-    fn handle(&self, mut incoming: IncomingMessage) {
+    /// Records the start of a handler; returns the message's body.
+    fn begin(&self, incoming: &mut IncomingMessage) -> String {
         let body = String::from_utf8_lossy(&incoming.message().body).into_owned();
         let _ = incoming.acknowledge();
         lock(&self.inner.started).push(body.clone());
         self.inner.changed.notify_all();
-        if body.starts_with("gate:") {
-            self.inner.gate.wait(Duration::from_secs(120));
-        }
+        body
+    }
+
+    /// Replies to a call with its body and records the end of its handler.
+    fn end(&self, mut incoming: IncomingMessage, body: String) {
         if body.starts_with("panic:") {
             panic!("handler asked to panic by {body}");
         }
@@ -178,6 +221,22 @@ impl Recorder {
         }
         lock(&self.inner.processed).push(body);
         self.inner.changed.notify_all();
+    }
+
+    fn handle(&self, mut incoming: IncomingMessage) {
+        let body = self.begin(&mut incoming);
+        if body.starts_with("gate:") {
+            self.inner.gate.wait(Duration::from_secs(120));
+        }
+        self.end(incoming, body);
+    }
+
+    async fn handle_async(&self, mut incoming: IncomingMessage) {
+        let body = self.begin(&mut incoming);
+        if body.starts_with("gate:") {
+            self.inner.gate.opened().await;
+        }
+        self.end(incoming, body);
     }
 
     /// The recorder as a dispatcher of blocking work.
@@ -193,16 +252,16 @@ impl Recorder {
         }
     }
 
-    /// The recorder as a dispatcher of async work (the handler still blocks on a gate,
-    /// which is what a test of "blocking work never stalls the runtime" needs to avoid:
-    /// use [`dispatcher`](Recorder::dispatcher) for gated messages on async executors).
+    /// The recorder as a dispatcher of async work: `gate:*` handlers await the gate
+    /// without blocking their thread, so a runtime can cancel them (or not) as it
+    /// would any async handler.
     pub fn async_dispatcher(&self) -> impl Dispatcher {
         let recorder = self.clone();
         move |batch: Vec<IncomingMessage>| {
             let recorder = recorder.clone();
             Dispatch::future(async move {
                 for incoming in batch {
-                    recorder.handle(incoming);
+                    recorder.handle_async(incoming).await;
                 }
             })
         }

@@ -68,6 +68,24 @@ impl LogCapture {
         (capture, guard)
     }
 
+    /// Also captures, into this capture, what the current thread logs while the guard
+    /// lives: to watch another thread's logs from the test thread.
+    ///
+    /// ```
+    /// let logs = messaging_testkit::LogCapture::default();
+    /// let theirs = logs.clone();
+    /// std::thread::spawn(move || {
+    ///     let _guard = theirs.attach();
+    ///     tracing::warn!("possible hang");
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert_eq!(logs.count(tracing::Level::WARN, "possible hang"), 1);
+    /// ```
+    pub fn attach(&self) -> DefaultGuard {
+        tracing::subscriber::set_default(self.subscriber())
+    }
+
     /// Captures everything the process logs from now on, on every thread. The first
     /// call installs the global subscriber; later calls return the same capture. Use it
     /// in a test binary of its own: a process has one global subscriber.

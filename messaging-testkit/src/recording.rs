@@ -15,12 +15,14 @@ use crate::fixtures::Latch;
 pub struct ExecutorLog {
     calls: Arc<Mutex<Vec<&'static str>>>,
     hold: Arc<Mutex<Option<(Latch, Latch)>>>,
+    hold_stop: Arc<Mutex<Option<(Latch, Latch)>>>,
     fail_next_start: Arc<AtomicBool>,
+    panic_next_start: Arc<AtomicBool>,
 }
 
 impl ExecutorLog {
     /// The calls received, in order: `start`, `execute`, `stop`, `wait`, and
-    /// `start-failed` for an injected failure.
+    /// `start-failed` or `start-panicked` for an injected failure.
     pub fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -38,9 +40,23 @@ impl ExecutorLog {
         latches
     }
 
+    /// The next `stop` blocks inside the executor (after the server stopped the
+    /// listener) until `release` is opened; `entered` opens when it gets there. The
+    /// server's `stop()` is then in progress.
+    pub fn hold_next_stop(&self) -> (Latch, Latch) {
+        let latches = (Latch::new(), Latch::new());
+        *self.hold_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(latches.clone());
+        latches
+    }
+
     /// The next `start` fails with an [`ExecutorError`] before starting anything.
     pub fn fail_next_start(&self) {
         self.fail_next_start.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `start` panics before starting anything, as a buggy executor might.
+    pub fn panic_next_start(&self) {
+        self.panic_next_start.store(true, Ordering::SeqCst);
     }
 
     fn push(&self, call: &'static str) {
@@ -97,32 +113,37 @@ impl Executor for RecordingExecutor {
             self.log.push("start-failed");
             return Err(ExecutorError::new("injected start failure"));
         }
-        self.log.push("start");
-        let hold = self
-            .log
-            .hold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((entered, release)) = hold {
-            entered.open();
-            release.wait(std::time::Duration::from_secs(120));
+        if self.log.panic_next_start.swap(false, Ordering::SeqCst) {
+            self.log.push("start-panicked");
+            panic!("injected fault: the executor's start panicked");
         }
+        self.log.push("start");
+        hold(&self.log.hold);
         self.inner.start(listener, dispatcher)
     }
 
-    fn execute(&self) {
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
         self.log.push("execute");
-        self.inner.execute();
+        self.inner.execute(deadline)
     }
 
     fn stop(&self) {
         self.log.push("stop");
+        hold(&self.log.hold_stop);
         self.inner.stop();
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
         self.log.push("wait");
         self.inner.wait(deadline)
+    }
+}
+
+/// Blocks in a held call if one was asked for (see [`ExecutorLog::hold_next_start`]).
+fn hold(slot: &Mutex<Option<(Latch, Latch)>>) {
+    let held = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some((entered, release)) = held {
+        entered.open();
+        release.wait(std::time::Duration::from_secs(120));
     }
 }

@@ -9,11 +9,19 @@
 //! thread is running its body) or `Done`. The rules:
 //!
 //! * a step's body runs at most once per epoch; callers that find it `Running` wait for
-//!   it to end, callers that find it `Done` return at once;
-//! * `execute` and `stop` wait for `start`; `wait` waits for `stop` and for `execute`;
+//!   it to end, callers that find it `Done` return at once (except `execute`, below);
+//! * `execute` and `stop` wait for `start`; `wait` waits for `stop` and for `execute`'s
+//!   body (the blocking executor's loop), not for threads parked in `execute()`;
+//! * `execute`'s body serves until the listener is closed; it is `Done` once it
+//!   returned (at once for executors without a loop), and every `execute()` call then
+//!   waits for `stop` to be `Done`. Serving is not a hang: the "possible hang" clock of
+//!   an `execute()` runs only while it waits for something else (`start`, a `stop` in
+//!   progress), but its timeout bounds everything. A body that times out goes back to
+//!   `Idle`, so a later `execute()` resumes serving;
 //! * a failed `start` goes back to `Idle` (the server stays startable) and its error is
 //!   handed to every caller that waited on that attempt;
 //! * a `wait` body that times out goes back to `Idle`, so a later `wait` resumes the drain;
+//!   the thread running it logs "possible hang" after `log_after` like any waiter;
 //! * `start` after `stop` opens a new epoch, but only once the old epoch's `wait` is
 //!   `Done` (running it if nobody has): an epoch is never abandoned half drained;
 //! * every call acts on one epoch, pinned when it is made: when that epoch is over
@@ -32,10 +40,18 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 /// The effects of the four steps, run without the lock held.
 pub(crate) trait Steps {
     fn start(&self) -> Result<(), ServerError>;
-    fn execute(&self);
+    /// Serves until the listener is closed or `deadline` passes (the blocking
+    /// executor's loop; a no-op for the others). After a timeout, a later call resumes.
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut>;
     fn stop(&self);
+    /// Drains until done or `deadline`; after a timeout, a later call resumes.
     fn wait(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut>;
 }
+
+/// What `execute()` waits for while the epoch runs: its serving, not a hang.
+const SERVING: &str = "the server to be stopped";
+/// What the thread running the drain waits for.
+const DRAINING: &str = "in-flight messages to finish";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -116,6 +132,41 @@ impl<'a> Request<'a> {
     }
 }
 
+impl Request<'_> {
+    /// The error for this call when its deadline passed while waiting for `waiting_for`.
+    fn timed_out(&self, waiting_for: &'static str) -> ServerError {
+        ServerError::Timeout {
+            call: self.call,
+            waiting_for,
+            timeout: self.timeout.unwrap_or_default(),
+        }
+    }
+
+    /// Restarts the "possible hang" clock after serving (`serving` is the clock that
+    /// was set aside when serving began; `None` if the warning was already logged).
+    fn resume_log_clock(&mut self, serving: Option<Instant>) {
+        self.log_at = serving.and_then(|_| {
+            self.log_after
+                .and_then(|after| Instant::now().checked_add(after))
+        });
+    }
+
+    /// Logs the call's one "possible hang" warning if its `log_after` has passed.
+    fn warn_if_late(&mut self, now: Instant, epoch: u64, waiting_for: &str) {
+        if self.log_at.is_some_and(|at| now >= at) {
+            tracing::warn!(
+                server = self.server,
+                epoch,
+                waited = ?self.log_after.unwrap_or_default(),
+                "possible hang: {} is waiting for {}",
+                self.call,
+                waiting_for,
+            );
+            self.log_at = None;
+        }
+    }
+}
+
 type Guard<'a> = MutexGuard<'a, State>;
 
 #[derive(Debug)]
@@ -148,6 +199,7 @@ impl Lifecycle {
             execute: st.execute.into(),
             stop: st.stop.into(),
             wait: st.wait.into(),
+            failed_polls: 0,
         }
     }
 
@@ -211,7 +263,9 @@ impl Lifecycle {
                         }
                         Phase::Done => {
                             // A restart: the stopped epoch is drained and cleaned up first.
-                            st = self.finish(st, steps, req, e)?;
+                            if !mutated(Mutant::RestartSkipsDrain) {
+                                st = self.finish(st, steps, req, e)?;
+                            }
                             if st.epoch == e {
                                 st.new_epoch();
                                 self.changed.notify_all();
@@ -232,7 +286,7 @@ impl Lifecycle {
         let mut st = self.state.lock();
         let e = pin(req, &st)?;
         loop {
-            if st.epoch != e || st.execute == Phase::Done {
+            if st.epoch != e || (st.execute == Phase::Done && st.stop == Phase::Done) {
                 return Ok(Epoch(e));
             }
             if req.in_handler {
@@ -244,37 +298,67 @@ impl Lifecycle {
                 })?;
                 continue;
             }
-            match st.execute {
+            let phase = match st.execute {
+                Phase::Running if mutated(Mutant::LoopRunsTwice) => Phase::Idle,
+                Phase::Done if mutated(Mutant::ExecuteIgnoresStop) => return Ok(Epoch(e)),
+                phase => phase,
+            };
+            match phase {
                 Phase::Idle => {
                     st.execute = Phase::Running;
                     drop(st);
+                    let deadline = req.deadline;
+                    let serving = req.log_at.take();
                     let outcome = guarded(req.call, || {
-                        steps.execute();
-                        Ok(())
+                        steps
+                            .execute(deadline)
+                            .map_err(|WaitTimedOut| req.timed_out(SERVING))
                     });
                     st = self.state.lock();
-                    if let Err(err) = outcome {
-                        st.execute = Phase::Idle;
-                        self.changed.notify_all();
-                        return Err(err);
-                    }
-                    // Serving lasts until the epoch is stopped. The epoch cannot end
-                    // meanwhile: a restart first waits for this step to be done.
-                    while st.stop != Phase::Done {
-                        st = self.changed.wait(st);
-                    }
-                    st.execute = Phase::Done;
+                    // The epoch cannot end meanwhile: a restart waits for this body.
+                    st.execute = if outcome.is_ok() {
+                        Phase::Done
+                    } else {
+                        Phase::Idle
+                    };
                     self.changed.notify_all();
-                    return Ok(Epoch(e));
+                    outcome?;
+                    req.resume_log_clock(serving);
                 }
                 Phase::Running => {
-                    st = self.block(st, req, "another thread's execute() to return", |s| {
+                    st = self.park(st, req, "another thread's execute() to return", |s| {
                         s.epoch != e || s.execute != Phase::Running
                     })?;
                 }
-                Phase::Done => return Ok(Epoch(e)),
+                Phase::Done => {
+                    st = self.park(st, req, "stop to complete", |s| {
+                        s.epoch != e || s.stop == Phase::Done
+                    })?;
+                }
             }
         }
+    }
+
+    /// Blocks an `execute()` until `done`. While the epoch is served (started, its stop
+    /// not begun) that is `execute()`'s job, not a hang: no warning, though the timeout
+    /// still applies; once the stop began, it waits like any call.
+    fn park<'g>(
+        &'g self,
+        st: Guard<'g>,
+        req: &mut Request<'_>,
+        waiting_for: &'static str,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<Guard<'g>, ServerError> {
+        if st.stop != Phase::Idle {
+            return self.block(st, req, waiting_for, done);
+        }
+        let e = st.epoch;
+        let serving = req.log_at.take();
+        let st = self.block(st, req, SERVING, |s| {
+            done(s) || s.epoch != e || s.stop != Phase::Idle
+        })?;
+        req.resume_log_clock(serving);
+        Ok(st)
     }
 
     /// Stops the pinned epoch (waiting for it to be started first).
@@ -298,6 +382,8 @@ impl Lifecycle {
             match st.stop {
                 Phase::Idle => {
                     st.stop = Phase::Running;
+                    // Parked execute() calls stop serving and start waiting for it.
+                    self.changed.notify_all();
                     drop(st);
                     let outcome = guarded(req.call, || {
                         steps.stop();
@@ -355,31 +441,23 @@ impl Lifecycle {
                 continue;
             }
             match st.execute {
-                // Nobody served this epoch in their own thread: there is no loop to
-                // drain, and nothing polled is left behind.
+                // Nobody is serving this epoch in their own thread (nobody did, or a
+                // loop timed out, having finished every batch it took): there is no
+                // loop to drain, and nothing polled is left behind.
                 Phase::Idle => st.execute = Phase::Done,
-                Phase::Running => {
+                Phase::Running if !mutated(Mutant::WaitIgnoresExecute) => {
                     st = self.block(st, req, "execute() to return", |s| {
                         s.epoch != e || s.execute != Phase::Running
                     })?;
                     continue;
                 }
-                Phase::Done => {}
+                Phase::Running | Phase::Done => {}
             }
             match st.wait {
                 Phase::Idle => {
                     st.wait = Phase::Running;
                     drop(st);
-                    let deadline = req.deadline;
-                    let outcome = guarded(req.call, || {
-                        steps
-                            .wait(deadline)
-                            .map_err(|WaitTimedOut| ServerError::Timeout {
-                                call: req.call,
-                                waiting_for: "in-flight messages to finish",
-                                timeout: req.timeout.unwrap_or_default(),
-                            })
-                    });
+                    let outcome = guarded(req.call, || drain(steps, req, e));
                     st = self.state.lock();
                     st.wait = if outcome.is_ok() {
                         Phase::Done
@@ -414,29 +492,13 @@ impl Lifecycle {
                 return Ok(st);
             }
             let now = (req.deadline.is_some() || req.log_at.is_some()).then(Instant::now);
-            // The warning comes first: a call that times out after waiting longer than
-            // `log_after` has logged it, however late this thread woke up.
-            if let (Some(log_at), Some(now)) = (req.log_at, now)
-                && now >= log_at
-            {
-                tracing::warn!(
-                    server = req.server,
-                    epoch = st.epoch,
-                    waited = ?req.log_after.unwrap_or_default(),
-                    "possible hang: {} is waiting for {}",
-                    req.call,
-                    waiting_for,
-                );
-                req.log_at = None;
-            }
-            if let (Some(deadline), Some(now)) = (req.deadline, now)
-                && now >= deadline
-            {
-                return Err(ServerError::Timeout {
-                    call: req.call,
-                    waiting_for,
-                    timeout: req.timeout.unwrap_or_default(),
-                });
+            if let Some(now) = now {
+                // The warning comes first: a call that times out after waiting longer
+                // than `log_after` has logged it, however late this thread woke up.
+                req.warn_if_late(now, st.epoch, waiting_for);
+                if req.deadline.is_some_and(|deadline| now >= deadline) {
+                    return Err(req.timed_out(waiting_for));
+                }
             }
             let wake_at = match (req.deadline, req.log_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -446,6 +508,25 @@ impl Lifecycle {
                 (Some(at), Some(now)) => self.changed.wait_timeout(st, at - now),
                 _ => self.changed.wait(st),
             };
+        }
+    }
+}
+
+/// Runs the drain of epoch `e` in the calling thread, until done or the call's deadline,
+/// logging the call's "possible hang" warning on the way if `log_after` passes first.
+fn drain(steps: &impl Steps, req: &mut Request<'_>, e: u64) -> Result<(), ServerError> {
+    loop {
+        let until = match (req.deadline, req.log_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if steps.wait(until).is_ok() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        req.warn_if_late(now, e, DRAINING);
+        if req.deadline.is_some_and(|deadline| now >= deadline) {
+            return Err(req.timed_out(DRAINING));
         }
     }
 }
@@ -480,6 +561,39 @@ fn guarded(call: Call, body: impl FnOnce() -> Result<(), ServerError>) -> Result
             message: panic_message(&*payload),
         }),
     }
+}
+
+/// Deliberate bugs, switched on one at a time by the loom mutation checks
+/// (`loom_tests`) to prove that the models catch them. Outside loom builds
+/// [`mutated`] is always false and compiles away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mutant {
+    /// A restart opens the new epoch without draining the stopped one.
+    RestartSkipsDrain,
+    /// A second `execute()` runs the loop while another thread's still runs.
+    LoopRunsTwice,
+    /// `execute()` returns once its body did, without waiting for the stop.
+    ExecuteIgnoresStop,
+    /// The drain begins while the blocking executor's loop still runs.
+    WaitIgnoresExecute,
+}
+
+#[cfg(loom)]
+std::thread_local! {
+    /// The mutant in force on this thread (loom runs a model's threads on the thread
+    /// that checks it).
+    pub(crate) static MUTANT: std::cell::Cell<Option<Mutant>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(loom)]
+fn mutated(mutant: Mutant) -> bool {
+    MUTANT.with(|m| m.get() == Some(mutant))
+}
+
+#[cfg(not(loom))]
+#[inline(always)]
+fn mutated(_: Mutant) -> bool {
+    false
 }
 
 #[cfg(all(test, loom))]

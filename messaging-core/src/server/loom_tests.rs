@@ -4,15 +4,45 @@
 //! in an epoch, `wait` never returns before `stop` and the drain, and a restart never
 //! abandons an epoch.
 //!
-//! Run: `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test -p messaging-core --release --lib loom_`
+//! The `loom_mutant_*` tests switch on one deliberate bug each ([`Mutant`]) and expect
+//! the model to catch it: a model that cannot fail proves nothing.
+//!
+//! Run: `LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p messaging-core --release --lib loom_`
 
-use super::{Lifecycle, Request, Steps};
+use super::{Lifecycle, MUTANT, Mutant, Request, Steps};
 use crate::error::ServerError;
 use crate::executor::WaitTimedOut;
 use crate::server::{Call, Epoch};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering::SeqCst, thread};
 
-/// A model executor + listener. Its bodies assert the ordering the lifecycle promises.
+std::thread_local! {
+    /// Properties found broken while a mutant is in force.
+    static VIOLATIONS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Asserts a property of the lifecycle. While a mutant is in force the violation is
+/// recorded instead (a panic inside a loom model whose threads are still queued
+/// aborts the process), and [`mutant`] checks that it was seen.
+fn check(holds: bool, property: &str) {
+    if holds {
+        return;
+    }
+    if MUTANT.with(|m| m.get()).is_some() {
+        VIOLATIONS.with(|v| v.borrow_mut().push(property.to_owned()));
+    } else {
+        panic!("{property}");
+    }
+}
+
+/// [`check`] of an equality, reporting both sides.
+fn check_eq<T: PartialEq + std::fmt::Debug>(left: T, right: T, property: &str) {
+    if left != right && MUTANT.with(|m| m.get()).is_none() {
+        panic!("{property}: {left:?} != {right:?}");
+    }
+    check(left == right, property);
+}
+
+/// A model executor + listener. Its bodies check the ordering the lifecycle promises.
 #[derive(Debug)]
 struct Model {
     starts: AtomicUsize,
@@ -28,6 +58,11 @@ struct Model {
     worker: Mutex<Option<thread::JoinHandle<()>>>,
     processed: Arc<AtomicBool>,
     spawn_worker: bool,
+    /// Whether `execute` is a loop that runs until `stop` (the blocking executor) or
+    /// returns at once (executors with workers).
+    has_loop: bool,
+    /// `execute` bodies that returned.
+    executed: AtomicUsize,
 }
 
 impl Model {
@@ -48,7 +83,16 @@ impl Model {
             worker: Mutex::new(None),
             processed: Arc::new(AtomicBool::new(false)),
             spawn_worker,
+            has_loop: true,
+            executed: AtomicUsize::new(0),
         }
+    }
+
+    /// A model of an executor whose workers serve: `execute` has no loop.
+    fn without_loop() -> Arc<Model> {
+        let mut model = Model::with(false, false);
+        model.has_loop = false;
+        Arc::new(model)
     }
 }
 
@@ -62,10 +106,10 @@ impl Steps for Model {
             });
         }
         // No leak: every earlier epoch was drained before a new one starts.
-        assert_eq!(
+        check_eq(
             self.waits.load(SeqCst),
             self.starts.load(SeqCst),
-            "an epoch started before the previous one was drained"
+            "an epoch started before the previous one was drained",
         );
         *self.closed.lock() = false;
         if self.spawn_worker {
@@ -76,20 +120,28 @@ impl Steps for Model {
         Ok(())
     }
 
-    fn execute(&self) {
-        assert_eq!(self.executes.load(SeqCst) + 1, self.starts.load(SeqCst));
+    fn execute(&self, _deadline: Option<std::time::Instant>) -> Result<(), WaitTimedOut> {
+        check_eq(
+            self.executes.load(SeqCst) + 1,
+            self.starts.load(SeqCst),
+            "the loop ran twice in an epoch, or before start",
+        );
         self.executes.fetch_add(1, SeqCst);
-        let mut closed = self.closed.lock();
-        while !*closed {
-            closed = self.closed_cv.wait(closed);
+        if self.has_loop {
+            let mut closed = self.closed.lock();
+            while !*closed {
+                closed = self.closed_cv.wait(closed);
+            }
         }
+        self.executed.fetch_add(1, SeqCst);
+        Ok(())
     }
 
     fn stop(&self) {
-        assert_eq!(
+        check_eq(
             self.stops.load(SeqCst) + 1,
             self.starts.load(SeqCst),
-            "stop ran twice in an epoch, or before start"
+            "stop ran twice in an epoch, or before start",
         );
         self.stops.fetch_add(1, SeqCst);
         *self.closed.lock() = true;
@@ -97,15 +149,20 @@ impl Steps for Model {
     }
 
     fn wait(&self, _deadline: Option<std::time::Instant>) -> Result<(), WaitTimedOut> {
-        assert_eq!(
+        check_eq(
             self.stops.load(SeqCst),
             self.starts.load(SeqCst),
-            "wait ran before stop"
+            "wait ran before stop",
         );
-        assert_eq!(
+        check_eq(
+            self.executes.load(SeqCst),
+            self.executed.load(SeqCst),
+            "the drain began while the loop still ran",
+        );
+        check_eq(
             self.waits.load(SeqCst) + 1,
             self.starts.load(SeqCst),
-            "wait ran twice"
+            "wait ran twice",
         );
         let worker = self.worker.lock().take();
         if let Some(worker) = worker {
@@ -122,6 +179,26 @@ fn req(call: Call) -> Request<'static> {
 
 fn pinned(call: Call, epoch: u64) -> Request<'static> {
     Request::new(call, Some(Epoch(epoch)), None, None, false, "loom")
+}
+
+/// Checks `f` with `mutant` in force: the models must find `property` broken in some
+/// interleaving, which proves they can fail.
+fn mutant(mutant: Mutant, f: fn(), property: &str) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MUTANT.with(|m| m.set(None));
+        }
+    }
+    VIOLATIONS.with(|v| v.borrow_mut().clear());
+    MUTANT.with(|m| m.set(Some(mutant)));
+    let _reset = Reset;
+    model(f);
+    let seen = VIOLATIONS.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    assert!(
+        seen.iter().any(|v| v == property),
+        "the models missed {mutant:?} (`{property}` never broke); they saw {seen:?}"
+    );
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -191,30 +268,32 @@ fn loom_concurrent_waits_all_return_after_the_drain() {
 
 #[test]
 fn loom_blocking_execute_runs_until_stop_and_wait_follows_it() {
-    model(|| {
-        let lc = Arc::new(Lifecycle::new());
-        let m = Model::new();
-        let server = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.start(&*m, &mut req(Call::Start)).unwrap();
-                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
-                assert_eq!(m.stops.load(SeqCst), 1, "execute returned before stop");
-            })
-        };
-        let controller = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.stop(&*m, &mut req(Call::Stop)).unwrap();
-                lc.wait(&*m, &mut req(Call::Wait)).unwrap();
-                assert_eq!(m.waits.load(SeqCst), 1);
-            })
-        };
-        server.join().unwrap();
-        controller.join().unwrap();
-        // execute either served (1) or was skipped because wait finished first (0).
-        assert!(m.executes.load(SeqCst) <= 1);
-    });
+    model(blocking_execute_then_stop_and_wait);
+}
+
+fn blocking_execute_then_stop_and_wait() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    let server = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.start(&*m, &mut req(Call::Start)).unwrap();
+            lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+            check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
+        })
+    };
+    let controller = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+            lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+            check_eq(m.waits.load(SeqCst), 1, "one drain");
+        })
+    };
+    server.join().unwrap();
+    controller.join().unwrap();
+    // execute either served (1) or was skipped because wait finished first (0).
+    check(m.executes.load(SeqCst) <= 1, "at most one loop");
 }
 
 #[test]
@@ -293,23 +372,32 @@ fn loom_unpinned_calls_pin_the_epoch_current_when_made() {
 
 #[test]
 fn loom_restart_without_wait_drains_the_old_epoch_first() {
-    model(|| {
-        let lc = Arc::new(Lifecycle::new());
-        let m = Model::new();
-        let old_waiter = {
-            let (lc, m) = (lc.clone(), m.clone());
-            thread::spawn(move || {
-                lc.wait(&*m, &mut pinned(Call::Wait, 1)).unwrap();
-                assert!(m.waits.load(SeqCst) >= 1);
-            })
-        };
-        lc.start(&*m, &mut req(Call::Start)).unwrap();
-        lc.stop(&*m, &mut req(Call::Stop)).unwrap();
-        // The Model's start body asserts that epoch 1 was drained first.
-        assert_eq!(lc.start(&*m, &mut req(Call::Start)).unwrap(), Epoch(2));
-        assert_eq!(m.waits.load(SeqCst), 1);
-        old_waiter.join().unwrap();
-    });
+    model(restart_without_wait);
+}
+
+fn restart_without_wait() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    let old_waiter = {
+        let (lc, m) = (lc.clone(), m.clone());
+        thread::spawn(move || {
+            lc.wait(&*m, &mut pinned(Call::Wait, 1)).unwrap();
+            check(
+                m.waits.load(SeqCst) >= 1,
+                "a pinned wait returned before its drain",
+            );
+        })
+    };
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    // The Model's start body asserts that epoch 1 was drained first.
+    check_eq(
+        lc.start(&*m, &mut req(Call::Start)).unwrap(),
+        Epoch(2),
+        "the restart began epoch 2",
+    );
+    check_eq(m.waits.load(SeqCst), 1, "one drain");
+    old_waiter.join().unwrap();
 }
 
 #[test]
@@ -337,4 +425,98 @@ fn loom_failed_start_leaves_the_server_startable() {
         assert_eq!(m.starts.load(SeqCst), 1);
         assert_eq!(m.stops.load(SeqCst), 1);
     });
+}
+
+#[test]
+fn loom_parked_executes_return_after_stop_and_never_rerun_the_body() {
+    // Executors with workers: execute() has nothing to run and parks until the stop;
+    // two of them at once, racing stop and wait, run the (empty) body once and both
+    // return only once the epoch is stopped.
+    model(parked_executes);
+}
+
+fn parked_executes() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::without_loop();
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    check_eq(m.starts.load(SeqCst), 1, "one start");
+    let executes: Vec<_> = (0..2)
+        .map(|_| {
+            let (lc, m) = (lc.clone(), m.clone());
+            thread::spawn(move || {
+                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+                check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
+            })
+        })
+        .collect();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+    for e in executes {
+        e.join().unwrap();
+    }
+    check(m.executes.load(SeqCst) <= 1, "at most one loop");
+}
+
+#[test]
+fn loom_blocking_execute_from_two_threads_runs_one_loop() {
+    model(blocking_execute_from_two_threads);
+}
+
+fn blocking_execute_from_two_threads() {
+    let lc = Arc::new(Lifecycle::new());
+    let m = Model::new();
+    lc.start(&*m, &mut req(Call::Start)).unwrap();
+    let executes: Vec<_> = (0..2)
+        .map(|_| {
+            let (lc, m) = (lc.clone(), m.clone());
+            thread::spawn(move || {
+                lc.execute(&*m, &mut req(Call::Execute)).unwrap();
+                check_eq(m.stops.load(SeqCst), 1, "execute returned before stop");
+            })
+        })
+        .collect();
+    lc.stop(&*m, &mut req(Call::Stop)).unwrap();
+    for e in executes {
+        e.join().unwrap();
+    }
+    lc.wait(&*m, &mut req(Call::Wait)).unwrap();
+    check_eq(m.executes.load(SeqCst), 1, "exactly one loop served");
+}
+
+// ===== mutation checks: each deliberate bug is caught =====
+
+#[test]
+fn loom_mutant_restart_skips_drain_is_caught() {
+    mutant(
+        Mutant::RestartSkipsDrain,
+        restart_without_wait,
+        "an epoch started before the previous one was drained",
+    );
+}
+
+#[test]
+fn loom_mutant_loop_runs_twice_is_caught() {
+    mutant(
+        Mutant::LoopRunsTwice,
+        blocking_execute_from_two_threads,
+        "the loop ran twice in an epoch, or before start",
+    );
+}
+
+#[test]
+fn loom_mutant_execute_ignores_stop_is_caught() {
+    mutant(
+        Mutant::ExecuteIgnoresStop,
+        parked_executes,
+        "execute returned before stop",
+    );
+}
+
+#[test]
+fn loom_mutant_wait_ignores_execute_is_caught() {
+    mutant(
+        Mutant::WaitIgnoresExecute,
+        blocking_execute_then_stop_and_wait,
+        "the drain began while the loop still ran",
+    );
 }

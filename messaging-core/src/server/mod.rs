@@ -6,14 +6,37 @@
 //! | call | returns when | before `start()` | repeated / concurrent | from inside a handler |
 //! |---|---|---|---|---|
 //! | [`start`](Server::start) | the listener is attached and the executor is ready; never waits for a message | — | no-op once started; concurrent callers wait for the one running it and share its result | no-op if started; a restart is refused ([`WouldDeadlock`](crate::ServerError::WouldDeadlock)) |
-//! | [`execute`](Server::execute) | the server was stopped and (blocking executor) its loop drained; it serves in the calling thread meanwhile | waits for `start()` | runs once per epoch; others wait for it | refused |
+//! | [`execute`](Server::execute) | the server was stopped and (blocking executor) its loop drained; it serves in the calling thread meanwhile | waits for `start()` | the loop runs once per epoch (resumed if a call timed out); every call returns when the epoch is stopped | refused |
 //! | [`stop`](Server::stop) | no new message will be taken; does not wait for handlers | waits for `start()` | runs once per epoch; others wait for it | allowed (the non-blocking stop) |
 //! | [`wait`](Server::wait) | stopped, every message taken has been processed, the listener is cleaned up | waits for `start()` and `stop()` | runs once per epoch; any number of threads wait together | refused at once, never a deadlock |
 //!
 //! Every call takes an optional timeout ([`CallOptions::timeout`]; a
 //! [`Timeout`](crate::ServerError::Timeout) error, never a hang) and logs one
 //! "possible hang" warning through `tracing` when it has waited longer than
-//! [`CallOptions::log_after`] (30 s by default, like oslo's `log_after`).
+//! [`CallOptions::log_after`] (30 s by default, like oslo's `log_after`). Both hold
+//! wherever a call blocks: waiting for another thread, and running the drain itself
+//! (`wait()`, or a restarting `start()`). `execute()` is the one call whose blocking
+//! is its job: the timeout ends its serving (a `Timeout` error; the epoch goes on and
+//! a later `execute()` serves again), but serving is never a "possible hang", only its
+//! waits for `start()` or for a stop in progress are.
+//!
+//! Dropping the last [`Server`] handle stops a running server without waiting, and
+//! keeps `stop()`'s promise: a background thread drains the epoch — every message
+//! already taken is processed to completion and answered, whatever the executor —
+//! and then cleans up the listener and drops the executor. Call `wait()` first if you
+//! must know when that is done (before the process exits, say).
+//!
+//! A listener that panics wedges nothing. A poll that panics is handled like a poll
+//! that fails: the executor logs it and polls again after a backoff (10 ms doubling
+//! to 1 s), and [`ServerState::failed_polls`] counts the failures in a row, so a
+//! server that takes nothing — a deaf server — shows in [`Server::state`] (see
+//! [`ServerState::is_healthy`]) while the epoch keeps running and recovers by itself
+//! if the listener does. Re-polling, rather than ending the epoch, is what executors
+//! already did for a poll that returns an error, and transports reconnect on their
+//! own; a transient fault should not need a restart. After `stop()`, a failing poll
+//! ends the drain instead (the listener cannot hand out more; `cleanup()` gives back
+//! what it held), so `wait()` returns. A `stop()` or `cleanup()` that panics is logged
+//! and counts as done.
 //!
 //! Each call acts on one [`Epoch`]: the one current when it was made, or the one it was
 //! pinned to with [`CallOptions::epoch`]. `start()` after `stop()` begins a new epoch,
@@ -31,8 +54,10 @@
 //! * a caller's pinned `wait()` cannot attach to a later epoch.
 
 mod lifecycle;
+mod listener;
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -43,6 +68,7 @@ use crate::executor::{Executor, WaitTimedOut};
 use crate::transport::{IncomingMessage, ListenOptions, Listener, Subscription, Transport};
 
 use lifecycle::{Lifecycle, Request, Steps};
+use listener::GuardedListener;
 
 /// The default delay before a lifecycle call that is still waiting logs a
 /// "possible hang" warning (oslo's `DEFAULT_LOG_AFTER`).
@@ -108,7 +134,7 @@ pub enum StepState {
     Done,
 }
 
-/// A snapshot of a server's lifecycle, for logs and tests.
+/// A snapshot of a server's lifecycle and health, for logs, health checks and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerState {
@@ -116,18 +142,31 @@ pub struct ServerState {
     pub epoch: Epoch,
     /// Its `start` step.
     pub start: StepState,
-    /// Its `execute` step.
+    /// Its `execute` step: the blocking executor's loop, `Running` while it serves in
+    /// a thread's `execute()`. Executors without a loop mark it `Done` as soon as
+    /// `execute()` is called (the call then only waits for the stop).
     pub execute: StepState,
     /// Its `stop` step.
     pub stop: StepState,
     /// Its `wait` step.
     pub wait: StepState,
+    /// Polls of the epoch's listener that failed in a row — returned an error or
+    /// panicked — since the last one that succeeded; 0 when none did. Executors poll
+    /// again after a backoff, so a count that keeps growing is a server that takes
+    /// nothing (a broker down, a broken listener); it falls back to 0 at the next
+    /// poll that works.
+    pub failed_polls: u64,
 }
 
 impl ServerState {
     /// Started and not yet stopping: messages are being taken.
     pub fn is_running(&self) -> bool {
         self.start == StepState::Done && self.stop == StepState::NotRun
+    }
+
+    /// Running, and its listener's last poll did not fail: what a health check asks.
+    pub fn is_healthy(&self) -> bool {
+        self.is_running() && self.failed_polls == 0
     }
 }
 
@@ -159,8 +198,10 @@ impl CallOptions {
     }
 
     /// Fail with [`ServerError::Timeout`] instead of waiting longer than `timeout`.
-    /// The timeout bounds waiting for other steps and other threads, and the drain in
-    /// `wait()`; it cannot interrupt a handler running in the calling thread.
+    /// The timeout bounds waiting for other steps and other threads, the drain in
+    /// `wait()` and `execute()`'s serving (the blocking executor's loop stops taking
+    /// messages); it cannot interrupt work running in the calling thread (a handler,
+    /// or the transport's `listen` in `start()`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(Some(timeout));
         self
@@ -172,7 +213,8 @@ impl CallOptions {
         self
     }
 
-    /// Log a "possible hang" warning once the call has waited this long.
+    /// Log a "possible hang" warning once the call has waited this long (time
+    /// `execute()` spends serving does not count).
     pub fn log_after(mut self, delay: Duration) -> Self {
         self.log_after = Some(Some(delay));
         self
@@ -202,8 +244,16 @@ static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// `Server` is a cheap handle (clone it to call `stop()` from another thread). A handler
 /// that needs its own server should hold a [`WeakServer`], so the server is not kept
-/// alive by its own handlers. Dropping the last handle of a running server stops it
-/// without waiting: call [`wait`](Server::wait) to be sure every handler finished.
+/// alive by its own handlers.
+///
+/// Dropping the last handle of a started server that nobody waited for stops it
+/// without waiting, as `stop()` does, and keeps `stop()`'s promise: a background
+/// thread (`messaging-drain`) drains the epoch, so every message already taken is
+/// processed to completion and answered, whatever the executor (the event-loop
+/// executor's own runtime lives until then); it then cleans up the listener and drops
+/// the executor, logging "possible hang" after the server's `log_after` if a handler
+/// holds it up. The process does not wait for that thread: call
+/// [`wait`](Server::wait) to be sure every handler finished.
 ///
 /// # Examples
 ///
@@ -239,10 +289,16 @@ impl WeakServer {
 struct Inner {
     id: u64,
     name: String,
-    lifecycle: Lifecycle,
-    effects: Effects,
+    core: Arc<Core>,
     timeout: Option<Duration>,
     log_after: Option<Duration>,
+}
+
+/// The state machine and its effects: shared with the thread that drains a server
+/// dropped while it ran.
+struct Core {
+    lifecycle: Lifecycle,
+    effects: Effects,
 }
 
 impl Server {
@@ -285,7 +341,11 @@ impl Server {
     ///   From inside a handler such a restart is refused with `WouldDeadlock`.
     pub fn start_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
         let mut req = self.request(Call::Start, options);
-        let result = self.inner.lifecycle.start(&self.inner.effects, &mut req);
+        let result = self
+            .inner
+            .core
+            .lifecycle
+            .start(&self.inner.core.effects, &mut req);
         self.trace(Call::Start, &result);
         result
     }
@@ -302,12 +362,24 @@ impl Server {
     /// wait()` is therefore "serve until stopped" for every executor.
     ///
     /// * Before `start()`: waits for it (bounded by the timeout).
-    /// * Runs once per epoch; a concurrent or repeated call waits for it to return.
+    /// * With a timeout: returns [`Timeout`](ServerError::Timeout) once it has served
+    ///   that long, for every executor. The epoch keeps running (the blocking
+    ///   executor's loop stops taking messages after the batch in hand; the others'
+    ///   workers go on); a later `execute()` serves again, `stop()` and `wait()` work
+    ///   as usual. Serving never logs "possible hang"; waiting for `start()` or for a
+    ///   stop in progress does, after `log_after`.
+    /// * The blocking executor's loop runs in one thread at a time and completes once
+    ///   per epoch; concurrent or repeated calls wait with it and all return once the
+    ///   epoch is stopped (at once if it already is).
     /// * Returns at once if `wait()` already finished the epoch without a loop.
     /// * From inside a handler of this server: refused with `WouldDeadlock`.
     pub fn execute_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
         let mut req = self.request(Call::Execute, options);
-        let result = self.inner.lifecycle.execute(&self.inner.effects, &mut req);
+        let result = self
+            .inner
+            .core
+            .lifecycle
+            .execute(&self.inner.core.effects, &mut req);
         self.trace(Call::Execute, &result);
         result
     }
@@ -327,7 +399,11 @@ impl Server {
     /// * Runs once per epoch; a concurrent call waits for it; a repeated call returns.
     pub fn stop_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
         let mut req = self.request(Call::Stop, options);
-        let result = self.inner.lifecycle.stop(&self.inner.effects, &mut req);
+        let result = self
+            .inner
+            .core
+            .lifecycle
+            .stop(&self.inner.core.effects, &mut req);
         self.trace(Call::Stop, &result);
         result
     }
@@ -343,21 +419,33 @@ impl Server {
     /// * Before `stop()`: waits for it.
     /// * Any number of threads may wait at once; they all return when the drain is done.
     ///   A repeated call returns at once.
-    /// * On timeout the drain goes on; a later `wait()` waits for the rest.
+    /// * On timeout the drain goes on; a later `wait()` waits for the rest. The thread
+    ///   that runs the drain logs "possible hang" after `log_after`, as waiters do.
     /// * From inside a handler of this server: returns `WouldDeadlock` at once, since the
     ///   drain would wait for that handler. The check sees the handler's own thread (and
     ///   a dispatcher's inline work); a handler that hands `wait()` to another thread and
     ///   waits for it deadlocks and cannot be detected — don't.
     pub fn wait_with(&self, options: &CallOptions) -> Result<Epoch, ServerError> {
         let mut req = self.request(Call::Wait, options);
-        let result = self.inner.lifecycle.wait(&self.inner.effects, &mut req);
+        let result = self
+            .inner
+            .core
+            .lifecycle
+            .wait(&self.inner.core.effects, &mut req);
         self.trace(Call::Wait, &result);
         result
     }
 
-    /// A snapshot of the lifecycle.
+    /// A snapshot of the lifecycle and of the listener's health.
     pub fn state(&self) -> ServerState {
-        self.inner.lifecycle.snapshot()
+        let mut state = self.inner.core.lifecycle.snapshot();
+        state.failed_polls = self
+            .inner
+            .core
+            .effects
+            .listener()
+            .map_or(0, |listener| listener.failed_polls());
+        state
     }
 
     /// The current epoch.
@@ -372,7 +460,7 @@ impl Server {
 
     /// The executor's name.
     pub fn executor_name(&self) -> &'static str {
-        self.inner.effects.executor.name()
+        self.inner.core.effects.executor.name()
     }
 
     /// A weak handle, for handlers that stop their own server.
@@ -405,18 +493,48 @@ impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("name", &self.inner.name)
-            .field("executor", &self.inner.effects.executor.name())
+            .field("executor", &self.inner.core.effects.executor.name())
             .field("state", &self.state())
             .finish()
     }
 }
 
 impl Drop for Inner {
+    /// Stops a started epoch that nobody waited for and drains it in the background
+    /// (see [`Server`]). No lifecycle call is in progress: each holds a handle.
     fn drop(&mut self) {
-        if self.lifecycle.snapshot().is_running() {
+        let state = self.core.lifecycle.snapshot();
+        if state.start != StepState::Done || state.wait == StepState::Done {
+            return;
+        }
+        if state.stop == StepState::NotRun {
             tracing::debug!(server = %self.name, "server dropped while running: stopping it");
             let mut req = Request::new(Call::Stop, None, None, None, false, &self.name);
-            let _ = self.lifecycle.stop(&self.effects, &mut req);
+            if let Err(error) = self.core.lifecycle.stop(&self.core.effects, &mut req) {
+                // A drain would wait for a stop that never comes.
+                tracing::error!(server = %self.name, %error, "stopping a dropped server failed");
+                return;
+            }
+        }
+        let (core, name, log_after) = (self.core.clone(), self.name.clone(), self.log_after);
+        let drain = std::thread::Builder::new()
+            .name("messaging-drain".to_owned())
+            .spawn(move || {
+                let mut req = Request::new(Call::Wait, None, None, log_after, false, &name);
+                match core.lifecycle.wait(&core.effects, &mut req) {
+                    Ok(epoch) => tracing::debug!(server = %name, %epoch, "dropped server drained"),
+                    Err(error) => {
+                        tracing::error!(server = %name, %error, "draining a dropped server failed");
+                    }
+                }
+            });
+        if let Err(error) = drain {
+            tracing::error!(
+                server = %self.name,
+                %error,
+                "could not start the thread that drains a dropped server: its handlers in \
+                 flight may be cut short"
+            );
         }
     }
 }
@@ -472,19 +590,22 @@ impl ServerBuilder {
         Ok(Server {
             inner: Arc::new(Inner {
                 id,
+                core: Arc::new(Core {
+                    lifecycle: Lifecycle::new(),
+                    effects: Effects {
+                        name: name.clone(),
+                        transport: self.transport,
+                        subscription: self.subscription,
+                        listen_options: self.listen_options,
+                        executor: self.executor,
+                        dispatcher: Arc::new(Scoped {
+                            id,
+                            inner: self.dispatcher,
+                        }),
+                        listener: Mutex::new(None),
+                    },
+                }),
                 name,
-                lifecycle: Lifecycle::new(),
-                effects: Effects {
-                    transport: self.transport,
-                    subscription: self.subscription,
-                    listen_options: self.listen_options,
-                    executor: self.executor,
-                    dispatcher: Arc::new(Scoped {
-                        id,
-                        inner: self.dispatcher,
-                    }),
-                    listener: Mutex::new(None),
-                },
                 timeout: self.timeout,
                 log_after: self.log_after,
             }),
@@ -520,16 +641,18 @@ impl Dispatcher for Scoped {
 }
 
 struct Effects {
+    /// The server's name, for the listener's logs.
+    name: String,
     transport: Arc<dyn Transport>,
     subscription: Subscription,
     listen_options: ListenOptions,
     executor: Box<dyn Executor>,
     dispatcher: Arc<dyn Dispatcher>,
-    listener: Mutex<Option<Arc<dyn Listener>>>,
+    listener: Mutex<Option<Arc<GuardedListener>>>,
 }
 
 impl Effects {
-    fn listener(&self) -> Option<Arc<dyn Listener>> {
+    fn listener(&self) -> Option<Arc<GuardedListener>> {
         self.listener
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -539,31 +662,41 @@ impl Effects {
 
 impl Steps for Effects {
     fn start(&self) -> Result<(), ServerError> {
-        let listener: Arc<dyn Listener> = self
+        let listener = self
             .transport
             .listen(&self.subscription, &self.listen_options)
             .map_err(|source| ServerError::Listen {
                 subscription: self.subscription.to_string(),
                 source,
-            })?
-            .into();
-        if let Err(source) = self
-            .executor
-            .start(listener.clone(), self.dispatcher.clone())
-        {
-            listener.stop();
-            listener.cleanup();
-            return Err(ServerError::Executor {
+            })?;
+        let listener = Arc::new(GuardedListener::new(listener, &self.name));
+        let started = catch_unwind(AssertUnwindSafe(|| {
+            self.executor
+                .start(listener.clone(), self.dispatcher.clone())
+        }));
+        let failure = match started {
+            Ok(Ok(())) => None,
+            Ok(Err(source)) => Some(ServerError::Executor {
                 executor: self.executor.name(),
                 source,
-            });
+            }),
+            Err(payload) => Some(ServerError::Panicked {
+                call: Call::Start,
+                message: crate::error::panic_message(&*payload),
+            }),
+        };
+        if let Some(error) = failure {
+            // Nothing may be left behind by a failed start.
+            listener.stop();
+            listener.cleanup();
+            return Err(error);
         }
         *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
         Ok(())
     }
 
-    fn execute(&self) {
-        self.executor.execute();
+    fn execute(&self, deadline: Option<Instant>) -> Result<(), WaitTimedOut> {
+        self.executor.execute(deadline)
     }
 
     fn stop(&self) {
