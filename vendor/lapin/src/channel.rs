@@ -27,7 +27,7 @@ use crate::{
 };
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use std::{convert::TryFrom, fmt, sync::Arc};
-use tracing::{error, info, trace};
+use tracing::{debug, error, info, trace};
 
 /// Main entry point for most AMQP operations.
 ///
@@ -961,7 +961,8 @@ impl Channel {
     fn on_connection_close_received(&self, method: protocol::connection::Close) -> Result<()> {
         let error: Error = AMQPError::try_from(method.clone())
             .map(|error| {
-                error!(
+                // messaging-rs patch: debug, not error (the error reaches the caller).
+                debug!(
                     channel=%self.id,
                     ?method,
                     ?error,

@@ -168,7 +168,8 @@ impl Channels {
             return;
         }
 
-        error!(%error, "Connection error");
+        // messaging-rs patch: debug, not error (the error reaches the caller).
+        debug!(%error, "Connection error");
         if let Some(resolver) = self.frames.connection_resolver(0) {
             resolver.reject(error.clone());
         }

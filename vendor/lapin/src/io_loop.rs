@@ -263,7 +263,9 @@ impl<
                     let throttle = match self.global_backoff.next() {
                         Some(throttle) => throttle,
                         None => {
-                            error!("Exponential backoff attempts exhausted, aborting recovery");
+                            // messaging-rs patch: debug, not error (the connection
+                            // error reaches the caller).
+                            debug!("Exponential backoff attempts exhausted, aborting recovery");
                             let error = res.err().unwrap_or_else(|| {
                                 io::Error::from(io::ErrorKind::ConnectionAborted).into()
                             });
