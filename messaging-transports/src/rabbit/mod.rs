@@ -55,31 +55,36 @@ mod connection;
 mod listener;
 mod options;
 mod publisher;
+mod replier;
 mod replies;
 mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use lapin::types::ShortString;
 use messaging_core::codec::CodecKind;
 use messaging_core::dispatch::block_on;
 use messaging_core::reply::{ReplyReceiver, reply_channel};
 use messaging_core::{
-    ListenOptions, Listener, Message, Priority, SendOptions, Subscription, Target, Transport,
-    TransportError, TransportUrl, ids,
+    InvalidTarget, ListenOptions, Listener, Message, Priority, SendOptions, Subscription, Target,
+    Transport, TransportError, TransportUrl, ids,
 };
 use tokio::runtime::{Handle, Runtime};
 
+use connection::{Kind, TooLong, short};
 pub use listener::RabbitListener;
-use listener::Topology;
+use listener::{QueueSpec, Topology};
 use options::Options;
-use publisher::{Declare, Publish, Publisher};
+use publisher::{Budget, Declare, Publish, Publisher};
+use replier::ObsoleteReplyQueues;
 use replies::Replies;
 
-use connection::Kind;
-
 /// The RabbitMQ transport. Cloning shares its connections.
+///
+/// Dropping the last clone waits up to 5 s for the broker to confirm what was
+/// published, then deletes the transport's reply queue (waiting at most 1 s more).
 ///
 /// # Examples
 ///
@@ -102,7 +107,14 @@ struct Inner {
     handle: Handle,
     publisher: Arc<Publisher>,
     replies: Arc<Replies>,
+    /// Reply queues found gone, shared by this transport's servers.
+    obsolete: Arc<ObsoleteReplyQueues>,
 }
+
+/// How long dropping a transport waits for confirms, and then for its reply queue to
+/// be deleted.
+const SETTLE_ON_DROP: Duration = Duration::from_secs(5);
+const DELETE_ON_DROP: Duration = Duration::from_secs(1);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -110,14 +122,40 @@ impl Drop for Inner {
         // otherwise exit with its last casts unconfirmed, possibly unsent).
         let publisher = self.publisher.clone();
         let settled = self.handle.spawn(async move { publisher.settle().await });
+        let _ = block_on(messaging_core::timer::timeout(SETTLE_ON_DROP, settled));
+        // Nobody can wait for a reply any more: the reply queue goes (late replies
+        // then come back to their servers, which drop them).
+        let replies = self.replies.clone();
+        let closed = self
+            .handle
+            .spawn(async move { replies.close(DELETE_ON_DROP).await });
         let _ = block_on(messaging_core::timer::timeout(
-            Duration::from_secs(5),
-            settled,
+            DELETE_ON_DROP + Duration::from_millis(100),
+            closed,
         ));
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Where an RPC message goes, and what must exist first.
+struct Route {
+    exchange: ShortString,
+    routing_key: ShortString,
+    declare: Vec<Declare>,
+}
+
+/// A name composed from `target` (`<topic>.<server>`, `<topic>_fanout`, ...) as an AMQP
+/// short string, or [`InvalidTarget`] if it is longer than AMQP allows.
+fn name(what: &str, value: &str, target: &Target) -> Result<ShortString, TransportError> {
+    short(value).map_err(|TooLong(len)| {
+        InvalidTarget::new(
+            format!("the RabbitMQ {what} would be {len} bytes long (AMQP allows at most 255)"),
+            target,
+        )
+        .into()
+    })
 }
 
 impl RabbitTransport {
@@ -138,7 +176,8 @@ impl RabbitTransport {
             inner: Arc::new(Inner {
                 url: url.clone(),
                 publisher: Arc::new(Publisher::new(options.clone(), handle.clone())),
-                replies: Arc::new(Replies::new(options.clone())),
+                replies: Arc::new(Replies::new(options.clone())?),
+                obsolete: Arc::default(),
                 options,
                 runtime: Some(runtime),
                 handle,
@@ -146,45 +185,159 @@ impl RabbitTransport {
         })
     }
 
-    fn exchange(&self, target: &Target) -> String {
-        target
+    /// Topic exchanges: durable with `amqp_durable_queues`, as oslo declares them.
+    fn topic_kind(&self) -> Kind {
+        Kind::Topic {
+            durable: self.inner.options.durable,
+        }
+    }
+
+    fn exchange(&self, target: &Target) -> Result<ShortString, TransportError> {
+        let exchange = target
             .exchange
-            .clone()
-            .unwrap_or_else(|| self.inner.options.control_exchange.clone())
+            .as_deref()
+            .unwrap_or(&self.inner.options.control_exchange);
+        name("exchange name", exchange, target)
     }
 
     /// Where an RPC message goes: exchange, routing key, and what must exist.
-    fn route(&self, target: &Target) -> (String, String, Vec<Declare>) {
-        let topic = target.topic.clone().unwrap_or_default();
+    fn route(&self, target: &Target) -> Result<Route, TransportError> {
+        let topic = target.topic.as_deref().unwrap_or_default();
         if target.fanout {
-            let exchange = format!("{topic}_fanout");
-            let declare = vec![Declare::Exchange(exchange.clone(), Kind::Fanout)];
-            return (exchange, String::new(), declare);
+            let exchange = name(
+                "fanout exchange name `<topic>_fanout`",
+                &format!("{topic}_fanout"),
+                target,
+            )?;
+            return Ok(Route {
+                declare: vec![Declare::Exchange(exchange.clone(), Kind::Fanout)],
+                exchange,
+                routing_key: ShortString::default(),
+            });
         }
-        let exchange = self.exchange(target);
-        let key = match &target.server {
-            Some(server) => format!("{topic}.{server}"),
-            None => topic,
+        let exchange = self.exchange(target)?;
+        let routing_key = match &target.server {
+            Some(server) => name(
+                "routing key `<topic>.<server>`",
+                &format!("{topic}.{server}"),
+                target,
+            )?,
+            None => name("routing key", topic, target)?,
         };
-        let declare = vec![Declare::Exchange(exchange.clone(), Kind::Topic)];
-        (exchange, key, declare)
+        Ok(Route {
+            declare: vec![Declare::Exchange(exchange.clone(), self.topic_kind())],
+            exchange,
+            routing_key,
+        })
     }
 
-    /// Runs a future on the transport's runtime and awaits it from anywhere.
-    async fn run<T: Send + 'static>(
+    /// Refuses a body larger than `max_message_size` before anything is published.
+    fn check_size(&self, body: &[u8]) -> Result<(), TransportError> {
+        let limit = self.inner.options.max_message_size;
+        if body.len() > limit {
+            return Err(TransportError::MessageTooLarge {
+                size: body.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The queues an RPC server consumes: `<topic>`, `<topic>.<server>` and its own
+    /// fanout queue.
+    fn rpc_topology(&self, target: &Target) -> Result<Topology, TransportError> {
+        let options = &self.inner.options;
+        let topic_name = target.topic.as_deref().unwrap_or_default();
+        let server = target.server.as_deref().unwrap_or_default();
+        let exchange = self.exchange(target)?;
+        let topic = name("queue name", topic_name, target)?;
+        let server_queue = name(
+            "queue name `<topic>.<server>`",
+            &format!("{topic_name}.{server}"),
+            target,
+        )?;
+        let fanout_exchange = name(
+            "fanout exchange name `<topic>_fanout`",
+            &format!("{topic_name}_fanout"),
+            target,
+        )?;
+        let fanout_queue = name(
+            "fanout queue name `<topic>_fanout_<32 hex digits>`",
+            &format!("{topic_name}_fanout_{}", ids::hex_id()),
+            target,
+        )?;
+        Ok(Topology {
+            queues: vec![
+                QueueSpec {
+                    name: topic.clone(),
+                    durable: options.durable,
+                    expires_ms: options.queue_ttl_ms,
+                    exchange: exchange.clone(),
+                    exchange_kind: self.topic_kind(),
+                    key: topic.clone(),
+                },
+                QueueSpec {
+                    name: server_queue.clone(),
+                    durable: options.durable,
+                    expires_ms: options.queue_ttl_ms,
+                    exchange,
+                    exchange_kind: self.topic_kind(),
+                    key: server_queue,
+                },
+                QueueSpec {
+                    name: fanout_queue.clone(),
+                    durable: false,
+                    expires_ms: Some(options.transient_ttl_ms),
+                    exchange: fanout_exchange,
+                    exchange_kind: Kind::Fanout,
+                    key: topic,
+                },
+            ],
+            rpc: true,
+            own_queue: Some(fanout_queue),
+        })
+    }
+
+    /// The queues a notification listener consumes: one per `<topic>.<priority>`, or
+    /// the pool's queue bound with every key.
+    fn notification_topology(
         &self,
-        future: impl std::future::Future<Output = Result<T, TransportError>> + Send + 'static,
-    ) -> Result<T, TransportError> {
-        self.inner
-            .handle
-            .spawn(future)
-            .await
-            .map_err(|e| TransportError::other(format!("the RabbitMQ task failed: {e}")))?
+        targets: &[Target],
+        priorities: &[Priority],
+        pool: Option<&str>,
+    ) -> Result<Topology, TransportError> {
+        let mut queues = Vec::new();
+        for target in targets {
+            let exchange = self.exchange(target)?;
+            let pool = pool
+                .map(|pool| name("pool queue name", pool, target))
+                .transpose()?;
+            for priority in priorities {
+                let key = name(
+                    "routing key `<topic>.<priority>`",
+                    &format!(
+                        "{}.{}",
+                        target.topic.as_deref().unwrap_or_default(),
+                        priority.as_str()
+                    ),
+                    target,
+                )?;
+                queues.push(QueueSpec {
+                    name: pool.clone().unwrap_or_else(|| key.clone()),
+                    durable: self.inner.options.durable,
+                    expires_ms: self.inner.options.queue_ttl_ms,
+                    exchange: exchange.clone(),
+                    exchange_kind: self.topic_kind(),
+                    key,
+                });
+            }
+        }
+        Ok(Topology {
+            queues,
+            rpc: false,
+            own_queue: None,
+        })
     }
-}
-
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 fn wire_error(e: wire::WireError) -> TransportError {
@@ -205,6 +358,8 @@ impl Transport for RabbitTransport {
         CodecKind::Json
     }
 
+    /// Returns once the broker confirmed the message and, unless it is a fanout, a
+    /// queue took it; see the module docs.
     async fn cast(
         &self,
         target: &Target,
@@ -212,22 +367,24 @@ impl Transport for RabbitTransport {
         options: &SendOptions,
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
-        let (exchange, routing_key, declare) = self.route(target);
+        let budget = Budget::new(options.retry, options.timeout);
+        let route = self.route(target)?;
         let body = wire::encode_request(&message, None, &ids::hex_id()).map_err(wire_error)?;
+        self.check_size(&body)?;
         let publish = Publish {
-            exchange,
-            routing_key,
+            exchange: route.exchange,
+            routing_key: route.routing_key,
             body,
-            expiration: None,
-            mandatory: false,
-            declare,
+            expires: None,
+            // A fanout to no server at all is not an error.
+            mandatory: !target.fanout,
+            declare: route.declare,
         };
-        self.inner
-            .publisher
-            .publish(publish, options.retry, deadline(options.timeout))
-            .await
+        self.inner.publisher.publish(&publish, budget).await
     }
 
+    /// Returns once a queue took the request (see the module docs); a request no
+    /// queue takes is retried until the call's timeout.
     async fn call(
         &self,
         target: &Target,
@@ -235,44 +392,47 @@ impl Transport for RabbitTransport {
         options: &SendOptions,
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
-        let (exchange, routing_key, declare) = self.route(target);
-        let (publisher, replies) = (&self.inner.publisher, &self.inner.replies);
-        let (retry, timeout, monitor) =
-            (options.retry, options.timeout, options.call_monitor_timeout);
-        let deadline = deadline(timeout);
+        let budget = Budget::new(options.retry, options.timeout);
+        let route = self.route(target)?;
+        let replies = &self.inner.replies;
         if !replies.is_started() {
             // Declaring and consuming the reply queue needs the transport's runtime.
             let replies = replies.clone();
-            self.run(async move { replies.ensure_started().await })
-                .await?;
+            self.inner
+                .handle
+                .spawn(async move { replies.ensure_started().await })
+                .await
+                .map_err(|e| TransportError::other(format!("the RabbitMQ task failed: {e}")))??;
         }
-        {
-            let msg_id = ids::hex_id();
-            let call = wire::CallInfo {
-                msg_id: &msg_id,
-                reply_q: replies.queue(),
-                timeout: monitor.map(|t| t.as_secs_f64()),
-            };
-            let body =
-                wire::encode_request(&message, Some(&call), &ids::hex_id()).map_err(wire_error)?;
-            let (sender, receiver) = reply_channel();
-            replies.expect(msg_id.clone(), sender);
-            let publish = Publish {
-                exchange,
-                routing_key,
-                body,
-                expiration: timeout,
-                mandatory: false,
-                declare,
-            };
-            if let Err(error) = publisher.publish(publish, retry, deadline).await {
-                replies.forget(&msg_id);
-                return Err(error);
-            }
-            Ok(receiver)
+        let msg_id = ids::hex_id();
+        let call = wire::CallInfo {
+            msg_id: &msg_id,
+            reply_q: replies.queue().as_str(),
+            timeout: options.call_monitor_timeout.map(|t| t.as_secs_f64()),
+        };
+        let body =
+            wire::encode_request(&message, Some(&call), &ids::hex_id()).map_err(wire_error)?;
+        self.check_size(&body)?;
+        let (sender, receiver) = reply_channel();
+        replies.expect(msg_id.clone(), sender);
+        let publish = Publish {
+            exchange: route.exchange,
+            routing_key: route.routing_key,
+            body,
+            // The broker drops a request nobody waits for any more.
+            expires: options.timeout.map(|_| budget.deadline),
+            mandatory: true,
+            declare: route.declare,
+        };
+        if let Err(error) = self.inner.publisher.publish(&publish, budget).await {
+            replies.forget(&msg_id);
+            return Err(error);
         }
+        Ok(receiver)
     }
 
+    /// Returns once the broker confirmed the notification (stored in the
+    /// `<topic>.<priority>` queue the notifier declares); retried for up to 60 s.
     async fn notify(
         &self,
         target: &Target,
@@ -280,30 +440,34 @@ impl Transport for RabbitTransport {
         message: Message,
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
-        let exchange = self.exchange(target);
-        let key = format!(
-            "{}.{}",
-            target.topic.as_deref().unwrap_or_default(),
-            priority.as_str()
-        );
+        let budget = Budget::new(None, Some(Duration::from_secs(60)));
+        let exchange = self.exchange(target)?;
+        let key = name(
+            "routing key `<topic>.<priority>`",
+            &format!(
+                "{}.{}",
+                target.topic.as_deref().unwrap_or_default(),
+                priority.as_str()
+            ),
+            target,
+        )?;
         let body = wire::encode_notification(&message, &ids::hex_id()).map_err(wire_error)?;
+        self.check_size(&body)?;
         let publish = Publish {
             exchange: exchange.clone(),
             routing_key: key.clone(),
             body,
-            expiration: None,
+            expires: None,
             mandatory: false,
             declare: vec![Declare::Queue {
                 queue: key.clone(),
+                durable: self.inner.options.durable,
                 expires_ms: self.inner.options.queue_ttl_ms,
                 exchange,
                 key,
             }],
         };
-        self.inner
-            .publisher
-            .publish(publish, None, deadline(Some(Duration::from_secs(60))))
-            .await
+        self.inner.publisher.publish(&publish, budget).await
     }
 
     fn listen(
@@ -313,37 +477,12 @@ impl Transport for RabbitTransport {
     ) -> Result<Box<dyn Listener>, TransportError> {
         subscription.validate()?;
         let topology = match subscription {
-            Subscription::Rpc(target) => {
-                let topic = target.topic.clone().unwrap_or_default();
-                Topology::Rpc {
-                    exchange: self.exchange(target),
-                    fanout_queue: format!("{topic}_fanout_{}", ids::hex_id()),
-                    topic,
-                    server: target.server.clone().unwrap_or_default(),
-                }
-            }
+            Subscription::Rpc(target) => self.rpc_topology(target)?,
             Subscription::Notifications {
                 targets,
                 priorities,
                 pool,
-            } => Topology::Notifications {
-                bindings: targets
-                    .iter()
-                    .flat_map(|target| {
-                        priorities.iter().map(move |priority| {
-                            (
-                                self.exchange(target),
-                                format!(
-                                    "{}.{}",
-                                    target.topic.as_deref().unwrap_or_default(),
-                                    priority.as_str()
-                                ),
-                            )
-                        })
-                    })
-                    .collect(),
-                pool: pool.clone(),
-            },
+            } => self.notification_topology(targets, priorities, pool.as_deref())?,
             other => {
                 return Err(TransportError::other(format!(
                     "unsupported subscription {other}"
@@ -367,9 +506,72 @@ impl Transport for RabbitTransport {
             topology,
             prefetch,
             publisher: self.inner.publisher.clone(),
+            obsolete: self.inner.obsolete.clone(),
             runtime: self.inner.handle.clone(),
             name: subscription.to_string(),
         };
         Ok(Box::new(RabbitListener::start(session, spec, options)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(url: &str) -> RabbitTransport {
+        RabbitTransport::open(&TransportUrl::parse(url).unwrap()).unwrap()
+    }
+
+    fn invalid_target(result: Result<impl std::fmt::Debug, TransportError>) -> String {
+        match result {
+            Err(TransportError::InvalidTarget(e)) => e.reason().to_owned(),
+            other => panic!("expected InvalidTarget, got {other:?}"),
+        }
+    }
+
+    /// Every name the transport composes is checked before lapin sees it: a target
+    /// whose names are each valid but compose into more than 255 bytes is refused with
+    /// a typed error, never a panic, for sending and for listening.
+    #[test]
+    fn composed_names_longer_than_amqp_allows_are_invalid_targets() {
+        let rabbit = transport("rabbit://127.0.0.1:1/");
+        let topic = "t".repeat(250);
+        let server = Target::new(topic.clone()).with_server("server-1");
+        assert!(invalid_target(rabbit.route(&server).map(|_| ())).contains("<topic>.<server>"));
+        let fanout = Target::new(topic.clone()).with_fanout(true);
+        assert!(invalid_target(rabbit.route(&fanout).map(|_| ())).contains("<topic>_fanout"));
+        assert!(rabbit.route(&Target::new(topic.clone())).is_ok());
+        // listening: the topic fits, its fanout queue does not.
+        let listen = Target::new("t".repeat(220)).with_server("s");
+        assert!(invalid_target(rabbit.rpc_topology(&listen).map(|_| ())).contains("fanout queue"));
+        let notifications = [Target::new("t".repeat(250))];
+        assert!(
+            invalid_target(
+                rabbit
+                    .notification_topology(&notifications, &[Priority::Critical], None)
+                    .map(|_| ())
+            )
+            .contains("<topic>.<priority>")
+        );
+        let pool = "p".repeat(256);
+        assert!(
+            invalid_target(
+                rabbit
+                    .notification_topology(&[Target::new("t")], &[Priority::Info], Some(&pool))
+                    .map(|_| ())
+            )
+            .contains("pool queue")
+        );
+        // The same through the Transport API: an error, not a panic inside lapin.
+        let message = Message::new("{}").with_meta(messaging_core::Meta::Request(
+            messaging_core::RequestMeta::new("m"),
+        ));
+        let sent = block_on(rabbit.cast(&server, message, &SendOptions::default()));
+        assert!(
+            matches!(sent, Err(TransportError::InvalidTarget(_))),
+            "{sent:?}"
+        );
+        let listened = rabbit.listen(&Subscription::Rpc(listen), &ListenOptions::default());
+        assert!(matches!(listened, Err(TransportError::InvalidTarget(_))));
     }
 }
