@@ -7,13 +7,14 @@
 //! `amqp://`, and `amqps://` for TLS). Hosts are tried in order on every (re)connect, or
 //! from a random one with `kombu_failover_strategy=shuffle`. No host means
 //! `guest:guest@localhost:5672`. Options (oslo's names): `control_exchange` (default
-//! `openstack`), `rabbit_qos_prefetch_count` or `prefetch` (default 64),
-//! `heartbeat_timeout_threshold` or `heartbeat` (AMQP heartbeat seconds, default 60),
-//! `rabbit_transient_queues_ttl` (seconds, default 1800), `kombu_failover_strategy`,
-//! `ssl`, `connect_timeout` (seconds), `codec` (`json` only; 0 for the TTL means no
-//! expiry), and `queue_ttl` (ours:
-//! also expire topic, server and notification queues — for tests on a shared broker).
-//! An unknown option is an error.
+//! `openstack`; the rules of a target's exchange name), `rabbit_qos_prefetch_count` or
+//! `prefetch` (default 64), `heartbeat_timeout_threshold` or `heartbeat` (AMQP
+//! heartbeat seconds, default 60), `rabbit_transient_queues_ttl` (seconds, default
+//! 1800; 0 means no expiry), `amqp_durable_queues` (default false; see below),
+//! `kombu_failover_strategy`, `ssl`, `connect_timeout` (seconds), `codec` (`json`
+//! only), `max_message_size` (bytes, default 134217728 = 128 MiB, RabbitMQ 3.x's own
+//! default; at most 512 MiB), and `queue_ttl` (ours: also expire topic, server and
+//! notification queues — for tests on a shared broker). An unknown option is an error.
 //!
 //! # Topology (oslo's, exactly)
 //!
@@ -25,31 +26,95 @@
 //! | replies | default exchange | `reply_<hex>` per transport, reused (`x-expires`) | — |
 //! | notifications | `<exchange or control_exchange>` (topic) | `<topic>.<priority>`, or `<pool>` | `<topic>.<priority>` |
 //!
-//! Exchanges and queues are not durable and not auto-deleted unless said; the notifier
-//! declares the `<topic>.<priority>` queue so notifications persist before a listener.
-//! Messages are JSON in oslo's 2.0 envelope (see the `wire` module), published with
-//! `application/json`, `utf-8`, delivery mode 2, and for calls an expiration equal to
-//! the call's timeout; replies are mandatory.
+//! Exchanges and queues are not durable and not auto-deleted unless said; with
+//! `amqp_durable_queues=true` the topic exchanges and the topic, server and
+//! notification queues are durable, as oslo declares them with that option (every
+//! service on the bus must agree: RabbitMQ refuses to declare an existing exchange or
+//! queue with another durability). The notifier declares the `<topic>.<priority>` queue
+//! so notifications persist before a listener. Messages are JSON in oslo's 2.0
+//! envelope (see the `wire` module), published with `application/json`, `utf-8`,
+//! delivery mode 2 (persistent), and for calls an expiration of the time left until the
+//! call's timeout.
 //!
-//! # Delivery and faults
+//! Names: every queue, exchange and routing key is at most 255 bytes (AMQP's short
+//! string). Core refuses longer target names and the binding-key wildcards `*` and `#`;
+//! a name this transport composes from valid ones that would be too long
+//! (`<topic>.<server>`, `<topic>_fanout`, `<topic>_fanout_<32 hex digits>`,
+//! `<topic>.<priority>`, a pool) is a [`TransportError::InvalidTarget`] from `cast`,
+//! `call`, `notify` and `listen`. A `_reply_q` from the wire that is no queue name
+//! (empty, or over 255 bytes) is handled as a request without a reply, with one log
+//! line. Binding keys are only ever `<topic>`, `<topic>.<server>` and
+//! `<topic>.<priority>`, all from checked names.
 //!
-//! Publishing uses publisher confirms, pipelined: a send returns once the broker has
-//! the frame, and a message the broker nacks, returns (a mandatory reply whose queue is
-//! missing: retried every 250 ms for a minute, as oslo does) or loses with its channel
-//! is published again until its deadline; receivers drop the rare duplicate by
-//! `_unique_id`. Errors no retry can fix (access refused, precondition failed: e.g. an
-//! exchange another service declared durable) fail at once. Dropping the transport
-//! waits up to 5 s for outstanding confirms.
+//! # Delivery
 //!
-//! RPC requests are acknowledged on receipt (at-most-once); notifications after
-//! dispatch, or requeued. A listener holds at most `prefetch` unacknowledged messages
-//! per queue. When a connection drops, listeners reconnect with backoff (100 ms
-//! doubling to 5 s) and consume again; publishes retry until their deadline; a pending
-//! call gets its reply or fails with a timeout, never later. `stop()` + `wait()` during
-//! a reconnect complete.
+//! A cast to a topic or server, and a call, are published *mandatory* with publisher
+//! confirms, and the send returns only once the broker confirmed the message and no
+//! queue returned it: when the library says a message was sent, a queue took it. A
+//! message the broker returns (no queue is bound to its routing key: a topic nobody
+//! serves, or servers re-declaring their queues after a broker restart), nacks, or
+//! loses with its channel is published again, with backoff (100 ms doubling to 5 s),
+//! within the send's budget: [`SendOptions::retry`] retries (`None`: no limit) and its
+//! deadline ([`SendOptions::timeout`], 60 s when unset). When the budget runs out a
+//! returned message fails with [`TransportError::Undeliverable`], anything else with
+//! the last error. A call retries until its own timeout, so a call nobody takes ends
+//! in the caller's timeout, as in oslo; with a retry limit it fails with
+//! `Undeliverable` as soon as the limit is reached. A fanout cast is not mandatory: a
+//! fanout to no server at all is not an error. Notifications are confirmed too (60 s
+//! budget). Receivers drop the rare duplicate a retry makes by `_unique_id`.
+//!
+//! A message confirmed into a queue that is not durable is still lost if the broker
+//! deletes that queue before a consumer takes it (a broker restart deletes every
+//! non-durable queue, with what it holds at that instant); `amqp_durable_queues=true`
+//! keeps queues and their persistent messages across restarts.
+//!
+//! The cost: a send waits for the broker's confirm, one round trip. Sequential blocking
+//! casts from one thread measured (debug build, 2 shared cores, local broker) 0.8–1.3
+//! ms each, against 0.6–0.7 ms when a cast returned as soon as its frame was written.
+//! Concurrent sends are not serialized: each waits for its own confirm, and up to 1024
+//! messages are in flight on the channel at once (400 casts from one async caller:
+//! 0.26–0.6 ms each; from 8 threads: 0.33–0.9 ms each). Senders that need throughput
+//! send concurrently.
+//!
+//! Errors no retry can fix fail at once, with [`TransportError::Refused`] and no log
+//! line: ACCESS_REFUSED (a wrong user or password, also at login, or no permission on
+//! a resource), NOT_ALLOWED (an unknown virtual host), RESOURCE_LOCKED, and
+//! PRECONDITION_FAILED (e.g. an exchange another service declared durable).
+//! [`TransportError::MessageTooLarge`] refuses a message whose encoded body exceeds
+//! `max_message_size` before anything is published.
+//!
+//! Replies are mandatory and sent without blocking the handler. A reply whose queue
+//! is missing is retried with backoff (at most 15 times) while the caller still waits
+//! — until the deadline its request carried (the AMQP expiration), and never longer
+//! than 60 s — then dropped with one log line, never with its contents. A reply queue
+//! found missing is remembered for 60 s (the last 200, as oslo's
+//! `ObsoleteReplyQueuesCache`), so later replies to it are dropped at once.
+//!
+//! # Receiving
+//!
+//! RPC requests are acknowledged when the dispatcher accepts them (at-most-once);
+//! notifications after dispatch, or requeued. A listener holds at most `prefetch`
+//! unacknowledged messages per queue. A request carries its caller's deadline (its
+//! expiration, counted from delivery), so one whose caller gave up while it waited is
+//! dropped before a handler takes it. A delivery larger than `max_message_size` is
+//! never decoded: a request or reply is dropped, a notification rejected without
+//! requeue, each with one warning naming size, limit and queue.
+//!
+//! # Faults and cleanup
+//!
+//! When a connection drops, listeners reconnect with backoff (100 ms doubling to 5 s)
+//! and consume again; sends retry within their budget; a pending call gets its reply
+//! or fails with a timeout, never later. `stop()` + `wait()` during a reconnect
+//! complete. Cleaning up a server's listener deletes its fanout queue (as oslo does
+//! when it closes the listener's connection). Dropping the last clone of the transport
+//! waits up to 5 s for outstanding confirms, then deletes the transport's reply queue
+//! (waiting at most 1 s more; a queue the broker cannot be asked about expires after
+//! `rabbit_transient_queues_ttl`).
 //!
 //! The transport runs lapin on its own small tokio runtime (two threads); its futures
-//! can be awaited from any runtime or blocked on.
+//! can be awaited from any runtime or blocked on. (The workspace patches lapin so that
+//! it never logs a returned message's body, nor at error level errors it also
+//! returns: `vendor/lapin/PATCHED.md`.)
 
 mod connection;
 mod listener;

@@ -286,6 +286,10 @@ mod tests {
                 "rabbit://u:secret@h/?kombu_failover_strategy=random",
                 "round-robin or shuffle",
             ),
+            (
+                "rabbit://u:secret@h/?amqp_durable_queues=maybe",
+                "`amqp_durable_queues` must be true or false",
+            ),
         ] {
             let err = options(url).unwrap_err().to_string();
             assert!(err.contains(expected), "{url}: {err}");
@@ -330,6 +334,16 @@ mod tests {
                 .control_exchange
                 .len(),
             255
+        );
+    }
+
+    #[test]
+    fn durable_queues_are_off_unless_asked_for() {
+        assert!(!options("rabbit://h/").unwrap().durable);
+        assert!(
+            options("rabbit://h/?amqp_durable_queues=true")
+                .unwrap()
+                .durable
         );
     }
 
