@@ -304,11 +304,7 @@ async fn consume(
     let _closed = Closed(shared.clone());
     let rpc = topology.rpc;
     'session: loop {
-        let tags: Vec<String> = session
-            .consumers
-            .iter()
-            .map(|(_, c)| c.tag().to_string())
-            .collect();
+        let tags: Vec<ShortString> = session.consumers.iter().map(|(_, c)| c.tag()).collect();
         let mut deliveries = merge(std::mem::take(&mut session.consumers));
         loop {
             let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
@@ -320,12 +316,10 @@ async fn consume(
                 None => {
                     // Stopped: take nothing new, give back what was not taken.
                     for tag in tags {
-                        if let Ok(tag) = short(&tag) {
-                            let _ = session
-                                .channel
-                                .basic_cancel(tag, BasicCancelOptions::default())
-                                .await;
-                        }
+                        let _ = session
+                            .channel
+                            .basic_cancel(tag, BasicCancelOptions::default())
+                            .await;
                     }
                     let returned = shared.buffer.take_all();
                     for item in returned {

@@ -61,7 +61,9 @@
 //! in the caller's timeout, as in oslo; with a retry limit it fails with
 //! `Undeliverable` as soon as the limit is reached. A fanout cast is not mandatory: a
 //! fanout to no server at all is not an error. Notifications are confirmed too (60 s
-//! budget). Receivers drop the rare duplicate a retry makes by `_unique_id`.
+//! budget). Receivers drop the rare duplicate a retry makes by `_unique_id`. A send
+//! dropped before it returns (a caller's timeout) may or may not have been delivered,
+//! and is not retried further.
 //!
 //! A message confirmed into a queue that is not durable is still lost if the broker
 //! deletes that queue before a consumer takes it (a broker restart deletes every
@@ -76,9 +78,10 @@
 //! 0.26–0.6 ms each; from 8 threads: 0.33–0.9 ms each). Senders that need throughput
 //! send concurrently.
 //!
-//! Errors no retry can fix fail at once, with [`TransportError::Refused`] and no log
-//! line: ACCESS_REFUSED (a wrong user or password, also at login, or no permission on
-//! a resource), NOT_ALLOWED (an unknown virtual host), RESOURCE_LOCKED, and
+//! Errors no retry can fix fail at once with [`TransportError::Refused`], logged by
+//! nobody but the caller (lapin adds one line when the refusal closes a channel):
+//! ACCESS_REFUSED (a wrong user or password, also at login, or no permission on a
+//! resource), NOT_ALLOWED (an unknown virtual host), RESOURCE_LOCKED, and
 //! PRECONDITION_FAILED (e.g. an exchange another service declared durable).
 //! [`TransportError::MessageTooLarge`] refuses a message whose encoded body exceeds
 //! `max_message_size` before anything is published.
