@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use messaging_core::TransportError;
 
@@ -30,6 +32,24 @@ impl Backoff {
     }
 }
 
+/// A name longer than an AMQP short string allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0} bytes long (AMQP names are at most 255)")]
+pub(crate) struct TooLong(pub(crate) usize);
+
+/// An AMQP short string. Every string this transport hands to lapin as a name, key or
+/// property goes through here: lapin panics on one longer than 255 bytes, this returns
+/// [`TooLong`] instead.
+pub(crate) fn short(value: &str) -> Result<ShortString, TooLong> {
+    ShortString::try_new(value).map_err(|_| TooLong(value.len()))
+}
+
+/// [`short`] for this transport's own fixed strings (`"OK"`, content types): empty
+/// rather than a panic should one ever be too long.
+pub(crate) fn fixed(value: &str) -> ShortString {
+    short(value).unwrap_or_default()
+}
+
 /// A failure a reconnect may fix (the connection or channel went away).
 pub(crate) fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError {
     TransportError::Connection {
@@ -38,31 +58,41 @@ pub(crate) fn connection_error(what: &str, error: impl std::fmt::Display) -> Tra
     }
 }
 
-/// Sorts a lapin error: what the broker refuses for good (access refused 403, resource
-/// locked 405, precondition failed 406, e.g. an exchange another service declared
-/// durable) becomes [`TransportError::Other`], which no retry repeats; anything else
-/// is a [`connection_error`].
+/// Whether the broker refused for good: ACCESS_REFUSED (wrong user or password, also
+/// during the handshake, or no permission on a resource), RESOURCE_LOCKED (an exclusive
+/// queue of another connection), PRECONDITION_FAILED (e.g. an exchange another service
+/// declared durable) or NOT_ALLOWED (an unknown virtual host).
+fn is_refusal(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.kind().get_id(), 403 | 405 | 406 | 530)
+    )
+}
+
+/// Sorts a lapin error: what the broker refuses for good (see [`is_refusal`]) becomes
+/// [`TransportError::Refused`], which nothing retries; anything else is a
+/// [`connection_error`].
 pub(crate) fn classify(what: &str, error: lapin::Error) -> TransportError {
-    if let lapin::ErrorKind::ProtocolError(amqp) = error.kind()
-        && matches!(amqp.kind().get_id(), 403 | 405 | 406)
-    {
-        return TransportError::other(format!("{what}: {error}"));
+    if is_refusal(&error) {
+        return TransportError::Refused {
+            message: format!("{what}: {error}"),
+            source: None,
+        };
     }
     connection_error(what, error)
 }
 
-/// Whether retrying cannot help (see [`classify`]).
-pub(crate) fn is_permanent(error: &TransportError) -> bool {
-    matches!(error, TransportError::Other { .. })
-}
-
-/// One pass over the brokers; the first that accepts wins.
+/// One pass over the brokers; the first that accepts wins. When none does and one of
+/// them refused (credentials, virtual host), the error is [`TransportError::Refused`]:
+/// retrying cannot help.
 pub(crate) async fn connect(
     options: &Options,
     purpose: &str,
 ) -> Result<Connection, TransportError> {
     let mut failures = Vec::new();
+    let mut refused = false;
     for broker in options.brokers_in_order() {
+        // A long string: no length limit to check.
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("messaging-rs:{}:{purpose}", std::process::id()).into());
         // lapin enforces `connection_timeout` itself (it is in the URI); our timeout is
@@ -84,7 +114,7 @@ pub(crate) async fn connect(
             Err(elapsed) => {
                 tokio::spawn(async move {
                     if let Ok(Ok(connection)) = connecting.await {
-                        let _ = connection.close(200, "OK".into()).await;
+                        let _ = connection.close(200, fixed("OK")).await;
                     }
                 });
                 Err(elapsed)
@@ -95,43 +125,55 @@ pub(crate) async fn connect(
                 tracing::debug!(broker = %broker.display, purpose, "connected");
                 return Ok(connection);
             }
-            Ok(Err(error)) => failures.push(format!("{}: {error}", broker.display)),
+            Ok(Err(error)) => {
+                refused |= is_refusal(&error);
+                failures.push(format!("{}: {error}", broker.display));
+            }
             Err(_) => failures.push(format!(
                 "{}: no answer within {:?}",
                 broker.display, options.connect_timeout
             )),
         }
     }
-    Err(TransportError::Connection {
-        message: format!("cannot connect to RabbitMQ ({})", failures.join("; ")),
-        source: None,
+    let message = format!("cannot connect to RabbitMQ ({})", failures.join("; "));
+    Err(if refused {
+        TransportError::Refused {
+            message,
+            source: None,
+        }
+    } else {
+        TransportError::Connection {
+            message,
+            source: None,
+        }
     })
 }
 
 /// The exchange kinds oslo declares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
-    /// The control exchange: topic, not durable, not auto-deleted.
-    Topic,
-    /// `<topic>_fanout`: fanout, auto-deleted.
+    /// The control exchange (or a target's): topic, not auto-deleted, durable with
+    /// `amqp_durable_queues`.
+    Topic { durable: bool },
+    /// `<topic>_fanout`: fanout, auto-deleted, not durable.
     Fanout,
 }
 
 pub(crate) async fn declare_exchange(
     channel: &Channel,
-    name: &str,
+    name: &ShortString,
     kind: Kind,
 ) -> Result<(), TransportError> {
-    let (kind, auto_delete) = match kind {
-        Kind::Topic => (ExchangeKind::Topic, false),
-        Kind::Fanout => (ExchangeKind::Fanout, true),
+    let (kind, durable, auto_delete) = match kind {
+        Kind::Topic { durable } => (ExchangeKind::Topic, durable, false),
+        Kind::Fanout => (ExchangeKind::Fanout, false, true),
     };
     channel
         .exchange_declare(
-            name.into(),
+            name.clone(),
             kind,
             ExchangeDeclareOptions {
-                durable: false,
+                durable,
                 auto_delete,
                 ..ExchangeDeclareOptions::default()
             },
@@ -141,24 +183,25 @@ pub(crate) async fn declare_exchange(
         .map_err(|e| classify(&format!("declaring exchange {name}"), e))
 }
 
-/// Declares a queue (not durable, not auto-deleted, as oslo does), with `x-expires` if
-/// given, and binds it.
+/// Declares a queue (not auto-deleted, as oslo does; durable if asked), with
+/// `x-expires` if given, and binds it.
 pub(crate) async fn declare_queue(
     channel: &Channel,
-    queue: &str,
+    queue: &ShortString,
+    durable: bool,
     expires_ms: Option<u32>,
-    binding: Option<(&str, &str)>,
+    binding: Option<(&ShortString, &ShortString)>,
 ) -> Result<(), TransportError> {
     let mut args = FieldTable::default();
     // oslo: a TTL of 0 means no expiry.
     if let Some(ms) = expires_ms.filter(|ms| *ms > 0) {
-        args.insert("x-expires".into(), AMQPValue::LongInt(ms as i32));
+        args.insert(fixed("x-expires"), AMQPValue::LongInt(ms as i32));
     }
     channel
         .queue_declare(
-            queue.into(),
+            queue.clone(),
             QueueDeclareOptions {
-                durable: false,
+                durable,
                 auto_delete: false,
                 ..QueueDeclareOptions::default()
             },
@@ -169,9 +212,9 @@ pub(crate) async fn declare_queue(
     if let Some((exchange, key)) = binding {
         channel
             .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
+                queue.clone(),
+                exchange.clone(),
+                key.clone(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -184,13 +227,34 @@ pub(crate) async fn declare_queue(
 /// kombu's defaults: JSON, UTF-8, persistent, no headers; `expiration` for calls.
 pub(crate) fn properties(expiration: Option<Duration>) -> BasicProperties {
     let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_content_encoding("utf-8".into())
+        .with_content_type(fixed("application/json"))
+        .with_content_encoding(fixed("utf-8"))
         .with_delivery_mode(2)
         .with_priority(0)
         .with_headers(FieldTable::default());
     match expiration {
-        Some(ttl) => properties.with_expiration(ttl.as_millis().max(1).to_string().into()),
+        Some(ttl) => properties.with_expiration(fixed(&ttl.as_millis().max(1).to_string())),
         None => properties,
+    }
+}
+
+/// Deletes a queue (whatever it holds, consumed or not), waiting at most `limit`.
+pub(crate) async fn delete_queue(
+    channel: &Channel,
+    queue: &ShortString,
+    limit: Duration,
+) -> Result<(), TransportError> {
+    match tokio::time::timeout(
+        limit,
+        channel.queue_delete(queue.clone(), QueueDeleteOptions::default()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(classify(&format!("deleting queue {queue}"), e)),
+        Err(_) => Err(connection_error(
+            &format!("deleting queue {queue}"),
+            format!("no answer within {limit:?}"),
+        )),
     }
 }

@@ -6,6 +6,13 @@
 //! accepts it (before the handler runs: at-most-once); a notification after its
 //! handler, or requeued. Deliveries still in the buffer at `stop()` go back to the
 //! broker, and closing the channel at `cleanup()` returns anything else unacknowledged.
+//! `cleanup()` also deletes the listener's own queue (an RPC server's fanout queue), as
+//! oslo does when it closes a listener's connection.
+//!
+//! A delivery larger than `max_message_size` is not decoded: a request or reply is
+//! dropped, a notification rejected without requeue, with one log line. A request
+//! carries its caller's deadline (its AMQP `expiration`, counted from its delivery), so
+//! the dispatcher drops it if the caller has given up before a handler takes it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,103 +25,53 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use messaging_core::dispatch::{block_on, poll_once};
-use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::connection::{self, Backoff, Kind, connection_error};
+use super::connection::{self, Backoff, Kind, classify, fixed, short};
 use super::options::Options;
-use super::publisher::{Publish, Publisher};
+use super::publisher::Publisher;
+use super::replier::{ObsoleteReplyQueues, RabbitReplier};
 use super::wire::{self, DuplicateFilter};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
-/// What a listener consumes.
+/// What a listener consumes; its names were checked when the listener was made.
 #[derive(Clone, Debug)]
-pub(crate) enum Topology {
-    /// An RPC server: `<topic>`, `<topic>.<server>` and its own fanout queue.
-    Rpc {
-        exchange: String,
-        topic: String,
-        server: String,
-        fanout_queue: String,
-    },
-    /// A notification listener: `(exchange, "<topic>.<priority>")` bindings, on queues
-    /// named after the binding key, or all on the pool's queue.
-    Notifications {
-        bindings: Vec<(String, String)>,
-        pool: Option<String>,
-    },
+pub(crate) struct Topology {
+    /// Declared, bound and consumed in this order (a queue listed twice, a pool's, is
+    /// consumed once).
+    pub(crate) queues: Vec<QueueSpec>,
+    /// RPC requests (else notifications).
+    pub(crate) rpc: bool,
+    /// A queue of this listener alone, deleted at cleanup (an RPC server's fanout
+    /// queue).
+    pub(crate) own_queue: Option<ShortString>,
 }
 
-struct QueueSpec {
-    name: String,
-    expires_ms: Option<u32>,
-    exchange: String,
-    exchange_kind: Kind,
-    key: String,
-}
-
-impl Topology {
-    fn queues(&self, options: &Options) -> Vec<QueueSpec> {
-        match self {
-            Topology::Rpc {
-                exchange,
-                topic,
-                server,
-                fanout_queue,
-            } => vec![
-                QueueSpec {
-                    name: topic.clone(),
-                    expires_ms: options.queue_ttl_ms,
-                    exchange: exchange.clone(),
-                    exchange_kind: Kind::Topic,
-                    key: topic.clone(),
-                },
-                QueueSpec {
-                    name: format!("{topic}.{server}"),
-                    expires_ms: options.queue_ttl_ms,
-                    exchange: exchange.clone(),
-                    exchange_kind: Kind::Topic,
-                    key: format!("{topic}.{server}"),
-                },
-                QueueSpec {
-                    name: fanout_queue.clone(),
-                    expires_ms: Some(options.transient_ttl_ms),
-                    exchange: format!("{topic}_fanout"),
-                    exchange_kind: Kind::Fanout,
-                    key: topic.clone(),
-                },
-            ],
-            Topology::Notifications { bindings, pool } => bindings
-                .iter()
-                .map(|(exchange, key)| QueueSpec {
-                    name: pool.clone().unwrap_or_else(|| key.clone()),
-                    expires_ms: options.queue_ttl_ms,
-                    exchange: exchange.clone(),
-                    exchange_kind: Kind::Topic,
-                    key: key.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    fn is_rpc(&self) -> bool {
-        matches!(self, Topology::Rpc { .. })
-    }
+/// A queue, the exchange it is bound to and its binding key.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueSpec {
+    pub(crate) name: ShortString,
+    pub(crate) durable: bool,
+    pub(crate) expires_ms: Option<u32>,
+    pub(crate) exchange: ShortString,
+    pub(crate) exchange_kind: Kind,
+    pub(crate) key: ShortString,
 }
 
 /// A live consuming session.
 pub(crate) struct Session {
     connection: Connection,
     channel: Channel,
-    consumers: Vec<lapin::Consumer>,
+    /// Each consumer with the queue it consumes.
+    consumers: Vec<(ShortString, lapin::Consumer)>,
 }
 
 /// Connects, declares the topology and starts consuming.
@@ -127,36 +84,35 @@ pub(crate) async fn open_session(
     let channel = connection
         .create_channel()
         .await
-        .map_err(|e| connection_error("opening a channel", e))?;
+        .map_err(|e| classify("opening a channel", e))?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
-        .map_err(|e| connection_error("setting the prefetch", e))?;
-    let mut consumed: Vec<String> = Vec::new();
-    let mut consumers = Vec::new();
-    for queue in topology.queues(options) {
+        .map_err(|e| classify("setting the prefetch", e))?;
+    let mut consumers: Vec<(ShortString, lapin::Consumer)> = Vec::new();
+    for queue in &topology.queues {
         connection::declare_exchange(&channel, &queue.exchange, queue.exchange_kind).await?;
         connection::declare_queue(
             &channel,
             &queue.name,
+            queue.durable,
             queue.expires_ms,
             Some((&queue.exchange, &queue.key)),
         )
         .await?;
-        if consumed.contains(&queue.name) {
+        if consumers.iter().any(|(name, _)| *name == queue.name) {
             continue;
         }
         let consumer = channel
             .basic_consume(
-                queue.name.as_str().into(),
-                "".into(),
+                queue.name.clone(),
+                fixed(""),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(&format!("consuming {}", queue.name), e))?;
-        consumed.push(queue.name);
-        consumers.push(consumer);
+            .map_err(|e| classify(&format!("consuming {}", queue.name), e))?;
+        consumers.push((queue.name.clone(), consumer));
     }
     Ok(Session {
         connection,
@@ -170,8 +126,11 @@ struct Item {
     acker: Acker,
     message: Message,
     unique_id: Option<String>,
-    reply: Option<(String, String)>,
+    /// For a call: the caller's reply queue and message id.
+    reply: Option<(ShortString, String)>,
     client_timeout: Option<Duration>,
+    /// When the caller stops waiting (its request's `expiration` after delivery).
+    deadline: Option<Instant>,
 }
 
 /// The lifecycle the consumer task follows.
@@ -179,7 +138,8 @@ struct Shared {
     buffer: Buffer<Item>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
     publisher: Arc<Publisher>,
-    runtime: Handle,
+    obsolete: Arc<ObsoleteReplyQueues>,
+    max_message_size: usize,
     name: String,
 }
 
@@ -191,13 +151,16 @@ impl Shared {
                 unique_id: item.unique_id,
                 duplicates: self.duplicates.clone(),
             })
-            .with_client_timeout(item.client_timeout);
+            .with_client_timeout(item.client_timeout)
+            .with_deadline(item.deadline);
         match item.reply {
             Some((reply_q, msg_id)) => incoming.with_replier(RabbitReplier {
                 publisher: self.publisher.clone(),
-                runtime: self.runtime.clone(),
+                obsolete: self.obsolete.clone(),
                 reply_q,
                 msg_id,
+                deadline: item.deadline,
+                max_message_size: self.max_message_size,
             }),
             None => incoming,
         }
@@ -210,6 +173,7 @@ pub(crate) struct Spec {
     pub(crate) topology: Topology,
     pub(crate) prefetch: u16,
     pub(crate) publisher: Arc<Publisher>,
+    pub(crate) obsolete: Arc<ObsoleteReplyQueues>,
     pub(crate) runtime: Handle,
     pub(crate) name: String,
 }
@@ -234,7 +198,8 @@ impl RabbitListener {
             buffer: Buffer::new(listen, OnStop::GiveBack),
             duplicates: Arc::default(),
             publisher: spec.publisher,
-            runtime: spec.runtime.clone(),
+            obsolete: spec.obsolete,
+            max_message_size: spec.options.max_message_size,
             name: spec.name,
         });
         let consumer = {
@@ -288,17 +253,23 @@ impl Drop for RabbitListener {
     }
 }
 
-type Deliveries = Pin<Box<dyn Stream<Item = Result<lapin::message::Delivery, String>> + Send>>;
+/// A delivery and the queue it came from.
+type Delivered = (ShortString, lapin::message::Delivery);
+type Deliveries = Pin<Box<dyn Stream<Item = Result<Delivered, String>> + Send>>;
 
 /// All consumers as one stream. A consumer that ends (the broker cancelled it: its
 /// queue was deleted, its node went down) ends with an error, so that the listener
 /// reconnects and consumes again instead of silently missing that queue.
-fn merge(consumers: Vec<lapin::Consumer>) -> Deliveries {
-    let mut streams = consumers.into_iter().map(|consumer| {
+fn merge(consumers: Vec<(ShortString, lapin::Consumer)>) -> Deliveries {
+    let mut streams = consumers.into_iter().map(|(queue, consumer)| {
         let tag = consumer.tag().to_string();
         Box::pin(
             consumer
-                .map(|delivery| delivery.map_err(|e| e.to_string()))
+                .map(move |delivery| {
+                    delivery
+                        .map(|delivery| (queue.clone(), delivery))
+                        .map_err(|e| e.to_string())
+                })
                 .chain(futures_lite::stream::once(Err(format!(
                     "the broker cancelled consumer {tag}"
                 )))),
@@ -311,6 +282,9 @@ fn merge(consumers: Vec<lapin::Consumer>) -> Deliveries {
         Box::pin(futures_lite::stream::race(merged, next))
     })
 }
+
+/// How long cleanup waits for the broker to delete the listener's own queue.
+const DELETE_ON_CLEANUP: Duration = Duration::from_secs(1);
 
 /// The consumer task: consume, reconnect, and on stop hand back what was not taken.
 async fn consume(
@@ -328,13 +302,9 @@ async fn consume(
         }
     }
     let _closed = Closed(shared.clone());
-    let rpc = topology.is_rpc();
+    let rpc = topology.rpc;
     'session: loop {
-        let tags: Vec<String> = session
-            .consumers
-            .iter()
-            .map(|c| c.tag().to_string())
-            .collect();
+        let tags: Vec<ShortString> = session.consumers.iter().map(|(_, c)| c.tag()).collect();
         let mut deliveries = merge(std::mem::take(&mut session.consumers));
         loop {
             let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
@@ -348,7 +318,7 @@ async fn consume(
                     for tag in tags {
                         let _ = session
                             .channel
-                            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                            .basic_cancel(tag, BasicCancelOptions::default())
                             .await;
                     }
                     let returned = shared.buffer.take_all();
@@ -363,8 +333,8 @@ async fn consume(
                     }
                     break 'session;
                 }
-                Some(Some(Ok(delivery))) => {
-                    handle(&shared, rpc, delivery).await;
+                Some(Some(Ok((queue, delivery)))) => {
+                    handle(&shared, rpc, &queue, delivery).await;
                 }
                 Some(Some(Err(error))) => {
                     tracing::warn!(listener = %shared.name, %error, "consumer failed");
@@ -413,8 +383,15 @@ async fn consume(
     // Keep the channel open while notifications taken before the stop are acknowledged;
     // closing it at cleanup returns anything unacknowledged to the broker.
     cleaned_up(&mut phases).await;
-    let _ = session.channel.close(200, "OK".into()).await;
-    let _ = session.connection.close(200, "OK".into()).await;
+    if let Some(queue) = &topology.own_queue
+        && session.channel.status().connected()
+        && let Err(error) =
+            connection::delete_queue(&session.channel, queue, DELETE_ON_CLEANUP).await
+    {
+        tracing::debug!(listener = %shared.name, %error, "the fanout queue was not deleted");
+    }
+    let _ = session.channel.close(200, fixed("OK")).await;
+    let _ = session.connection.close(200, fixed("OK")).await;
 }
 
 fn is_duplicate(shared: &Shared, unique_id: Option<&str>) -> bool {
@@ -425,7 +402,39 @@ fn is_duplicate(shared: &Shared, unique_id: Option<&str>) -> bool {
         .seen(unique_id)
 }
 
-async fn handle(shared: &Shared, rpc: bool, delivery: lapin::message::Delivery) {
+/// The caller's deadline: the request's AMQP `expiration` (milliseconds), counted
+/// from now, its delivery.
+fn deadline(delivery: &lapin::message::Delivery) -> Option<Instant> {
+    let expiration = delivery.properties.expiration().as_ref()?;
+    let ms = expiration.as_str().trim().parse::<u64>().ok()?;
+    Instant::now().checked_add(Duration::from_millis(ms))
+}
+
+async fn handle(
+    shared: &Shared,
+    rpc: bool,
+    queue: &ShortString,
+    delivery: lapin::message::Delivery,
+) {
+    let limit = shared.max_message_size;
+    if delivery.data.len() > limit {
+        tracing::warn!(
+            listener = %shared.name,
+            %queue,
+            size = delivery.data.len(),
+            limit,
+            "discarding a message larger than max_message_size"
+        );
+        let _ = if rpc {
+            delivery.acker.ack(BasicAckOptions::default()).await
+        } else {
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+        };
+        return;
+    }
     if rpc {
         match wire::decode_request(&delivery.data) {
             Ok(request) => {
@@ -434,8 +443,23 @@ async fn handle(shared: &Shared, rpc: bool, delivery: lapin::message::Delivery) 
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                     return;
                 }
-                let reply = request.reply_q.zip(request.msg_id);
+                let reply = match (request.reply_q, request.msg_id) {
+                    (Some(reply_q), Some(msg_id)) => match short(&reply_q) {
+                        Ok(reply_q) if !reply_q.as_str().is_empty() => Some((reply_q, msg_id)),
+                        Ok(_) | Err(_) => {
+                            tracing::warn!(
+                                listener = %shared.name,
+                                %msg_id,
+                                reply_q_bytes = reply_q.len(),
+                                "a request's `_reply_q` is not a queue name (empty or over 255 bytes); handling it without a reply"
+                            );
+                            None
+                        }
+                    },
+                    _ => None,
+                };
                 shared.buffer.push(Item {
+                    deadline: deadline(&delivery),
                     acker: delivery.acker,
                     message: request.message,
                     unique_id: request.unique_id,
@@ -464,6 +488,7 @@ async fn handle(shared: &Shared, rpc: bool, delivery: lapin::message::Delivery) 
                     unique_id: notification.unique_id,
                     reply: None,
                     client_timeout: None,
+                    deadline: None,
                 });
             }
             Err(error) => {
@@ -511,62 +536,5 @@ impl Acknowledger for RabbitAck {
         }))
         .map(drop)
         .map_err(|e| TransportError::Acknowledge(e.to_string()))
-    }
-}
-
-/// Replies to one call: published to the default exchange, routed by the caller's
-/// `_reply_q`, mandatory, retried for up to a minute while the broker is unreachable.
-#[derive(Debug)]
-struct RabbitReplier {
-    publisher: Arc<Publisher>,
-    runtime: Handle,
-    reply_q: String,
-    msg_id: String,
-}
-
-impl Replier for RabbitReplier {
-    fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
-        let body = match &event {
-            ReplyEvent::Heartbeat => wire::encode_reply(
-                &wire::ReplyBody::Heartbeat,
-                &self.msg_id,
-                &messaging_core::ids::hex_id(),
-            ),
-            ReplyEvent::Reply(Ok(result)) => wire::encode_reply(
-                &wire::ReplyBody::Result(result),
-                &self.msg_id,
-                &messaging_core::ids::hex_id(),
-            ),
-            ReplyEvent::Reply(Err(remote)) => wire::encode_reply(
-                &wire::ReplyBody::Failure(remote),
-                &self.msg_id,
-                &messaging_core::ids::hex_id(),
-            ),
-        }
-        .map_err(|e| TransportError::Reply(e.to_string()))?;
-        let message = Publish {
-            exchange: String::new(),
-            routing_key: self.reply_q.clone(),
-            body,
-            expiration: None,
-            mandatory: true,
-            declare: Vec::new(),
-        };
-        let publisher = self.publisher.clone();
-        let reply_q = self.reply_q.clone();
-        let send = async move {
-            // oslo keeps trying a reply for a minute (its queue may be re-declared).
-            let deadline = Instant::now() + Duration::from_secs(60);
-            if let Err(error) = publisher.publish(message, None, Some(deadline)).await {
-                tracing::warn!(%error, %reply_q, "the reply could not be sent; abandoning it");
-            }
-        };
-        // The first poll hands the frames to lapin (on a live channel), so the reply
-        // leaves without waiting for the runtime to schedule a task; the runtime only
-        // finishes what is left (or reconnects).
-        if let Err(unfinished) = poll_once(send) {
-            self.runtime.spawn(unfinished);
-        }
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use messaging_core::codec::CodecKind;
-use messaging_core::{InvalidTransportUrl, TransportError, TransportUrl};
+use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
 /// One broker to try.
 #[derive(Clone)]
@@ -33,7 +33,19 @@ pub(crate) struct Options {
     pub(crate) transient_ttl_ms: u32,
     /// Our extension: `x-expires` on topic, server and notification queues too (tests).
     pub(crate) queue_ttl_ms: Option<u32>,
+    /// The largest message body sent or accepted, in bytes.
+    pub(crate) max_message_size: usize,
+    /// oslo's `amqp_durable_queues`: topic exchanges, RPC topic and server queues and
+    /// notification queues are durable (they and their persistent messages survive a
+    /// broker restart). Every service on the bus must agree.
+    pub(crate) durable: bool,
 }
+
+/// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// The largest `max_message_size` RabbitMQ accepts: 512 MiB.
+const LARGEST_MAX_MESSAGE_SIZE: u64 = 512 * 1024 * 1024;
 
 /// The options this transport understands (oslo's names, plus a few of ours).
 const KNOWN: &[&str] = &[
@@ -48,6 +60,8 @@ const KNOWN: &[&str] = &[
     "queue_ttl",
     "ssl",
     "connect_timeout",
+    "max_message_size",
+    "amqp_durable_queues",
 ];
 
 fn quote(s: &str) -> String {
@@ -163,13 +177,26 @@ impl Options {
                 display: format!("{scheme}://{user}:***@{hostname}:{port}/{vhost}"),
             });
         }
+        let control_exchange = url.option("control_exchange").unwrap_or("openstack");
+        // The control exchange follows the rules of an exchange name in a target.
+        Target::new("t")
+            .with_exchange(control_exchange)
+            .validate_names()
+            .map_err(|e| bad(format!("`control_exchange`: {}", e.reason())))?;
+        let max_message_size = number(
+            &["max_message_size"],
+            DEFAULT_MAX_MESSAGE_SIZE as u64,
+            LARGEST_MAX_MESSAGE_SIZE,
+        )?;
+        if max_message_size == 0 {
+            return Err(bad("`max_message_size` must be at least 1".to_owned()));
+        }
         Ok(Options {
             brokers,
             shuffle,
-            control_exchange: url
-                .option("control_exchange")
-                .unwrap_or("openstack")
-                .to_owned(),
+            control_exchange: control_exchange.to_owned(),
+            durable: flag("amqp_durable_queues")?,
+            max_message_size: max_message_size as usize,
             prefetch: number(
                 &["prefetch", "rabbit_qos_prefetch_count"],
                 64,
@@ -259,11 +286,65 @@ mod tests {
                 "rabbit://u:secret@h/?kombu_failover_strategy=random",
                 "round-robin or shuffle",
             ),
+            (
+                "rabbit://u:secret@h/?amqp_durable_queues=maybe",
+                "`amqp_durable_queues` must be true or false",
+            ),
         ] {
             let err = options(url).unwrap_err().to_string();
             assert!(err.contains(expected), "{url}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
+    }
+
+    #[test]
+    fn max_message_size_defaults_to_rabbitmqs_and_is_bounded() {
+        assert_eq!(
+            options("rabbit://h/").unwrap().max_message_size,
+            134_217_728
+        );
+        assert_eq!(
+            options("rabbit://h/?max_message_size=1000")
+                .unwrap()
+                .max_message_size,
+            1000
+        );
+        for bad in ["0", "-1", "1k", "536870913"] {
+            let err = options(&format!("rabbit://h/?max_message_size={bad}"))
+                .map(drop)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_message_size"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_control_exchange_follows_the_exchange_name_rules() {
+        let long = "x".repeat(256);
+        for bad in [long.as_str(), "a*"] {
+            let err = options(&format!("rabbit://h/?control_exchange={bad}"))
+                .map(drop)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`control_exchange`"), "{bad}: {err}");
+        }
+        assert_eq!(
+            options(&format!("rabbit://h/?control_exchange={}", "x".repeat(255)))
+                .unwrap()
+                .control_exchange
+                .len(),
+            255
+        );
+    }
+
+    #[test]
+    fn durable_queues_are_off_unless_asked_for() {
+        assert!(!options("rabbit://h/").unwrap().durable);
+        assert!(
+            options("rabbit://h/?amqp_durable_queues=true")
+                .unwrap()
+                .durable
+        );
     }
 
     #[test]

@@ -1,61 +1,97 @@
 //! Publishing: one connection and channel per transport, in confirm mode, reconnected
 //! on failure, with the exchanges (and notification queues) declared once per channel.
 //!
-//! A publish returns once its frame is written (the transport has taken the message);
-//! a watcher task then waits for the broker's confirm. A message the broker nacks, or
-//! whose channel dies before it is confirmed, is published again (receivers drop the
-//! rare duplicate by `_unique_id`, which is what oslo's duplicate filter is for); a
-//! mandatory reply the broker returns because its queue does not exist (yet) is
-//! retried every 250 ms, as oslo does, until its deadline. At most [`MAX_IN_FLIGHT`]
-//! messages wait for confirms: beyond that, publishing waits.
+//! A publish returns once the broker has confirmed the message: acked and, for a
+//! mandatory message, not returned (a queue took it). A message the broker returns (no
+//! queue is bound to its routing key), nacks, or loses with its channel is published
+//! again with backoff (100 ms doubling to 5 s) until its [`Budget`] runs out: its
+//! retries and its deadline. Then the publish fails, a returned message with
+//! [`TransportError::Undeliverable`], anything else with the last error. Errors no retry
+//! can fix ([`TransportError::is_permanent`]) fail at once. Receivers drop the rare
+//! duplicate a retry makes by `_unique_id` (what oslo's duplicate filter is for).
 //!
-//! Publishing runs in the caller's context (a blocking thread's `block_on` or any
-//! async runtime): only connecting and the confirm watchers run on the transport's
-//! runtime, so a publish on a live channel costs no hand-off between threads.
+//! Concurrent publishes share the channel and are in flight together, each waiting
+//! for its own confirm (at most [`MAX_IN_FLIGHT`]; beyond that, publishing waits).
+//! Publishing runs in the caller's context (a blocking thread's `block_on` or any async
+//! runtime): only connecting runs on the transport's runtime, so a publish on a live
+//! channel costs no hand-off between threads. [`Publisher::publish_detached`] (replies)
+//! hands the message to lapin in the caller's context and finishes on the runtime.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation, Connection};
 use messaging_core::TransportError;
+use messaging_core::dispatch::poll_once;
 use messaging_core::timer;
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::connection::{self, Backoff, Kind, classify, connection_error, is_permanent};
+use super::connection::{self, Backoff, Kind, classify, connection_error};
 use super::options::Options;
 
 /// Messages published and not yet confirmed by the broker, at most.
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 
-/// How long a message may keep being retried when its publisher set no deadline.
+/// How long a message may keep being retried when its sender set no deadline.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The longest deadline a send can have (a longer timeout is taken as this one).
+const LONGEST_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Something to declare before publishing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Declare {
-    Exchange(String, Kind),
+    Exchange(ShortString, Kind),
     /// A queue (with `x-expires` if given) bound to an exchange with a key: the
     /// notification publisher's default queue, so messages persist before a consumer.
     Queue {
-        queue: String,
+        queue: ShortString,
+        durable: bool,
         expires_ms: Option<u32>,
-        exchange: String,
-        key: String,
+        exchange: ShortString,
+        key: ShortString,
     },
 }
 
 /// One message to publish.
 #[derive(Debug)]
 pub(crate) struct Publish {
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
+    pub(crate) exchange: ShortString,
+    pub(crate) routing_key: ShortString,
     pub(crate) body: Vec<u8>,
-    pub(crate) expiration: Option<Duration>,
+    /// When the message expires: each attempt sends the time left as the AMQP
+    /// `expiration`.
+    pub(crate) expires: Option<Instant>,
+    /// Whether the broker must return the message when no queue takes it (it is then
+    /// retried, and finally [`TransportError::Undeliverable`]).
     pub(crate) mandatory: bool,
     pub(crate) declare: Vec<Declare>,
+}
+
+/// How often and how long a message may be tried.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// Attempts after the first, at most (`None`: until the deadline).
+    pub(crate) retries: Option<u32>,
+    /// No attempt starts, and no confirm is awaited, past this.
+    pub(crate) deadline: Instant,
+}
+
+impl Budget {
+    /// At most `retries` retries (`None`: no limit) within `timeout` from now (60 s
+    /// when `None`).
+    pub(crate) fn new(retries: Option<u32>, timeout: Option<Duration>) -> Budget {
+        let timeout = timeout.map_or(DEFAULT_DEADLINE, |t| t.min(LONGEST_DEADLINE));
+        Budget {
+            retries,
+            deadline: Instant::now() + timeout,
+        }
+    }
 }
 
 struct Session {
@@ -67,12 +103,15 @@ struct Session {
 pub(crate) struct Publisher {
     options: Options,
     runtime: Handle,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
-    /// One connection attempt at a time.
-    connecting: tokio::sync::Mutex<()>,
-    in_flight: Arc<Semaphore>,
-    /// Feeds the confirm watcher, started on the first publish.
-    watcher: OnceLock<tokio::sync::mpsc::UnboundedSender<Sent>>,
+    session: Arc<Mutex<Option<Arc<Session>>>>,
+    /// One connection attempt at a time, held by the attempt itself (so a sender that
+    /// stops waiting does not waste it). Holds how the last one failed (and when it
+    /// ended), so that senders that waited for it share its failure instead of each
+    /// trying again.
+    connecting: Arc<tokio::sync::Mutex<Option<(Instant, TransportError)>>>,
+    /// Whether the last connection attempt failed (and that was logged).
+    failing: Arc<AtomicBool>,
+    in_flight: Semaphore,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -81,148 +120,108 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Publisher {
-    /// A publisher connecting (and watching confirms) on `runtime`.
+    /// A publisher connecting on `runtime`.
     pub(crate) fn new(options: Options, runtime: Handle) -> Self {
         Publisher {
             options,
             runtime,
-            session: tokio::sync::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            watcher: OnceLock::new(),
+            session: Arc::default(),
+            connecting: Arc::default(),
+            failing: Arc::default(),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
-    /// Waits until every message published so far is confirmed (or given up).
+    /// Waits until no message published so far awaits its confirm.
     pub(crate) async fn settle(&self) {
         let _all = self.in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
     }
 
-    /// Publishes: reconnecting as needed, at most `retry` more attempts (`None`:
-    /// until the deadline), never past `deadline` (60 s when `None`). Returns once the
-    /// broker has the frame; its confirm is awaited (and the message republished if
-    /// needed) in the background.
+    /// Publishes `message` and waits until the broker took it (see the module docs),
+    /// reconnecting and retrying within `budget`.
     pub(crate) async fn publish(
-        self: &Arc<Self>,
-        message: Publish,
-        retry: Option<u32>,
-        deadline: Option<Instant>,
-    ) -> Result<(), TransportError> {
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_DEADLINE);
-        let message = Arc::new(message);
-        let confirm = self.send(&message, retry, deadline).await?;
-        self.watch(message, confirm, deadline);
-        Ok(())
-    }
-
-    async fn send(
         &self,
         message: &Publish,
-        retry: Option<u32>,
-        deadline: Instant,
-    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit, Arc<Session>), TransportError> {
+        budget: Budget,
+    ) -> Result<(), TransportError> {
         let mut backoff = Backoff::new();
-        let mut attempts = 0u32;
+        let mut retries = 0u32;
+        let mut last: Option<TransportError> = None;
         loop {
-            let attempt = timer::timeout_at(deadline, self.try_send(message)).await;
-            let error = match attempt {
-                Ok(Ok(sent)) => return Ok(sent),
-                Ok(Err(error)) if is_permanent(&error) => return Err(error),
+            if Instant::now() >= budget.deadline {
+                return Err(last.unwrap_or_else(|| {
+                    connection_error(
+                        "publishing",
+                        "the deadline passed before the broker confirmed",
+                    )
+                }));
+            }
+            let error = match timer::timeout_at(budget.deadline, self.attempt(message)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) if error.is_permanent() => return Err(error),
                 Ok(Err(error)) => error,
-                Err(_) => connection_error("publishing", "the deadline passed"),
+                Err(_) => continue,
             };
-            attempts += 1;
-            let delay = backoff.next_delay();
-            if retry.is_some_and(|r| attempts > r) || Instant::now() + delay >= deadline {
+            if budget.retries.is_some_and(|r| retries >= r) {
                 return Err(error);
             }
-            tracing::warn!(%error, retry_in = ?delay, "publish failed; reconnecting");
+            retries += 1;
+            // The last wait ends at the deadline: a caller gets its timeout then, not
+            // an earlier error.
+            let delay = backoff
+                .next_delay()
+                .min(budget.deadline.saturating_duration_since(Instant::now()));
+            tracing::debug!(
+                %error,
+                retry = retries,
+                retry_in = ?delay,
+                exchange = %message.exchange,
+                routing_key = %message.routing_key,
+                "publish not confirmed; retrying"
+            );
+            last = Some(error);
             timer::sleep(delay).await;
         }
     }
 
-    /// The current session, or a new one (connected outside the session lock, one
-    /// attempt at a time).
-    async fn session(&self) -> Result<Arc<Session>, TransportError> {
-        if let Some(session) = self
-            .session
-            .lock()
-            .await
-            .as_ref()
-            .filter(|s| s.channel.status().connected())
-        {
-            return Ok(session.clone());
-        }
-        let _connecting = self.connecting.lock().await;
-        if let Some(session) = self
-            .session
-            .lock()
-            .await
-            .as_ref()
-            .filter(|s| s.channel.status().connected())
-        {
-            return Ok(session.clone());
-        }
-        // Connecting needs the transport's runtime (lapin spawns its I/O there).
-        let options = self.options.clone();
-        let session = self
-            .runtime
-            .spawn(async move {
-                let connection = connection::connect(&options, "publish").await?;
-                let channel = connection
-                    .create_channel()
-                    .await
-                    .map_err(|e| connection_error("opening a channel", e))?;
-                channel
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(|e| connection_error("enabling publisher confirms", e))?;
-                Ok::<_, TransportError>(Arc::new(Session {
-                    _connection: connection,
-                    channel,
-                    declared: Mutex::new(HashSet::new()),
-                }))
-            })
-            .await
-            .map_err(|e| TransportError::other(format!("the connecting task failed: {e}")))??;
-        *self.session.lock().await = Some(session.clone());
-        Ok(session)
-    }
-
-    async fn forget(&self, dead: &Arc<Session>) {
-        let mut current = self.session.lock().await;
-        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
-            *current = None;
+    /// [`publish`](Publisher::publish) without waiting: on a live channel the message
+    /// is handed to lapin before this returns; the confirm and any retries are awaited
+    /// on the transport's runtime, and `done` gets the outcome.
+    pub(crate) fn publish_detached(
+        self: &Arc<Self>,
+        message: Publish,
+        budget: Budget,
+        done: impl FnOnce(Result<(), TransportError>) + Send + 'static,
+    ) {
+        let this = self.clone();
+        let publishing = async move { done(this.publish(&message, budget).await) };
+        if let Err(unfinished) = poll_once(publishing) {
+            self.runtime.spawn(unfinished);
         }
     }
 
-    async fn try_send(
-        &self,
-        message: &Publish,
-    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit, Arc<Session>), TransportError> {
+    /// One attempt: publish on the current (or a new) channel and await the confirm. A
+    /// channel that died on the way is forgotten, so the next attempt reconnects.
+    async fn attempt(&self, message: &Publish) -> Result<(), TransportError> {
         let session = self.session().await?;
-        let result = self.send_on(&session, message).await;
-        if let Err(error) = &result
-            && !is_permanent(error)
-        {
-            self.forget(&session).await;
+        let result = self.publish_on(&session, message).await;
+        if result.is_err() && !session.channel.status().connected() {
+            let mut current = lock(&self.session);
+            if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                *current = None;
+            }
         }
-        result.map(|(confirm, permit)| (confirm, permit, session))
+        result
     }
 
-    async fn send_on(
-        &self,
-        session: &Session,
-        message: &Publish,
-    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit), TransportError> {
+    async fn publish_on(&self, session: &Session, message: &Publish) -> Result<(), TransportError> {
         for declare in &message.declare {
-            let known = session
-                .declared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(declare);
-            if known {
+            if lock(&session.declared).contains(declare) {
                 continue;
             }
             match declare {
@@ -231,158 +230,136 @@ impl Publisher {
                 }
                 Declare::Queue {
                     queue,
+                    durable,
                     expires_ms,
                     exchange,
                     key,
                 } => {
-                    connection::declare_exchange(&session.channel, exchange, Kind::Topic).await?;
+                    let kind = Kind::Topic { durable: *durable };
+                    connection::declare_exchange(&session.channel, exchange, kind).await?;
                     connection::declare_queue(
                         &session.channel,
                         queue,
+                        *durable,
                         *expires_ms,
                         Some((exchange, key)),
                     )
                     .await?;
                 }
             }
-            session
-                .declared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(declare.clone());
+            lock(&session.declared).insert(declare.clone());
         }
-        let permit = self
+        let _permit = self
             .in_flight
-            .clone()
-            .acquire_owned()
+            .acquire()
             .await
             .map_err(|_| TransportError::Closed("the publisher"))?;
+        let expiration = message
+            .expires
+            .map(|at| at.saturating_duration_since(Instant::now()));
         let confirm = session
             .channel
             .basic_publish(
-                message.exchange.as_str().into(),
-                message.routing_key.as_str().into(),
+                message.exchange.clone(),
+                message.routing_key.clone(),
                 BasicPublishOptions {
                     mandatory: message.mandatory,
                     ..BasicPublishOptions::default()
                 },
                 &message.body,
-                connection::properties(message.expiration),
+                connection::properties(expiration),
             )
             .await
             .map_err(|e| classify("publishing", e))?;
-        Ok((confirm, permit))
-    }
-
-    /// Hands a published message to the confirm watcher: one task per publisher that
-    /// awaits the broker's confirms in publish order (a task per message would cost a
-    /// wake-up of the runtime per message). A message that is not simply acked gets
-    /// its own retry task, so one slow retry holds up no other confirm.
-    fn watch(
-        self: &Arc<Self>,
-        message: Arc<Publish>,
-        sent: (PublisherConfirm, OwnedSemaphorePermit, Arc<Session>),
-        deadline: Instant,
-    ) {
-        let watcher = self.watcher.get_or_init(|| {
-            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-            self.runtime
-                .spawn(watch_confirms(Arc::downgrade(self), receiver));
-            sender
-        });
-        let (confirm, permit, session) = sent;
-        let _ = watcher.send(Sent {
-            message,
-            confirm,
-            permit,
-            session,
-            deadline,
-        });
-    }
-}
-
-/// A message whose confirm is awaited.
-struct Sent {
-    message: Arc<Publish>,
-    confirm: PublisherConfirm,
-    permit: OwnedSemaphorePermit,
-    session: Arc<Session>,
-    deadline: Instant,
-}
-
-/// Awaits confirms in order; anything but a plain ack goes to [`retry`].
-async fn watch_confirms(
-    publisher: Weak<Publisher>,
-    mut sent: tokio::sync::mpsc::UnboundedReceiver<Sent>,
-) {
-    while let Some(Sent {
-        message,
-        confirm,
-        permit,
-        session,
-        deadline,
-    }) = sent.recv().await
-    {
-        let outcome = confirm.await;
-        drop(permit);
-        if matches!(
-            outcome,
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested)
-        ) {
-            continue;
-        }
-        if let Some(publisher) = publisher.upgrade() {
-            tokio::spawn(retry(publisher, message, outcome, session, deadline));
+        match confirm.await {
+            Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
+            Ok(Confirmation::Ack(Some(_returned))) => Err(TransportError::Undeliverable(
+                if message.exchange.as_str().is_empty() {
+                    format!("no queue `{}`", message.routing_key)
+                } else {
+                    format!(
+                        "no queue is bound to `{}` on exchange `{}`",
+                        message.routing_key, message.exchange
+                    )
+                },
+            )),
+            Ok(Confirmation::Nack(_)) => Err(connection_error(
+                "publishing",
+                "the broker could not take the message (nack)",
+            )),
+            Err(error) => Err(classify("waiting for the broker's confirm", error)),
         }
     }
-}
 
-/// Republishes what the broker nacked, what a dead channel lost, and (every 250 ms) a
-/// mandatory message it returned, until the deadline.
-async fn retry(
-    this: Arc<Publisher>,
-    message: Arc<Publish>,
-    mut outcome: lapin::Result<Confirmation>,
-    mut session: Arc<Session>,
-    deadline: Instant,
-) {
-    loop {
-        let again = match outcome {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => return,
-            Ok(Confirmation::Ack(Some(_returned))) => {
-                // Unroutable: for a reply, the caller's queue is missing.
-                if !message.mandatory {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                "returned: no queue for its routing key"
-            }
-            Ok(Confirmation::Nack(_)) => "nacked by the broker",
-            Err(error) => {
-                this.forget(&session).await;
-                tracing::debug!(%error, "the channel closed before the broker confirmed");
-                "its channel closed before the confirm"
-            }
+    /// The current session, or a new one: connected outside the session lock, one
+    /// attempt at a time, and a failure shared with every sender that waited for it.
+    async fn session(&self) -> Result<Arc<Session>, TransportError> {
+        let live = || {
+            lock(&self.session)
+                .as_ref()
+                .filter(|s| s.channel.status().connected())
+                .cloned()
         };
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                exchange = %message.exchange,
-                routing_key = %message.routing_key,
-                reason = again,
-                "giving up on a message the broker did not take"
-            );
-            return;
+        if let Some(session) = live() {
+            return Ok(session);
         }
-        match this.send(&message, None, deadline).await {
-            Ok((confirm, permit, new_session)) => {
-                session = new_session;
-                outcome = confirm.await;
-                drop(permit);
-            }
-            Err(error) => {
-                tracing::warn!(%error, routing_key = %message.routing_key, "a message could not be republished");
-                return;
-            }
+        let asked = Instant::now();
+        let mut last_failure = self.connecting.clone().lock_owned().await;
+        if let Some(session) = live() {
+            return Ok(session);
         }
+        if let Some((ended, error)) = last_failure.as_ref()
+            && *ended >= asked
+        {
+            return Err(error.clone());
+        }
+        // Connecting needs the transport's runtime (lapin spawns its I/O there). The
+        // attempt finishes, and keeps its session, even if this sender stops waiting.
+        let (options, slot, failing) = (
+            self.options.clone(),
+            self.session.clone(),
+            self.failing.clone(),
+        );
+        self.runtime
+            .spawn(async move {
+                let connected = async {
+                    let connection = connection::connect(&options, "publish").await?;
+                    let channel = connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| classify("opening a channel", e))?;
+                    channel
+                        .confirm_select(ConfirmSelectOptions::default())
+                        .await
+                        .map_err(|e| classify("enabling publisher confirms", e))?;
+                    Ok::<_, TransportError>(Arc::new(Session {
+                        _connection: connection,
+                        channel,
+                        declared: Mutex::new(HashSet::new()),
+                    }))
+                }
+                .await;
+                match connected {
+                    Ok(session) => {
+                        *last_failure = None;
+                        if failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!("connected to RabbitMQ again for publishing");
+                        }
+                        *lock(&slot) = Some(session.clone());
+                        Ok(session)
+                    }
+                    Err(error) => {
+                        // A refusal goes back to the sender, which reports it; an
+                        // outage is logged once, not once per attempt.
+                        if !error.is_permanent() && !failing.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(%error, "cannot publish to RabbitMQ; retrying with backoff");
+                        }
+                        *last_failure = Some((Instant::now(), error.clone()));
+                        Err(error)
+                    }
+                }
+            })
+            .await
+            .map_err(|e| TransportError::other(format!("the connecting task failed: {e}")))?
     }
 }

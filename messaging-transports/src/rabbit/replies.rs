@@ -1,29 +1,36 @@
 //! The caller's side of calls: one reply queue per transport (`reply_<hex>`, reused for
 //! every call, as oslo does), consumed by one task that routes each reply to its call
-//! by `_msg_id`, and re-consumed after a reconnect.
+//! by `_msg_id`, and re-consumed after a reconnect. Closing the transport deletes the
+//! queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, Consumer};
 use messaging_core::TransportError;
 use messaging_core::reply::ReplySender;
 
-use super::connection::{self, Backoff, connection_error};
+use super::connection::{self, Backoff, classify, fixed, short};
 use super::options::Options;
 use super::wire;
 use crate::pending::PendingCalls;
 
 pub(crate) struct Replies {
     options: Options,
-    queue: String,
+    queue: ShortString,
     pending: PendingCalls,
     started: tokio::sync::Mutex<bool>,
     /// `started`, readable without the lock.
     ready: AtomicBool,
+    /// The channel consuming the queue (replaced on reconnect), to delete it with.
+    channel: Mutex<Option<Channel>>,
+    /// Set by [`close`](Replies::close): the queue is being deleted and must not be
+    /// declared again.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Replies {
@@ -36,23 +43,26 @@ impl std::fmt::Debug for Replies {
 
 struct Session {
     _connection: Connection,
-    _channel: Channel,
     consumer: Consumer,
 }
 
 impl Replies {
-    pub(crate) fn new(options: Options) -> Self {
-        Replies {
+    pub(crate) fn new(options: Options) -> Result<Self, TransportError> {
+        let queue = short(&format!("reply_{}", messaging_core::ids::hex_id()))
+            .map_err(|e| TransportError::other(format!("the reply queue name is {e}")))?;
+        Ok(Replies {
             options,
-            queue: format!("reply_{}", messaging_core::ids::hex_id()),
+            queue,
             pending: PendingCalls::default(),
             started: tokio::sync::Mutex::new(false),
             ready: AtomicBool::new(false),
-        }
+            channel: Mutex::new(None),
+            closing: AtomicBool::new(false),
+        })
     }
 
     /// The reply queue's name (the `_reply_q` of every call).
-    pub(crate) fn queue(&self) -> &str {
+    pub(crate) fn queue(&self) -> &ShortString {
         &self.queue
     }
 
@@ -61,18 +71,19 @@ impl Replies {
         let channel = connection
             .create_channel()
             .await
-            .map_err(|e| connection_error("opening a channel", e))?;
+            .map_err(|e| classify("opening a channel", e))?;
         connection::declare_queue(
             &channel,
             &self.queue,
+            false,
             Some(self.options.transient_ttl_ms),
             None,
         )
         .await?;
         let consumer = channel
             .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
+                self.queue.clone(),
+                fixed(""),
                 BasicConsumeOptions {
                     no_ack: true,
                     ..BasicConsumeOptions::default()
@@ -80,10 +91,10 @@ impl Replies {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error("consuming replies", e))?;
+            .map_err(|e| classify("consuming replies", e))?;
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
         Ok(Session {
             _connection: connection,
-            _channel: channel,
             consumer,
         })
     }
@@ -117,7 +128,35 @@ impl Replies {
         self.pending.forget(msg_id);
     }
 
+    /// Stops consuming and deletes the reply queue, waiting at most `limit`. Called
+    /// when the transport is dropped; a queue never declared is left alone, and one
+    /// the broker cannot be asked about (connection down) is left to its `x-expires`.
+    pub(crate) async fn close(&self, limit: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let channel = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(channel) = channel.filter(|c| c.status().connected()) else {
+            return;
+        };
+        if let Err(error) = connection::delete_queue(&channel, &self.queue, limit).await {
+            tracing::debug!(%error, queue = %self.queue, "the reply queue was not deleted");
+        }
+    }
+
     fn deliver(&self, body: &[u8]) {
+        let limit = self.options.max_message_size;
+        if body.len() > limit {
+            tracing::warn!(
+                size = body.len(),
+                limit,
+                queue = %self.queue,
+                "dropping a reply larger than max_message_size"
+            );
+            return;
+        }
         match wire::decode_reply(body) {
             Ok(reply) => self
                 .pending
@@ -127,7 +166,8 @@ impl Replies {
     }
 }
 
-/// Routes replies until the transport is gone, reconnecting when the connection drops.
+/// Routes replies until the transport is gone (or closing), reconnecting when the
+/// connection drops.
 async fn consume(replies: Weak<Replies>, mut session: Session) {
     loop {
         while let Some(delivery) = session.consumer.next().await {
@@ -137,7 +177,9 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
             match delivery {
                 Ok(delivery) => replies.deliver(&delivery.data),
                 Err(error) => {
-                    tracing::warn!(%error, "reply consumer failed");
+                    if !replies.closing.load(Ordering::Acquire) {
+                        tracing::warn!(%error, "reply consumer failed");
+                    }
                     break;
                 }
             }
@@ -148,6 +190,9 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
             let Some(replies) = replies.upgrade() else {
                 return;
             };
+            if replies.closing.load(Ordering::Acquire) {
+                return;
+            }
             match replies.session().await {
                 Ok(session) => {
                     tracing::info!(after = ?started.elapsed(), queue = %replies.queue, "reply queue consumed again");

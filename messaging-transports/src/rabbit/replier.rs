@@ -1,0 +1,170 @@
+//! The server's side of calls: replies (and call-monitor heartbeats) published to the
+//! default exchange, routed by the caller's `_reply_q`, mandatory.
+//!
+//! A reply whose queue is missing comes back and is retried with backoff (100 ms
+//! doubling to 5 s; at most [`REPLY_RETRIES`] times) while its caller still waits: until
+//! the caller's deadline (its request's AMQP `expiration`), and never longer than 60 s
+//! (oslo's `kombu_missing_consumer_retry_timeout`). A queue that stays missing is
+//! remembered for 60 s ([`ObsoleteReplyQueues`], oslo's `ObsoleteReplyQueuesCache`), so
+//! later replies to it are dropped at once. Each dropped reply is logged once, without
+//! its contents; heartbeats are never retried nor logged.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::types::ShortString;
+use messaging_core::TransportError;
+use messaging_core::reply::{Replier, ReplyEvent};
+
+use super::connection::fixed;
+use super::publisher::{Budget, Publish, Publisher};
+use super::wire;
+
+/// How long a reply is retried at most when its caller's deadline is unknown or later.
+const REPLY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Retries of one reply at most.
+pub(crate) const REPLY_RETRIES: u32 = 15;
+
+/// Reply queues that did not exist when a reply was last given up on: oslo's
+/// `ObsoleteReplyQueuesCache`, the last 200 for 60 s each.
+#[derive(Debug, Default)]
+pub(crate) struct ObsoleteReplyQueues {
+    queues: Mutex<VecDeque<(ShortString, Instant)>>,
+}
+
+impl ObsoleteReplyQueues {
+    const SIZE: usize = 200;
+    const TTL: Duration = Duration::from_secs(60);
+
+    /// Whether `queue` was found gone less than a minute ago.
+    pub(crate) fn contains(&self, queue: &ShortString) -> bool {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        queues.retain(|(_, expires)| *expires > now);
+        queues.iter().any(|(q, _)| q == queue)
+    }
+
+    /// Remembers `queue` as gone for a minute.
+    pub(crate) fn add(&self, queue: ShortString) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.retain(|(q, _)| *q != queue);
+        if queues.len() == Self::SIZE {
+            queues.pop_front();
+        }
+        queues.push_back((queue, Instant::now() + Self::TTL));
+    }
+}
+
+/// Replies to one call; see the module docs.
+#[derive(Debug)]
+pub(crate) struct RabbitReplier {
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) obsolete: Arc<ObsoleteReplyQueues>,
+    pub(crate) reply_q: ShortString,
+    pub(crate) msg_id: String,
+    /// When the caller stops waiting, if its request said.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) max_message_size: usize,
+}
+
+impl Replier for RabbitReplier {
+    fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
+        let heartbeat = matches!(event, ReplyEvent::Heartbeat);
+        let (reply_q, msg_id) = (&self.reply_q, &self.msg_id);
+        if self.obsolete.contains(reply_q) {
+            if !heartbeat {
+                tracing::warn!(%reply_q, %msg_id, "the reply queue does not exist; dropping the reply");
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let deadline = match self.deadline {
+            Some(deadline) => deadline.min(now + REPLY_DEADLINE),
+            None => now + REPLY_DEADLINE,
+        };
+        if deadline <= now {
+            if !heartbeat {
+                tracing::debug!(%reply_q, %msg_id, "the caller stopped waiting; dropping the reply");
+            }
+            return Ok(());
+        }
+        let unique_id = messaging_core::ids::hex_id();
+        let body = match &event {
+            ReplyEvent::Heartbeat => {
+                wire::encode_reply(&wire::ReplyBody::Heartbeat, msg_id, &unique_id)
+            }
+            ReplyEvent::Reply(Ok(result)) => {
+                wire::encode_reply(&wire::ReplyBody::Result(result), msg_id, &unique_id)
+            }
+            ReplyEvent::Reply(Err(remote)) => {
+                wire::encode_reply(&wire::ReplyBody::Failure(remote), msg_id, &unique_id)
+            }
+        }
+        .map_err(|e| TransportError::Reply(e.to_string()))?;
+        if body.len() > self.max_message_size {
+            return Err(TransportError::MessageTooLarge {
+                size: body.len(),
+                limit: self.max_message_size,
+            });
+        }
+        let message = Publish {
+            exchange: fixed(""),
+            routing_key: reply_q.clone(),
+            body,
+            expires: None,
+            mandatory: true,
+            declare: Vec::new(),
+        };
+        // A heartbeat is worth one attempt: the next one follows soon.
+        let retries = if heartbeat { 0 } else { REPLY_RETRIES };
+        let budget = Budget {
+            retries: Some(retries),
+            deadline,
+        };
+        let (obsolete, reply_q, msg_id) = (self.obsolete.clone(), reply_q.clone(), msg_id.clone());
+        self.publisher
+            .publish_detached(message, budget, move |outcome| match outcome {
+                Ok(()) => {}
+                Err(_) if heartbeat => {}
+                Err(TransportError::Undeliverable(_)) => {
+                    tracing::warn!(
+                        %reply_q,
+                        %msg_id,
+                        after = ?now.elapsed(),
+                        "the reply queue does not exist; dropping the reply"
+                    );
+                    obsolete.add(reply_q);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %reply_q, %msg_id, "the reply could not be sent; dropping it");
+                }
+            });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obsolete_reply_queues_are_remembered_200_at_most() {
+        let cache = ObsoleteReplyQueues::default();
+        let name = |i: usize| fixed(&format!("reply_{i}"));
+        assert!(!cache.contains(&name(0)));
+        for i in 0..=ObsoleteReplyQueues::SIZE {
+            cache.add(name(i));
+        }
+        assert!(!cache.contains(&name(0)), "the oldest was forgotten");
+        assert!(cache.contains(&name(1)));
+        assert!(cache.contains(&name(ObsoleteReplyQueues::SIZE)));
+        cache.add(name(1));
+        assert_eq!(
+            cache.queues.lock().unwrap().len(),
+            ObsoleteReplyQueues::SIZE,
+            "a queue added again is not counted twice"
+        );
+    }
+}
