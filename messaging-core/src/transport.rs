@@ -403,7 +403,9 @@ impl IncomingMessage {
     }
 
     /// Sends the reply to the caller: the encoded result or a remote error. At most
-    /// once: a second reply, or a reply to a cast, is an error.
+    /// once: a second reply, or a reply to a cast, is an error — except after
+    /// [`TransportError::MessageTooLarge`], which means nothing was sent, so that a
+    /// smaller reply (an error saying so) can follow.
     pub fn reply(&mut self, result: Result<Bytes, RemoteError>) -> Result<(), TransportError> {
         let Some(replier) = &self.replier else {
             return Err(TransportError::Reply("the message is a cast".to_owned()));
@@ -412,7 +414,12 @@ impl IncomingMessage {
             return Err(TransportError::Reply("already replied".to_owned()));
         }
         self.replied = true;
-        replier.send(ReplyEvent::Reply(result))
+        let sent = replier.send(ReplyEvent::Reply(result));
+        if let Err(TransportError::MessageTooLarge { .. }) = sent {
+            // Refused before anything went out: a smaller reply may still follow.
+            self.replied = false;
+        }
+        sent
     }
 
     /// Tells the caller the call is still being worked on.

@@ -26,8 +26,8 @@ use messaging_core::notify::{
 };
 use messaging_core::reply::ReplyEvent;
 use messaging_core::rpc::{
-    Endpoint, HandlerError, NO_SUCH_METHOD, NoArgs, RpcClient, RpcError, TRACE_ID,
-    UNSUPPORTED_VERSION,
+    Endpoint, HandlerError, MESSAGE_TOO_LARGE, NO_SUCH_METHOD, NoArgs, RpcClient, RpcError,
+    TRACE_ID, UNSUPPORTED_VERSION,
 };
 use messaging_core::{
     Context, Executor, ListenOptions, Message, Meta, Polled, Priority, RequestMeta, SendOptions,
@@ -425,6 +425,31 @@ pub fn requests_whose_caller_gave_up_are_not_handled(url: &str) {
         0,
         "the request whose caller had timed out was handled"
     );
+    group.stop();
+}
+
+/// A result larger than the transport takes (`max_message_size`) reaches the caller
+/// as a `MessageTooLarge` remote error at once, instead of a timeout; the server
+/// keeps serving.
+pub fn a_result_too_large_for_the_transport_is_a_remote_error(url: &str) {
+    let url = with_option(url, "max_message_size", "5000");
+    let group = Group::start(&url, 1);
+    let client = group.server_client(0);
+    let text = "x".repeat(3000);
+    assert_eq!(append(&client, &text).len(), 3000);
+    let started = Instant::now();
+    let err = call::<String>(&client, "append", &Text { text }).unwrap_err();
+    let remote = err
+        .remote()
+        .unwrap_or_else(|| panic!("a remote error, not {err}"));
+    assert_eq!(remote.class, MESSAGE_TOO_LARGE, "{remote:?}");
+    assert!(remote.message.contains("append()"), "{remote:?}");
+    assert!(
+        started.elapsed() < CALL_TIMEOUT / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(add(&client, 1), 1, "the server keeps serving");
     group.stop();
 }
 
@@ -1275,6 +1300,7 @@ scenarios!(
     exceptions_reach_the_caller_typed,
     a_slow_call_does_not_block_other_calls,
     requests_whose_caller_gave_up_are_not_handled,
+    a_result_too_large_for_the_transport_is_a_remote_error,
     endpoint_version_and_namespace,
     no_such_method_and_unsupported_version_are_distinct,
     handler_panic_is_a_remote_error_and_the_server_keeps_serving,

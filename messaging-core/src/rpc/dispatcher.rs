@@ -13,10 +13,12 @@ use tracing::Instrument;
 
 use super::endpoint::{Endpoint, Method};
 use super::error::{
-    DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, NO_SUCH_METHOD, UNSUPPORTED_VERSION,
+    DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, MESSAGE_TOO_LARGE, NO_SUCH_METHOD,
+    UNSUPPORTED_VERSION,
 };
 use super::version;
 use crate::dispatch::{Dispatch, Dispatcher};
+use crate::error::TransportError;
 use crate::error::panic_message;
 use crate::message::{Meta, RemoteError, RequestMeta};
 use crate::reply::{Replier, ReplyEvent};
@@ -236,9 +238,28 @@ fn finish(
             ))
         }
     };
-    if incoming.is_call()
-        && let Err(error) = incoming.reply(reply)
-    {
+    if !incoming.is_call() {
+        return;
+    }
+    let sent = match incoming.reply(reply) {
+        Err(TransportError::MessageTooLarge { size, limit }) => {
+            // The caller would only time out: tell it why instead.
+            tracing::warn!(
+                size,
+                limit,
+                "the result is too large to send; replying with an error"
+            );
+            incoming.reply(Err(RemoteError::new(
+                MESSAGE_TOO_LARGE,
+                "messaging",
+                format!(
+                    "the result of {method}() is {size} bytes, more than the transport's limit of {limit} bytes"
+                ),
+            )))
+        }
+        sent => sent,
+    };
+    if let Err(error) = sent {
         tracing::warn!(%error, "cannot send the reply");
     }
 }

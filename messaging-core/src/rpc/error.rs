@@ -15,6 +15,8 @@ pub const NO_SUCH_METHOD: &str = "NoSuchMethod";
 pub const UNSUPPORTED_VERSION: &str = "UnsupportedVersion";
 /// Class of the remote error for a handler that panicked.
 pub const HANDLER_PANIC: &str = "HandlerPanic";
+/// Class of the remote error for a result larger than the transport takes.
+pub const MESSAGE_TOO_LARGE: &str = "MessageTooLarge";
 
 /// Why an RPC call or cast failed.
 #[derive(Clone, Debug, thiserror::Error)]

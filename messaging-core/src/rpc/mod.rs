@@ -22,7 +22,8 @@ pub use client::{DEFAULT_TIMEOUT, RpcClient};
 pub use dispatcher::{InvalidEndpoint, RpcDispatcher, TRACE_ID};
 pub use endpoint::{Endpoint, NoArgs};
 pub use error::{
-    DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, NO_SUCH_METHOD, RpcError, UNSUPPORTED_VERSION,
+    DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, MESSAGE_TOO_LARGE, NO_SUCH_METHOD, RpcError,
+    UNSUPPORTED_VERSION,
 };
 pub use version::version_is_compatible;
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use messaging_core::reply::ReplySender;
+use messaging_core::reply::{Replier, ReplyEvent, ReplySender};
 use messaging_core::{Acknowledger, IncomingMessage, ListenOptions, Message, TransportError};
 
 pub(crate) type QueueId = usize;
@@ -24,6 +24,30 @@ pub(crate) struct Caller {
     pub(crate) client_timeout: Option<Duration>,
     /// When the caller stops waiting for the reply.
     pub(crate) deadline: Option<Instant>,
+    /// The largest reply the caller's transport takes (its `max_message_size`).
+    pub(crate) max_reply: usize,
+}
+
+/// Hands a reply to the caller, refusing one larger than the caller's transport takes,
+/// as a broker would.
+#[derive(Debug)]
+struct SizedReplier {
+    inner: ReplySender,
+    limit: usize,
+}
+
+impl Replier for SizedReplier {
+    fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
+        if let ReplyEvent::Reply(Ok(result)) = &event
+            && result.len() > self.limit
+        {
+            return Err(TransportError::MessageTooLarge {
+                size: result.len(),
+                limit: self.limit,
+            });
+        }
+        self.inner.send(event)
+    }
 }
 
 /// A message waiting in a queue.
@@ -482,7 +506,10 @@ pub(crate) fn incoming(bus: &Arc<Bus>, queue: QueueId, envelope: Envelope) -> In
         Some(caller) => incoming
             .with_client_timeout(caller.client_timeout)
             .with_deadline(caller.deadline)
-            .with_replier(caller.reply),
+            .with_replier(SizedReplier {
+                inner: caller.reply,
+                limit: caller.max_reply,
+            }),
         None => incoming,
     }
 }

@@ -30,8 +30,10 @@
 //! `codec` (`bincode`, the default, or `json`): what senders encode bodies with;
 //! `control_exchange` (default `openstack`): the exchange of targets that name none;
 //! `max_message_size` (bytes, default [`DEFAULT_MAX_MESSAGE_SIZE`], `0` for no limit):
-//! a larger body fails to send with [`TransportError::MessageTooLarge`], as it would on a
-//! broker, so a service tested on `memory://` meets the limit before production does.
+//! a larger body fails to send with [`TransportError::MessageTooLarge`], and a larger
+//! result is refused as a reply (the caller gets a remote `MessageTooLarge` error), as
+//! on a broker, so a service tested on `memory://` meets the limit before production
+//! does.
 //! An unknown option is an error.
 
 mod bus;
@@ -266,6 +268,7 @@ impl Transport for MemoryTransport {
                     deadline: options
                         .timeout
                         .and_then(|t| std::time::Instant::now().checked_add(t)),
+                    max_reply: self.max_message_size,
                 }),
             ),
         );
