@@ -136,6 +136,26 @@ fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError
     }
 }
 
+/// Whether a nats-server of this version, when it starts, purges from an
+/// interest-retention stream the messages stored for a consumer that has not
+/// acknowledged anything yet. 2.9.7 to 2.9.15 check such streams for "orphaned"
+/// messages on startup and take the lowest acknowledgement floor of the stream's
+/// consumers, but a consumer with no acknowledgement (floor 0) resets that minimum
+/// instead of lowering it: depending on the order in which the server iterates its
+/// consumers, everything below another consumer's floor is purged, including
+/// notifications stored for a listener that does not exist yet. 2.9.16 replaced the
+/// check with a per-consumer one.
+pub(crate) fn purges_unacknowledged_on_restart(version: &str) -> bool {
+    let mut numbers = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    matches!(
+        (numbers.next(), numbers.next(), numbers.next()),
+        (Some(Ok(2)), Some(Ok(9)), Some(Ok(7..=15)))
+    )
+}
+
 impl Inner {
     async fn client(&self) -> Result<async_nats::Client, TransportError> {
         self.client
@@ -166,21 +186,40 @@ impl Inner {
     }
 
     async fn jetstream(&self) -> Result<(jetstream::Context, stream::Stream), TransportError> {
-        let context = jetstream::new(self.client().await?);
+        let client = self.client().await?;
+        let context = jetstream::new(client.clone());
         let stream = self
             .stream
             .get_or_try_init(|| async {
-                context
+                let version = client.server_info().version;
+                let purges = purges_unacknowledged_on_restart(&version);
+                let stream = context
                     .get_or_create_stream(stream::Config {
                         name: self.subjects.stream(),
                         subjects: vec![self.subjects.stream_subjects()],
-                        retention: stream::RetentionPolicy::Interest,
+                        retention: if purges {
+                            stream::RetentionPolicy::Limits
+                        } else {
+                            stream::RetentionPolicy::Interest
+                        },
                         storage: stream::StorageType::File,
                         max_age: self.options.max_age,
                         ..stream::Config::default()
                     })
                     .await
-                    .map_err(|e| connection_error("cannot create the notification stream", e))
+                    .map_err(|e| connection_error("cannot create the notification stream", e))?;
+                let retention = stream.cached_info().config.retention;
+                if purges && retention == stream::RetentionPolicy::Interest {
+                    tracing::warn!(
+                        stream = %self.subjects.stream(),
+                        server_version = %version,
+                        "this nats-server loses stored notifications on restart \
+                         (fixed in 2.9.16) and the stream has interest retention: \
+                         upgrade the server, or delete the stream so that it is \
+                         recreated with limits retention"
+                    );
+                }
+                Ok::<_, TransportError>(stream)
             })
             .await?
             .clone();
@@ -200,7 +239,10 @@ impl Inner {
                     durable_name: Some(name.clone()),
                     filter_subject: subject,
                     ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
+                    // A new consumer starts with what is published from now on, as a
+                    // queue declared now does: on a limits-retention stream it must not
+                    // replay the stream's history.
+                    deliver_policy: consumer::DeliverPolicy::New,
                     ack_wait: Duration::from_secs(300),
                     max_ack_pending: (self.options.prefetch as i64).max(1),
                     inactive_threshold: self.options.consumer_ttl,
@@ -525,5 +567,22 @@ impl Transport for NatsTransport {
             prefetch,
             subscription.to_string(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_that_purge_unacknowledged_notifications_on_restart() {
+        for version in ["2.9.7", "2.9.10", "v2.9.15", "2.9.15-beta.1"] {
+            assert!(purges_unacknowledged_on_restart(version), "{version}");
+        }
+        for version in [
+            "2.9.6", "2.9.16", "2.10.0", "2.11.4", "3.9.10", "", "garbage",
+        ] {
+            assert!(!purges_unacknowledged_on_restart(version), "{version}");
+        }
     }
 }
