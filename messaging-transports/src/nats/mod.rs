@@ -136,6 +136,20 @@ fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError
     }
 }
 
+/// A failed connection: wrong credentials are a permanent [`TransportError::Refused`]
+/// (retrying cannot help), anything else a connection error. Neither names a secret:
+/// the client's errors say what the server answered, never what was sent.
+fn connect_error(error: async_nats::ConnectError) -> TransportError {
+    match error.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation
+        | async_nats::ConnectErrorKind::Authentication => TransportError::Refused {
+            message: format!("NATS refused the connection: {error}"),
+            source: None,
+        },
+        _ => connection_error("cannot connect to NATS", error),
+    }
+}
+
 /// Whether a nats-server of this version, when it starts, purges from an
 /// interest-retention stream the messages stored for a consumer that has not
 /// acknowledged anything yet. 2.9.7 to 2.9.15 check such streams for "orphaned"
@@ -176,10 +190,7 @@ impl Inner {
                     .map_err(|e| {
                         TransportError::other(format!("invalid NATS server address: {e}"))
                     })?;
-                options
-                    .connect(servers)
-                    .await
-                    .map_err(|e| connection_error("cannot connect to NATS", e))
+                options.connect(servers).await.map_err(connect_error)
             })
             .await
             .cloned()
@@ -584,5 +595,23 @@ mod tests {
         ] {
             assert!(!purges_unacknowledged_on_restart(version), "{version}");
         }
+    }
+
+    #[test]
+    fn wrong_credentials_are_refused_and_other_failures_are_connection_errors() {
+        let refused = connect_error(async_nats::ConnectError::new(
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+        ));
+        assert!(
+            matches!(refused, TransportError::Refused { .. }) && refused.is_permanent(),
+            "{refused:?}"
+        );
+        let down = connect_error(async_nats::ConnectError::new(
+            async_nats::ConnectErrorKind::Io,
+        ));
+        assert!(
+            matches!(down, TransportError::Connection { .. }),
+            "{down:?}"
+        );
     }
 }
