@@ -4,10 +4,19 @@
 //! message back). Notifications: JetStream durable pull consumers, acknowledged after
 //! dispatch or `Nak`ed for requeue; on `stop()` the messages not yet handed out are
 //! `Nak`ed so they are redelivered at once.
+//!
+//! A request carries its caller's remaining wait; on arrival it becomes the message's
+//! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`] for the
+//! time it spent on the way, so the dispatcher drops a request still waiting in line
+//! when its caller has given up. A message larger
+//! than the transport's limit (`max_message_size`, at most the server's `max_payload`)
+//! is refused before any decoding, with one warning naming its size, the limit and its
+//! subject: a request or reply is dropped, a notification terminated (never
+//! redelivered).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
@@ -16,12 +25,13 @@ use futures_lite::{Stream, StreamExt};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
-    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
+    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, RemoteError,
+    TransportError,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::frame;
+use super::{frame, message_limit};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
@@ -31,7 +41,9 @@ pub(crate) enum Item {
     Rpc {
         message: Message,
         reply: Option<String>,
-        monitor: Option<f64>,
+        monitor: Option<Duration>,
+        /// When the caller stops waiting (set on arrival from its remaining wait).
+        deadline: Option<Instant>,
     },
     /// A notification with its JetStream message, to acknowledge.
     Notification {
@@ -45,25 +57,56 @@ struct Shared {
     client: async_nats::Client,
     runtime: Handle,
     name: String,
+    max_message_size: Option<usize>,
+}
+
+/// What bounds a listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The most notifications pulled at once (the consumers' `max_ack_pending`).
+    pub(crate) prefetch: usize,
+    /// The URL's `max_message_size`, if any.
+    pub(crate) max_message_size: Option<usize>,
 }
 
 impl Shared {
+    /// Whether the message is larger than the listener accepts; if so, says so once
+    /// (size, limit, subject; never the payload) and `what` happens to it.
+    fn too_large(&self, message: &async_nats::Message, what: &str) -> bool {
+        let limit = message_limit(self.max_message_size, &self.client);
+        let size = message.payload.len();
+        if size <= limit {
+            return false;
+        }
+        tracing::warn!(
+            listener = %self.name,
+            size,
+            limit,
+            subject = %message.subject,
+            "{what} larger than max_message_size"
+        );
+        true
+    }
+
     fn incoming(&self, item: Item) -> IncomingMessage {
         match item {
             Item::Rpc {
                 message,
                 reply,
                 monitor,
+                deadline,
             } => {
                 let codec = message.codec;
                 let incoming = IncomingMessage::new(message)
-                    .with_client_timeout(monitor.and_then(|t| Duration::try_from_secs_f64(t).ok()));
+                    .with_client_timeout(monitor)
+                    .with_deadline(deadline);
                 match reply {
                     Some(subject) => incoming.with_replier(NatsReplier {
                         client: self.client.clone(),
                         runtime: self.runtime.clone(),
                         subject,
                         codec,
+                        max_message_size: self.max_message_size,
                     }),
                     None => incoming,
                 }
@@ -103,7 +146,7 @@ impl NatsListener {
         client: async_nats::Client,
         runtime: Handle,
         listen: &ListenOptions,
-        prefetch: usize,
+        limits: Limits,
         name: String,
     ) -> NatsListener {
         let on_stop = match source {
@@ -115,6 +158,7 @@ impl NatsListener {
             client,
             runtime: runtime.clone(),
             name,
+            max_message_size: limits.max_message_size,
         });
         let consumer = {
             let shared = shared.clone();
@@ -122,7 +166,7 @@ impl NatsListener {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {
-                        consume_notifications(shared, consumers, prefetch, phases).await;
+                        consume_notifications(shared, consumers, limits.prefetch, phases).await;
                     }
                 }
             })
@@ -190,16 +234,23 @@ async fn consume_rpc(
             .await;
             match next {
                 None | Some(None) => break,
-                Some(Some((_, message))) => match frame::decode_message(&message.payload) {
-                    Ok((decoded, monitor)) => shared.buffer.push(Item::Rpc {
-                        message: decoded,
-                        reply: message.reply.map(|r| r.to_string()),
-                        monitor,
-                    }),
-                    Err(error) => {
-                        tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
+                Some(Some((_, message))) => {
+                    let arrived = Instant::now();
+                    if shared.too_large(&message, "dropping a request") {
+                        continue;
                     }
-                },
+                    match frame::decode_message(&message.payload) {
+                        Ok(decoded) => shared.buffer.push(Item::Rpc {
+                            message: decoded.message,
+                            reply: message.reply.map(|r| r.to_string()),
+                            monitor: decoded.monitor,
+                            deadline: decoded.expires_in.and_then(|left| deadline(arrived, left)),
+                        }),
+                        Err(error) => {
+                            tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
+                        }
+                    }
+                }
             }
         }
     }
@@ -209,6 +260,17 @@ async fn consume_rpc(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
     cleaned_up(&mut phases).await;
+}
+
+/// How much earlier than its caller's remaining wait a request's deadline falls: the
+/// time the request may have spent between its caller and this server, which no clock
+/// both share can measure. Never more than half the remaining wait, so that calls with
+/// short timeouts keep most of theirs.
+pub(crate) const TRANSIT_ALLOWANCE: Duration = Duration::from_millis(25);
+
+/// When the caller of a request that `arrived` with `left` to wait stops waiting.
+fn deadline(arrived: Instant, left: Duration) -> Option<Instant> {
+    arrived.checked_add(left - TRANSIT_ALLOWANCE.min(left / 2))
 }
 
 type Deliveries = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
@@ -274,9 +336,13 @@ async fn consume_notifications(
                     continue 'pulling;
                 }
                 Some(Some(Ok(delivery))) => {
+                    if shared.too_large(&delivery.message, "terminating a notification") {
+                        let _ = delivery.ack_with(AckKind::Term).await;
+                        continue;
+                    }
                     match frame::decode_message(&delivery.message.payload) {
-                        Ok((message, _)) => shared.buffer.push(Item::Notification {
-                            message,
+                        Ok(decoded) => shared.buffer.push(Item::Notification {
+                            message: decoded.message,
                             delivery: Box::new(delivery),
                         }),
                         Err(error) => {
@@ -328,14 +394,35 @@ struct NatsReplier {
     runtime: Handle,
     subject: String,
     codec: messaging_core::codec::CodecKind,
+    max_message_size: Option<usize>,
 }
 
 impl Replier for NatsReplier {
+    /// Publishes the event. A reply larger than the transport's limit is not sent:
+    /// the caller gets a small `MessageTooLarge` remote error instead (rather than
+    /// waiting for its timeout), and this returns the error.
     fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
-        let body: Bytes = match &event {
+        let mut body: Bytes = match &event {
             ReplyEvent::Heartbeat => frame::encode_reply(None, self.codec),
             ReplyEvent::Reply(outcome) => frame::encode_reply(Some(outcome), self.codec),
         };
+        let limit = message_limit(self.max_message_size, &self.client);
+        let mut refused = None;
+        if body.len() > limit {
+            let error = TransportError::MessageTooLarge {
+                size: body.len(),
+                limit,
+            };
+            body = frame::encode_reply(
+                Some(&Err(RemoteError::new(
+                    "MessageTooLarge",
+                    "messaging",
+                    format!("the reply was not sent: {error}"),
+                ))),
+                self.codec,
+            );
+            refused = Some(error);
+        }
         let (client, subject) = (self.client.clone(), self.subject.clone());
         let publish = async move {
             if let Err(error) = client.publish(subject, body).await {
@@ -347,6 +434,30 @@ impl Replier for NatsReplier {
         if let Err(unfinished) = poll_once(publish) {
             self.runtime.spawn(unfinished);
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_allows_for_transit_but_keeps_half_of_a_short_wait() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(60)),
+            Some(now + Duration::from_secs(60) - TRANSIT_ALLOWANCE)
+        );
+        assert_eq!(
+            deadline(now, Duration::from_millis(20)),
+            Some(now + Duration::from_millis(10))
+        );
+        assert_eq!(deadline(now, Duration::ZERO), Some(now));
+        assert_eq!(
+            deadline(now, Duration::MAX),
+            None,
+            "no deadline the clock cannot hold"
+        );
     }
 }

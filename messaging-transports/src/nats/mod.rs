@@ -11,7 +11,9 @@
 //! `max_ack_pending`: it bounds what a listener holds and the largest batch; default
 //! 1000), `connect_timeout` (seconds),
 //! `consumer_ttl` (seconds a durable notification consumer survives without a listener,
-//! default 7 days), `notification_max_age` (seconds, default 1 day). An unknown option
+//! default 7 days), `notification_max_age` (seconds, default 1 day),
+//! `max_message_size` (bytes, default and upper bound: the server's advertised
+//! `max_payload`, 1 MiB unless the server is configured otherwise). An unknown option
 //! is an error.
 //!
 //! # Mapping
@@ -25,27 +27,75 @@
 //! | call / cast to a server | subject `<p>.<x>.server.<topic>.<server>`, no group |
 //! | fanout cast | subject `<p>.<x>.fanout.<topic>`, every server subscribes, no group |
 //! | reply queue | one wildcard subscription `<inbox>.*` per transport; a call's reply subject is `<inbox>.<msg id>`; heartbeats and the reply are messages on it |
-//! | notification | JetStream: published to `<p>.notify.<x>.<topic>.<priority>` (and the publish acknowledged by the server) in stream `<P>_NOTIFICATIONS` (file storage, interest retention) |
-//! | notification queue, pool | a durable pull consumer per `(topic, priority, pool)`, filtered on that subject; listeners of one pool (or the pool-less listeners) share it and compete; each consumer gets its own copy |
+//! | notification | JetStream: published to `<p>.notify.<x>.<topic>.<priority>` (and the publish acknowledged by the server) in stream `<P>_NOTIFICATIONS` (file storage, interest retention; limits retention on nats-server 2.9.7 to 2.9.15, see below) |
+//! | notification queue, pool | a durable pull consumer per `(topic, priority, pool)`, filtered on that subject, starting with the notifications published after it was created; listeners of one pool (or the pool-less listeners) share it and compete; each consumer gets its own copy |
 //!
 //! The notifier creates the pool-less consumer before its first publish, so
 //! notifications are stored before any listener exists (as oslo's notifier declares
 //! the `<topic>.<priority>` queue on RabbitMQ). Interest retention removes a
-//! notification once every consumer acknowledged it.
+//! notification once every consumer acknowledged it; `notification_max_age` removes
+//! it in any case.
+//!
+//! ## Durable consumers stay, until `consumer_ttl`
+//!
+//! A listener leaves its consumers on the server when it stops: one per topic and
+//! priority it listened to (seven for a listener of every priority, as the
+//! `messaging listen` command is) and pool. They are what stores notifications while
+//! no listener runs: the pool-less one holds what was published before any listener
+//! existed (the notifier creates it), a pool's holds what arrives while its listeners
+//! restart, exactly as oslo's `<topic>.<priority>` and pool queues do on RabbitMQ
+//! (where they stay until deleted by hand). No listener can tell whether it is the
+//! last of its pool, or whether a notifier relies on the pool-less consumer, so none
+//! deletes them: the server does, after `consumer_ttl` (7 days by default) without a
+//! listener pulling from them, and with them what they stored. Shorten `consumer_ttl`
+//! where listeners come and go, lengthen it where notifications must wait longer
+//! for theirs.
+//!
+//! ## nats-server 2.9.7 to 2.9.15
+//!
+//! These versions, when they start, purge from an interest-retention stream
+//! everything below the acknowledgement floor of one of its consumers, picked by map
+//! order, whenever another consumer has never acknowledged anything: stored
+//! notifications of a topic nobody listened to yet are lost on a restart whenever a
+//! listener of another topic has acknowledged newer ones (fixed in 2.9.16). On those
+//! servers the transport creates the stream with limits retention instead, which the
+//! check skips: notifications are kept for `notification_max_age` whether
+//! acknowledged or not. A stream that already exists keeps its retention; on an
+//! affected server an interest-retention stream gets one warning per transport
+//! (upgrade the server, or delete the stream so that it is recreated).
+//!
+//! ## Frames
 //!
 //! Every message body is a small JSON header (kind, context, codec, method, namespace,
-//! version, call-monitor timeout, notification fields, reply outcome) followed by the
-//! payload exactly as the codec encoded it.
+//! version, call-monitor timeout, the caller's remaining wait, notification fields,
+//! reply outcome) followed by the payload exactly as the codec encoded it. Frames
+//! without the remaining wait (from the previous version) are read as before; the
+//! previous version ignores it.
 //!
 //! # Delivery and faults
 //!
 //! Calls and casts are at-most-once (core NATS); a call gets its reply or fails with a
 //! timeout, heartbeats keeping a monitored call alive exactly as on RabbitMQ. A request
 //! to a topic nobody serves is not an error on the wire: the caller times out, as with
-//! oslo. Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
+//! oslo. A call carries the time its caller still waits (never a clock reading, so
+//! hosts need not agree on the time); the server takes that, less a transit allowance
+//! of 25 ms (at most half of it), as the request's deadline from its arrival, and drops
+//! a request still waiting in line when it passes: nobody would read the reply.
+//! Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
 //! requeue (redelivered at once), redelivered after the acknowledgement wait if a
 //! listener dies. When the connection drops, the client reconnects and restores its
 //! subscriptions; JetStream pulls restart; stored notifications stay stored.
+//!
+//! A message larger than `max_message_size` fails to send with
+//! [`TransportError::MessageTooLarge`] before anything is published. One that arrives
+//! larger (from a peer with a larger limit) is refused before it is decoded, with one
+//! warning naming its size, the limit and its subject (never its payload): a request
+//! or a reply is dropped (the call times out), a notification terminated (never
+//! redelivered). A reply over the replying side's limit is not sent; its caller gets a
+//! `MessageTooLarge` remote error at once instead.
+//!
+//! Wrong credentials (an authorization violation) fail the operation at once with
+//! [`TransportError::Refused`], a permanent error; nothing retries them.
 
 mod frame;
 mod listener;
@@ -54,7 +104,7 @@ mod subjects;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
@@ -148,6 +198,24 @@ fn connect_error(error: async_nats::ConnectError) -> TransportError {
         },
         _ => connection_error("cannot connect to NATS", error),
     }
+}
+
+/// The largest message body this transport sends or accepts: the URL's
+/// `max_message_size`, and never more than the server's advertised `max_payload`.
+pub(crate) fn message_limit(option: Option<usize>, client: &async_nats::Client) -> usize {
+    let server = client.max_payload();
+    option.map_or(server, |limit| limit.min(server))
+}
+
+/// Refuses a frame larger than `limit` before it is published.
+fn check_size(body: &[u8], limit: usize) -> Result<(), TransportError> {
+    if body.len() > limit {
+        return Err(TransportError::MessageTooLarge {
+            size: body.len(),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a nats-server of this version, when it starts, purges from an
@@ -276,10 +344,21 @@ impl Inner {
                     .await
                     .map_err(|e| connection_error("cannot subscribe to replies", e))?;
                 let pending = self.pending.clone();
+                let option = self.options.max_message_size;
                 tokio::spawn(async move {
                     while let Some(message) = subscriber.next().await {
                         if message.status.is_some() {
                             continue; // e.g. "no responders": the caller times out, as with oslo
+                        }
+                        let limit = message_limit(option, &client);
+                        if message.payload.len() > limit {
+                            tracing::warn!(
+                                size = message.payload.len(),
+                                limit,
+                                subject = %message.subject,
+                                "dropping a reply larger than max_message_size; its call will time out"
+                            );
+                            continue;
                         }
                         let Some(id) = message.subject.rsplit('.').next() else {
                             continue;
@@ -380,10 +459,14 @@ impl Transport for NatsTransport {
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
         let (inner, subject) = (self.inner.clone(), self.subject(target));
-        let body = frame::encode_message(&message, None);
+        let body = frame::encode_message(&message, None, None);
         // Once connected, a publish is a send on the client's command channel, which
         // works from any thread: no hand-off to the runtime.
         if let Some(client) = self.inner.client.get() {
+            check_size(
+                &body,
+                message_limit(self.inner.options.max_message_size, client),
+            )?;
             return client
                 .publish(subject, body)
                 .await
@@ -391,6 +474,10 @@ impl Transport for NatsTransport {
         }
         self.run(async move {
             let client = inner.client().await?;
+            check_size(
+                &body,
+                message_limit(inner.options.max_message_size, &client),
+            )?;
             client
                 .publish(subject, body)
                 .await
@@ -406,11 +493,8 @@ impl Transport for NatsTransport {
         options: &SendOptions,
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
+        let started = Instant::now();
         let (inner, subject) = (self.inner.clone(), self.subject(target));
-        let body = frame::encode_message(
-            &message,
-            options.call_monitor_timeout.map(|t| t.as_secs_f64()),
-        );
         let (client, inbox) = match (self.inner.client.get(), self.inner.replies.get()) {
             (Some(client), Some(inbox)) => (client.clone(), inbox.clone()),
             _ => {
@@ -423,6 +507,15 @@ impl Transport for NatsTransport {
                 .await?
             }
         };
+        // The caller's timeout travels as the time it still waits, measured now: the
+        // server turns it into a deadline when the request arrives and drops the
+        // request if it is still waiting in line when that passes.
+        let left = options.timeout.map(|t| t.saturating_sub(started.elapsed()));
+        let body = frame::encode_message(&message, options.call_monitor_timeout, left);
+        check_size(
+            &body,
+            message_limit(inner.options.max_message_size, &client),
+        )?;
         let id = ids::hex_id();
         let (sender, receiver) = reply_channel();
         inner.pending.expect(id.clone(), sender);
@@ -448,9 +541,13 @@ impl Transport for NatsTransport {
             self.exchange(target).to_owned(),
             target.topic.clone().unwrap_or_default(),
         );
-        let body = frame::encode_message(&message, None);
+        let body = frame::encode_message(&message, None, None);
         self.run(async move {
             let (context, stream) = inner.jetstream().await?;
+            check_size(
+                &body,
+                message_limit(inner.options.max_message_size, &context.client()),
+            )?;
             let subject = inner.subjects.notification(&exchange, &topic, priority);
             let name = inner.subjects.consumer(&exchange, &topic, priority, None);
             let known = inner
@@ -575,7 +672,10 @@ impl Transport for NatsTransport {
             client,
             self.inner.handle.clone(),
             options,
-            prefetch,
+            listener::Limits {
+                prefetch,
+                max_message_size: self.inner.options.max_message_size,
+            },
             subscription.to_string(),
         )))
     }
