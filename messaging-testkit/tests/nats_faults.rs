@@ -359,3 +359,58 @@ fn stored_notifications_survive_restarts_while_other_topics_are_acknowledged() {
         assert_eq!((stored, delivered as u64), (total, total));
     });
 }
+
+/// A notification listener running across a restart pulls again once its client has
+/// reconnected: what is sent after the restart arrives.
+#[test]
+fn a_running_notification_listener_resumes_after_a_restart() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(
+        Duration::from_secs(120),
+        "nats listener resumes",
+        move || {
+            const N: u64 = 20;
+            let prefix = format!("faults{}", &ids::hex_id()[..10]);
+            let _streams = Streams::of(&url, std::slice::from_ref(&prefix));
+            let url = with_option(&url, "subject_prefix", &prefix);
+            let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "faults")
+                .with_topics(["running"]);
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let listener = notification_listener(&url, "running", seen.clone());
+            listener.start().unwrap();
+            block_on(notifier.info(&Context::new(), "fault.test", &Value { n: 0 })).unwrap();
+            assert!(
+                until_seen(&seen, 1, Duration::from_secs(30)),
+                "before the restart"
+            );
+            restart_server(Duration::from_millis(300));
+            let restarted = Instant::now();
+            for n in 1..=N {
+                // The notifier's own client may still be reconnecting.
+                while let Err(error) =
+                    block_on(notifier.info(&Context::new(), "fault.test", &Value { n }))
+                {
+                    assert!(
+                        restarted.elapsed() < Duration::from_secs(30),
+                        "cannot notify: {error}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let sent = restarted.elapsed();
+            assert!(
+                until_seen(&seen, N as usize + 1, Duration::from_secs(60)),
+                "only {} of {} after the restart",
+                seen.lock().unwrap().len() - 1,
+                N
+            );
+            eprintln!(
+                "measured: {N} notifications sent after the restart (the last {sent:?} after it) \
+             all handled {:?} after it",
+                restarted.elapsed()
+            );
+            stop_and_wait(&listener);
+        },
+    );
+}

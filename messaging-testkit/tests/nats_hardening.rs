@@ -431,3 +431,79 @@ fn durable_consumers_expire_after_consumer_ttl() {
         );
     });
 }
+
+/// A stopped listener leaves no pull request the server would still hand
+/// notifications to: what is published right after `stop()` + `wait()` reaches the
+/// next listener at once, not after the acknowledgement wait (300 s). Fifty rounds of:
+/// a listener takes the previous round's notification, stops, and the next
+/// notification is sent at once (`notify_batches` lost this race about once in eight
+/// runs).
+#[test]
+fn notifications_sent_right_after_a_listener_stopped_reach_the_next_one() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(120), "stopped pulls", move || {
+        const ROUNDS: u64 = 50;
+        let prefix = unique("pulls");
+        let streams = Streams::of(&url, std::slice::from_ref(&prefix));
+        let url = with_option(&url, "subject_prefix", &prefix);
+        let topic = unique("pulls");
+        let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "pulls")
+            .with_topics([topic.as_str()]);
+        let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let listener = || {
+            let got = got.clone();
+            let endpoint =
+                NotificationEndpoint::new().on(Priority::Info, move |n: Notification<u64>| {
+                    got.lock().unwrap().push(n.payload);
+                    NotificationResult::Handled
+                });
+            let listener = messaging_core::notify::listener(
+                messaging_transports::open(&url).unwrap(),
+                vec![Target::new(topic.clone())],
+                vec![endpoint],
+                ListenerOptions::new(),
+                ThreadPoolExecutor::new(),
+            )
+            .build()
+            .unwrap();
+            listener.start().unwrap();
+            listener
+        };
+        let (stream, consumer) = (stream_name(&prefix), poolless_consumer(&topic, "info"));
+        block_on(notifier.info(&Context::new(), "declare", &0u64)).unwrap();
+        let limit = CallOptions::new().timeout(Duration::from_secs(30));
+        for n in 1..=ROUNDS {
+            let running = listener();
+            // It took the previous notification, and its pull request is on the server.
+            until("the previous notification", Duration::from_secs(10), || {
+                got.lock().unwrap().contains(&(n - 1))
+            });
+            until("a waiting pull", Duration::from_secs(10), || {
+                streams
+                    .admin()
+                    .consumer(&stream, &consumer)
+                    .is_some_and(|c| c.num_waiting > 0 && c.num_ack_pending == 0)
+            });
+            running.stop_with(&limit).unwrap();
+            running.wait_with(&limit).unwrap();
+            block_on(notifier.info(&Context::new(), "after stop", &n)).unwrap();
+        }
+        let last = listener();
+        let started = Instant::now();
+        let all = || (0..=ROUNDS).all(|n| got.lock().unwrap().contains(&n));
+        while !all() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        last.stop_with(&limit).unwrap();
+        last.wait_with(&limit).unwrap();
+        let mut got = got.lock().unwrap().clone();
+        got.sort_unstable();
+        got.dedup();
+        eprintln!(
+            "measured: {} of {} notifications sent right after a stop arrived within 10 s",
+            got.len(),
+            ROUNDS + 1
+        );
+        assert_eq!(got, (0..=ROUNDS).collect::<Vec<_>>());
+    });
+}

@@ -1,15 +1,20 @@
 //! NATS listeners. RPC: core subscriptions (a queue group for the topic, the server's
 //! own subject, the fanout subject), at-most-once; after `stop()` the subscriptions are
 //! removed and what was already received is still handed out (core NATS cannot take a
-//! message back). Notifications: JetStream durable pull consumers, acknowledged after
-//! dispatch or `Nak`ed for requeue; on `stop()` the messages not yet handed out are
-//! `Nak`ed so they are redelivered at once.
+//! message back). Notifications: JetStream durable pull consumers, pulled one request
+//! at a time (up to `prefetch` notifications, waiting up to [`PULL_EXPIRES`]; again at
+//! once after a reconnection), acknowledged after dispatch or `Nak`ed for requeue. On
+//! `stop()` each pull's inbox is drained (unsubscribed, and what the server had already
+//! sent received) and everything not handed out is `Nak`ed, so it is redelivered at
+//! once; `cleanup()` returns once the server has seen all that, so nothing published
+//! afterwards goes to a stopped listener. Only a notification the server sends within
+//! the round trip of the unsubscription can still be lost on the way and come back
+//! after the acknowledgement wait (300 s), as it does when a listener dies.
 //!
 //! A request carries its caller's remaining wait; on arrival it becomes the message's
 //! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`] for the
 //! time it spent on the way, so the dispatcher drops a request still waiting in line
-//! when its caller has given up. A message larger
-//! than the transport's limit (`max_message_size`, at most the server's `max_payload`)
+//! when its caller has given up. A message larger than the transport's limit (`max_message_size`, at most the server's `max_payload`)
 //! is refused before any decoding, with one warning naming its size, the limit and its
 //! subject: a request or reply is dropped, a notification terminated (never
 //! redelivered).
@@ -18,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::StatusCode;
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -147,6 +153,7 @@ impl NatsListener {
         runtime: Handle,
         listen: &ListenOptions,
         limits: Limits,
+        connected: watch::Receiver<u64>,
         name: String,
     ) -> NatsListener {
         let on_stop = match source {
@@ -166,7 +173,11 @@ impl NatsListener {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {
-                        consume_notifications(shared, consumers, limits.prefetch, phases).await;
+                        let pulls = Pulls {
+                            batch: limits.prefetch,
+                            connected,
+                        };
+                        consume_notifications(shared, consumers, pulls, phases).await;
                     }
                 }
             })
@@ -273,86 +284,32 @@ fn deadline(arrived: Instant, left: Duration) -> Option<Instant> {
     arrived.checked_add(left - TRANSIT_ALLOWANCE.min(left / 2))
 }
 
-type Deliveries = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
+/// How long one pull request waits on the server for notifications before it ends
+/// and the next one is sent: it also bounds how long a pull request lost with its
+/// connection goes unnoticed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
-async fn pull(
-    consumers: &[jetstream::consumer::Consumer<jetstream::consumer::pull::Config>],
-    prefetch: usize,
-) -> Result<Deliveries, String> {
-    let mut streams: Vec<Deliveries> = Vec::new();
-    for consumer in consumers {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(prefetch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        streams.push(Box::pin(messages.map(|m| m.map_err(|e| e.to_string()))));
-    }
-    let first = streams
-        .pop()
-        .unwrap_or_else(|| Box::pin(futures_lite::stream::pending()));
-    Ok(streams.into_iter().fold(first, |a, b| {
-        Box::pin(futures_lite::stream::race(a, b)) as Deliveries
-    }))
-}
-
+/// Pulls every consumer of the listener, each on a task of its own, until `stop()`;
+/// then gives back what was pulled but not handed out.
 async fn consume_notifications(
     shared: Arc<Shared>,
     consumers: Vec<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>>,
-    prefetch: usize,
+    pulls: Pulls,
     mut phases: watch::Receiver<Phase>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    'pulling: loop {
-        let mut deliveries = match pull(&consumers, prefetch).await {
-            Ok(deliveries) => deliveries,
-            Err(error) => {
-                tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
-                if tokio::time::timeout(backoff, stopped(&mut phases))
-                    .await
-                    .is_ok()
-                {
-                    break 'pulling;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        loop {
-            let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
-                stopped(&mut phases).await;
-                None
-            })
-            .await;
-            match next {
-                None => break 'pulling,
-                Some(None) => continue 'pulling,
-                Some(Some(Err(error))) => {
-                    tracing::debug!(listener = %shared.name, %error, "pulling interrupted; pulling again");
-                    continue 'pulling;
-                }
-                Some(Some(Ok(delivery))) => {
-                    if shared.too_large(&delivery.message, "terminating a notification") {
-                        let _ = delivery.ack_with(AckKind::Term).await;
-                        continue;
-                    }
-                    match frame::decode_message(&delivery.message.payload) {
-                        Ok(decoded) => shared.buffer.push(Item::Notification {
-                            message: decoded.message,
-                            delivery: Box::new(delivery),
-                        }),
-                        Err(error) => {
-                            tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
-                            let _ = delivery.ack_with(AckKind::Term).await;
-                        }
-                    }
-                }
-            }
-        }
+    let tasks: Vec<_> = consumers
+        .iter()
+        .map(|consumer| {
+            let info = consumer.cached_info();
+            let subject = format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                info.stream_name, info.name
+            );
+            tokio::spawn(pull(shared.clone(), subject, pulls.clone(), phases.clone()))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
     }
     // Give back what was pulled but not handed out: redelivered at once.
     for item in shared.buffer.take_all() {
@@ -360,7 +317,198 @@ async fn consume_notifications(
             let _ = delivery.ack_with(AckKind::Nak(None)).await;
         }
     }
+    // The server has seen the `Nak`s before `cleanup()` returns.
+    if shared.client.connection_state() == async_nats::connection::State::Connected {
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
+    }
     cleaned_up(&mut phases).await;
+}
+
+/// What the pulls of a listener share.
+#[derive(Clone)]
+pub(crate) struct Pulls {
+    /// The most notifications one pull request asks for (the consumers'
+    /// `max_ack_pending`).
+    pub(crate) batch: usize,
+    /// Bumped each time the client (re)connects: pull requests do not survive a lost
+    /// connection, so a pull asks again at once.
+    pub(crate) connected: watch::Receiver<u64>,
+}
+
+/// What a pull waits for next.
+enum Next {
+    Stop,
+    Reconnected,
+    Expired,
+    Delivery(Option<async_nats::Message>),
+}
+
+/// Pulls one durable consumer through an inbox of its own: one pull request at a
+/// time, for up to a batch, waiting up to [`PULL_EXPIRES`]. On `stop()` the inbox is
+/// drained (unsubscribed, and everything the server sent before it saw that received)
+/// and what arrived is given back, so no notification is left to the acknowledgement
+/// wait by a stopped listener.
+async fn pull(
+    shared: Arc<Shared>,
+    subject: String,
+    pulls: Pulls,
+    mut phases: watch::Receiver<Phase>,
+) {
+    let Pulls {
+        batch,
+        mut connected,
+    } = pulls;
+    let client = shared.client.clone();
+    let context = jetstream::new(client.clone());
+    let request = Bytes::from(format!(
+        r#"{{"batch":{batch},"expires":{}}}"#,
+        PULL_EXPIRES.as_nanos()
+    ));
+    let mut inbox: Option<(String, async_nats::Subscriber)> = None;
+    let mut backoff = Duration::from_millis(100);
+    'pulling: loop {
+        let (reply, subscriber) = match &mut inbox {
+            Some((reply, subscriber)) => (reply.clone(), subscriber),
+            slot @ None => {
+                let reply = client.new_inbox();
+                match client.subscribe(reply.clone()).await {
+                    Ok(subscriber) => (reply.clone(), &mut slot.insert((reply, subscriber)).1),
+                    Err(error) => {
+                        tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
+                        if pause(&mut phases, &mut backoff).await {
+                            break 'pulling;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err(error) = client
+            .publish_with_reply(subject.clone(), reply, request.clone())
+            .await
+        {
+            tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
+            if pause(&mut phases, &mut backoff).await {
+                break 'pulling;
+            }
+            continue;
+        }
+        let mut left = batch;
+        // A request lost with its connection never answers: ask again after this.
+        let mut lost = std::pin::pin!(tokio::time::sleep(PULL_EXPIRES + Duration::from_secs(1)));
+        loop {
+            let next = futures_lite::future::or(
+                async {
+                    stopped(&mut phases).await;
+                    Next::Stop
+                },
+                futures_lite::future::or(
+                    async {
+                        if connected.changed().await.is_err() {
+                            futures_lite::future::pending::<()>().await;
+                        }
+                        Next::Reconnected
+                    },
+                    futures_lite::future::or(
+                        async {
+                            lost.as_mut().await;
+                            Next::Expired
+                        },
+                        async { Next::Delivery(subscriber.next().await) },
+                    ),
+                ),
+            )
+            .await;
+            let message = match next {
+                Next::Stop => break 'pulling,
+                Next::Reconnected | Next::Expired => continue 'pulling,
+                Next::Delivery(None) => {
+                    inbox = None;
+                    continue 'pulling;
+                }
+                Next::Delivery(Some(message)) => message,
+            };
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    backoff = Duration::from_millis(100);
+                    deliver(&shared, &context, message).await;
+                    left -= 1;
+                    if left == 0 {
+                        continue 'pulling;
+                    }
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // The request expired: the next one.
+                Some(StatusCode::TIMEOUT) => continue 'pulling,
+                // Anything else ended the request for a reason that may last (the
+                // consumer is gone, JetStream is unavailable, too many requests...).
+                Some(status) => {
+                    tracing::debug!(listener = %shared.name, %status, description = ?message.description, retry_in = ?backoff, "pull request ended");
+                    if pause(&mut phases, &mut backoff).await {
+                        break 'pulling;
+                    }
+                    continue 'pulling;
+                }
+            }
+        }
+    }
+    // The server may still hold this pull's request and have notifications on their
+    // way to it: unsubscribe, receive everything it sent before it saw that, give it
+    // back. A disconnected client has nothing to wait for: the server dropped the
+    // request with the connection, and what it had sent is redelivered after the
+    // acknowledgement wait.
+    let Some((_, mut subscriber)) = inbox else {
+        return;
+    };
+    if shared.client.connection_state() != async_nats::connection::State::Connected
+        || subscriber.drain().await.is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = subscriber.next().await {
+            if message.status.is_none() && message.reply.is_some() {
+                let delivery = jetstream::Message {
+                    message,
+                    context: context.clone(),
+                };
+                let _ = delivery.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits `backoff` (doubling it up to 5 s); true if the listener stopped meanwhile.
+async fn pause(phases: &mut watch::Receiver<Phase>, backoff: &mut Duration) -> bool {
+    let stopped = tokio::time::timeout(*backoff, stopped(phases))
+        .await
+        .is_ok();
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    stopped
+}
+
+/// Hands a delivered notification to the buffer, or terminates it if it is too large
+/// or unreadable (redelivering it could not help).
+async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_nats::Message) {
+    let delivery = jetstream::Message {
+        message,
+        context: context.clone(),
+    };
+    if shared.too_large(&delivery.message, "terminating a notification") {
+        let _ = delivery.ack_with(AckKind::Term).await;
+        return;
+    }
+    match frame::decode_message(&delivery.message.payload) {
+        Ok(decoded) => shared.buffer.push(Item::Notification {
+            message: decoded.message,
+            delivery: Box::new(delivery),
+        }),
+        Err(error) => {
+            tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
+            let _ = delivery.ack_with(AckKind::Term).await;
+        }
+    }
 }
 
 /// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery.

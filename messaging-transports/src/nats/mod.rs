@@ -152,6 +152,8 @@ struct Inner {
     pending: Arc<PendingCalls>,
     stream: OnceCell<stream::Stream>,
     consumers: Mutex<HashSet<String>>,
+    /// Bumped each time the client (re)connects; notification pulls watch it.
+    connected: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -242,7 +244,14 @@ impl Inner {
     async fn client(&self) -> Result<async_nats::Client, TransportError> {
         self.client
             .get_or_try_init(|| async {
+                let connected = self.connected.clone();
                 let mut options = async_nats::ConnectOptions::new()
+                    .event_callback(move |event| {
+                        if matches!(event, async_nats::Event::Connected) {
+                            connected.send_modify(|n| *n += 1);
+                        }
+                        std::future::ready(())
+                    })
                     .name(format!("messaging-rs:{}", std::process::id()))
                     .connection_timeout(self.options.connect_timeout)
                     .require_tls(self.options.tls);
@@ -400,6 +409,7 @@ impl NatsTransport {
                 pending: Arc::default(),
                 stream: OnceCell::new(),
                 consumers: Mutex::new(HashSet::new()),
+                connected: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -676,6 +686,7 @@ impl Transport for NatsTransport {
                 prefetch,
                 max_message_size: self.inner.options.max_message_size,
             },
+            self.inner.connected.subscribe(),
             subscription.to_string(),
         )))
     }
