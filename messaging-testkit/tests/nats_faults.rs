@@ -2,6 +2,12 @@
 //! `MESSAGING_TEST_NATS_URL` is set and points at the local server this test may
 //! restart (`start-stop-daemon`, as `.ci/run` starts it); the tests take turns. Each
 //! prints what it measured.
+//!
+//! The notification tests store their notifications in streams of their own (a
+//! `subject_prefix` per test run, removed at the end): what other tests do in the
+//! shared stream at the same time cannot change what a restart does to theirs.
+
+mod nats_admin;
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -15,7 +21,8 @@ use messaging_core::notify::{
 use messaging_core::rpc::{self, Endpoint, HandlerError, RpcClient, RpcError};
 use messaging_core::{CallOptions, Context, Priority, Target, ids};
 use messaging_executors::ThreadPoolExecutor;
-use messaging_testkit::{ServerThread, within};
+use messaging_testkit::{ServerThread, with_option, within};
+use nats_admin::{Streams, poolless_consumer, stream_name};
 use serde::{Deserialize, Serialize};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -179,49 +186,71 @@ fn servers_resume_and_pending_calls_end_within_their_timeout_across_a_restart() 
     });
 }
 
+/// A notification listener on `topic` that records the `n` of what it gets.
+fn notification_listener(
+    url: &str,
+    topic: &str,
+    seen: Arc<Mutex<HashSet<u64>>>,
+) -> messaging_core::Server {
+    let endpoint = NotificationEndpoint::new().on(Priority::Info, move |n: Notification<Value>| {
+        seen.lock().unwrap().insert(n.payload.n);
+        NotificationResult::Handled
+    });
+    messaging_core::notify::listener(
+        messaging_transports::open(url).unwrap(),
+        vec![Target::new(topic)],
+        vec![endpoint],
+        ListenerOptions::new(),
+        ThreadPoolExecutor::new(),
+    )
+    .build()
+    .unwrap()
+}
+
+fn stop_and_wait(server: &messaging_core::Server) {
+    let limit = CallOptions::new().timeout(Duration::from_secs(30));
+    server.stop_with(&limit).unwrap();
+    server.wait_with(&limit).unwrap();
+}
+
+/// Waits until `seen` holds `n` values; false if that takes longer than `limit`.
+fn until_seen(seen: &Mutex<HashSet<u64>>, n: usize, limit: Duration) -> bool {
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < n {
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 #[test]
 fn stored_notifications_survive_a_restart_and_stop_wait_complete_while_it_is_down() {
     let Some(url) = url() else { return };
     let _turn = turn();
     within(Duration::from_secs(120), "nats notifications", move || {
         const N: u64 = 100;
-        let topic = format!("faults_n_{}", &ids::hex_id()[..10]);
-        let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "faults")
-            .with_topics([topic.as_str()]);
+        let prefix = format!("faults{}", &ids::hex_id()[..10]);
+        let _streams = Streams::of(&url, std::slice::from_ref(&prefix));
+        let url = with_option(&url, "subject_prefix", &prefix);
+        let topic = "stored";
+        let notifier =
+            Notifier::new(messaging_transports::open(&url).unwrap(), "faults").with_topics([topic]);
         for n in 0..N {
             block_on(notifier.info(&Context::new(), "fault.test", &Value { n })).unwrap();
         }
         let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
-        let listener = |seen: Arc<Mutex<HashSet<u64>>>| {
-            let endpoint =
-                NotificationEndpoint::new().on(Priority::Info, move |n: Notification<Value>| {
-                    seen.lock().unwrap().insert(n.payload.n);
-                    NotificationResult::Handled
-                });
-
-            messaging_core::notify::listener(
-                messaging_transports::open(&url).unwrap(),
-                vec![Target::new(topic.clone())],
-                vec![endpoint],
-                ListenerOptions::new(),
-                ThreadPoolExecutor::new(),
-            )
-            .build()
-            .unwrap()
-        };
         // Stored while no listener exists, kept across the restart.
         restart_server(Duration::from_millis(300));
-        let first = listener(seen.clone());
+        let first = notification_listener(&url, topic, seen.clone());
         first.start().unwrap();
         let started = Instant::now();
-        while seen.lock().unwrap().len() < N as usize {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "only {} of {N}",
-                seen.lock().unwrap().len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            until_seen(&seen, N as usize, Duration::from_secs(60)),
+            "only {} of {N}",
+            seen.lock().unwrap().len()
+        );
         eprintln!(
             "measured: all {N} stored notifications delivered after the restart in {:?}",
             started.elapsed()
@@ -238,4 +267,150 @@ fn stored_notifications_survive_a_restart_and_stop_wait_complete_while_it_is_dow
         );
         start_server();
     });
+}
+
+/// nats-server 2.9.7 to 2.9.15, when they start, purge from an interest-retention
+/// stream everything below the acknowledgement floor of one of its consumers, chosen
+/// by map order, whenever another consumer has never acknowledged anything: the
+/// notifications stored for a listener that does not exist yet go whenever some other
+/// topic's listener has acknowledged newer ones. (This is how the test above, sharing
+/// the stream of every other test, once lost all 100 of its notifications.) Here each
+/// of several streams holds exactly that: notifications waiting for a listener, and a
+/// listener of another topic that acknowledged a newer one. None may be lost across
+/// two restarts.
+#[test]
+fn stored_notifications_survive_restarts_while_other_topics_are_acknowledged() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(Duration::from_secs(240), "nats restart purge", move || {
+        const STREAMS: usize = 12;
+        const N: u64 = 20;
+        let run = &ids::hex_id()[..8];
+        let prefixes: Vec<String> = (0..STREAMS).map(|i| format!("purge{run}s{i}")).collect();
+        let streams = Streams::of(&url, &prefixes);
+        let urls: Vec<String> = prefixes
+            .iter()
+            .map(|p| with_option(&url, "subject_prefix", p))
+            .collect();
+        for url in &urls {
+            // Stored for `waiting`, whose listener does not exist yet ...
+            let notifier = Notifier::new(messaging_transports::open(url).unwrap(), "faults")
+                .with_topics(["waiting"]);
+            for n in 0..N {
+                block_on(notifier.info(&Context::new(), "fault.test", &Value { n })).unwrap();
+            }
+            // ... and a newer one, acknowledged by the listener of `busy`.
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let busy = notification_listener(url, "busy", seen.clone());
+            busy.start().unwrap();
+            let notifier = Notifier::new(messaging_transports::open(url).unwrap(), "faults")
+                .with_topics(["busy"]);
+            block_on(notifier.info(&Context::new(), "fault.test", &Value { n: N })).unwrap();
+            assert!(
+                until_seen(&seen, 1, Duration::from_secs(30)),
+                "busy got nothing"
+            );
+            stop_and_wait(&busy);
+        }
+        let admin = streams.admin();
+        for prefix in &prefixes {
+            let stream = stream_name(prefix);
+            // The server has the acknowledgement (it is past all of `waiting`'s).
+            let started = Instant::now();
+            while admin
+                .consumer(&stream, &poolless_consumer("busy", "info"))
+                .is_none_or(|c| c.ack_floor.stream_sequence <= N)
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{stream}: no ack"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let retention = admin
+            .stream(&stream_name(&prefixes[0]))
+            .map(|s| s.config.retention);
+        restart_server(Duration::from_millis(100));
+        restart_server(Duration::from_millis(100));
+        let stored: u64 = prefixes
+            .iter()
+            .map(|p| {
+                let consumer =
+                    admin.consumer(&stream_name(p), &poolless_consumer("waiting", "info"));
+                consumer.map_or(0, |c| c.num_pending)
+            })
+            .sum();
+        let mut delivered = 0;
+        for url in &urls {
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let waiting = notification_listener(url, "waiting", seen.clone());
+            waiting.start().unwrap();
+            until_seen(&seen, N as usize, Duration::from_secs(10));
+            delivered += seen.lock().unwrap().len();
+            stop_and_wait(&waiting);
+        }
+        let total = STREAMS as u64 * N;
+        eprintln!(
+            "measured: nats-server {}, retention {retention:?}: {stored} of {total} still \
+             stored after two restarts, {delivered} delivered",
+            admin.server_version()
+        );
+        assert_eq!((stored, delivered as u64), (total, total));
+    });
+}
+
+/// A notification listener running across a restart pulls again once its client has
+/// reconnected: what is sent after the restart arrives.
+#[test]
+fn a_running_notification_listener_resumes_after_a_restart() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    within(
+        Duration::from_secs(120),
+        "nats listener resumes",
+        move || {
+            const N: u64 = 20;
+            let prefix = format!("faults{}", &ids::hex_id()[..10]);
+            let _streams = Streams::of(&url, std::slice::from_ref(&prefix));
+            let url = with_option(&url, "subject_prefix", &prefix);
+            let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "faults")
+                .with_topics(["running"]);
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let listener = notification_listener(&url, "running", seen.clone());
+            listener.start().unwrap();
+            block_on(notifier.info(&Context::new(), "fault.test", &Value { n: 0 })).unwrap();
+            assert!(
+                until_seen(&seen, 1, Duration::from_secs(30)),
+                "before the restart"
+            );
+            restart_server(Duration::from_millis(300));
+            let restarted = Instant::now();
+            for n in 1..=N {
+                // The notifier's own client may still be reconnecting.
+                while let Err(error) =
+                    block_on(notifier.info(&Context::new(), "fault.test", &Value { n }))
+                {
+                    assert!(
+                        restarted.elapsed() < Duration::from_secs(30),
+                        "cannot notify: {error}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let sent = restarted.elapsed();
+            assert!(
+                until_seen(&seen, N as usize + 1, Duration::from_secs(60)),
+                "only {} of {} after the restart",
+                seen.lock().unwrap().len() - 1,
+                N
+            );
+            eprintln!(
+                "measured: {N} notifications sent after the restart (the last {sent:?} after it) \
+             all handled {:?} after it",
+                restarted.elapsed()
+            );
+            stop_and_wait(&listener);
+        },
+    );
 }

@@ -2,8 +2,20 @@
 //! payload exactly as the codec encoded it.
 //!
 //! The header names the kind (request, reply, notification), carries the context, the
-//! codec of the payload, and the kind's metadata (method, namespace, version and
-//! call-monitor timeout; reply outcome or remote error; notification fields).
+//! codec of the payload, and the kind's metadata (method, namespace, version,
+//! call-monitor timeout and the caller's remaining wait for a request; reply outcome or
+//! remote error; notification fields).
+//!
+//! Decoding is total: whatever the bytes, [`decode_message`] and [`decode_reply`]
+//! return a value or a [`FrameError`], never panic, and allocate at most in proportion
+//! to the body (the header is parsed by `serde_json`, whose nesting depth is bounded;
+//! the payload is a slice of the body). Header numbers an outsider may send are
+//! converted with checks: a call-monitor timeout that is not a positive number of
+//! seconds up to [`LONGEST_WAIT`] is ignored (no heartbeats), and a caller's remaining
+//! wait is a whole number of milliseconds that becomes a deadline only if the clock can
+//! represent it.
+
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use messaging_core::codec::CodecKind;
@@ -11,6 +23,10 @@ use messaging_core::{
     Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta,
 };
 use serde::{Deserialize, Serialize};
+
+/// The longest call-monitor timeout honoured; a longer one is ignored (a heartbeat
+/// every half year is no heartbeat).
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Header {
@@ -24,8 +40,14 @@ struct Header {
     namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version: Option<String>,
+    /// The call-monitor timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     monitor: Option<f64>,
+    /// How long the caller still waited for the reply when it sent the request,
+    /// milliseconds: a relative time, so no clock is compared across hosts. Absent in
+    /// frames from the previous version, which are still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +62,17 @@ struct Header {
     priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timestamp: Option<String>,
+}
+
+/// A decoded request or notification, with what a caller said about waiting.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decoded {
+    /// The message.
+    pub(crate) message: Message,
+    /// The call-monitor timeout of a call (heartbeats every half of it).
+    pub(crate) monitor: Option<Duration>,
+    /// How long the caller still waited for the reply when it sent the request.
+    pub(crate) expires_in: Option<Duration>,
 }
 
 /// A frame that cannot be read.
@@ -75,12 +108,18 @@ fn codec(name: &str) -> Result<CodecKind, FrameError> {
         .map_err(|e: messaging_core::codec::UnknownCodec| FrameError(e.to_string()))
 }
 
-/// Encodes a request (call or cast) or a notification.
-pub(crate) fn encode_message(message: &Message, monitor: Option<f64>) -> Bytes {
+/// Encodes a request (call or cast) or a notification; a call gives its call-monitor
+/// timeout and how long its caller waits for the reply.
+pub(crate) fn encode_message(
+    message: &Message,
+    monitor: Option<Duration>,
+    expires_in: Option<Duration>,
+) -> Bytes {
     let mut header = Header {
         context: message.context.clone(),
         codec: message.codec.to_string(),
-        monitor,
+        monitor: monitor.map(|t| t.as_secs_f64()),
+        expires_ms: expires_in.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         ..Header::default()
     };
     match &message.meta {
@@ -103,8 +142,8 @@ pub(crate) fn encode_message(message: &Message, monitor: Option<f64>) -> Bytes {
     frame(&header, &message.body)
 }
 
-/// A decoded request or notification, with the call-monitor timeout of a call.
-pub(crate) fn decode_message(body: &Bytes) -> Result<(Message, Option<f64>), FrameError> {
+/// Decodes a request or a notification.
+pub(crate) fn decode_message(body: &Bytes) -> Result<Decoded, FrameError> {
     let (header, payload) = unframe(body)?;
     let meta = match header.kind.as_str() {
         "request" => {
@@ -133,7 +172,14 @@ pub(crate) fn decode_message(body: &Bytes) -> Result<(Message, Option<f64>), Fra
         .with_context(header.context)
         .with_meta(meta)
         .with_codec(codec(&header.codec)?);
-    Ok((message, header.monitor))
+    Ok(Decoded {
+        message,
+        monitor: header
+            .monitor
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .filter(|t| !t.is_zero() && *t <= LONGEST_WAIT),
+        expires_in: header.expires_ms.map(Duration::from_millis),
+    })
 }
 
 /// A reply: `None` is a heartbeat.
@@ -187,6 +233,13 @@ pub(crate) fn decode_reply(body: &Bytes) -> Result<Option<Result<Bytes, RemoteEr
 mod tests {
     use super::*;
 
+    fn with_header(header: &str, payload: &[u8]) -> Bytes {
+        let mut body = (header.len() as u32).to_be_bytes().to_vec();
+        body.extend_from_slice(header.as_bytes());
+        body.extend_from_slice(payload);
+        Bytes::from(body)
+    }
+
     #[test]
     fn requests_notifications_and_replies_round_trip() {
         let mut ctx = Context::new();
@@ -196,8 +249,20 @@ mod tests {
         let request = Message::new(vec![1u8, 2, 3])
             .with_context(ctx)
             .with_meta(Meta::Request(meta));
-        let (back, monitor) = decode_message(&encode_message(&request, Some(2.5))).unwrap();
-        assert_eq!((back, monitor), (request, Some(2.5)));
+        let back = decode_message(&encode_message(
+            &request,
+            Some(Duration::from_millis(2500)),
+            Some(Duration::from_millis(1234)),
+        ))
+        .unwrap();
+        assert_eq!(
+            back,
+            Decoded {
+                message: request,
+                monitor: Some(Duration::from_millis(2500)),
+                expires_in: Some(Duration::from_millis(1234)),
+            }
+        );
 
         let note = Message::new("{}")
             .with_meta(Meta::Notification(NotificationMeta::new(
@@ -208,9 +273,10 @@ mod tests {
                 "ts",
             )))
             .with_codec(CodecKind::Json);
+        let back = decode_message(&encode_message(&note, None, None)).unwrap();
         assert_eq!(
-            decode_message(&encode_message(&note, None)).unwrap().0,
-            note
+            (back.message, back.monitor, back.expires_in),
+            (note, None, None)
         );
 
         assert_eq!(
@@ -230,6 +296,27 @@ mod tests {
     }
 
     #[test]
+    fn frames_of_the_previous_version_are_still_read() {
+        // A request as the previous version sent it: no `expires_ms`.
+        let body = with_header(
+            r#"{"kind":"request","codec":"bincode","method":"add","monitor":2.5}"#,
+            b"\x01",
+        );
+        let decoded = decode_message(&body).unwrap();
+        assert_eq!(decoded.expires_in, None);
+        assert_eq!(decoded.monitor, Some(Duration::from_millis(2500)));
+        // And the previous version ignores the new field (serde ignores unknown keys).
+        let encoded = encode_message(
+            &Message::new(vec![1u8]).with_meta(Meta::Request(RequestMeta::new("add"))),
+            None,
+            Some(Duration::from_secs(3)),
+        );
+        let len = u32::from_be_bytes(encoded[..4].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&encoded[4..4 + len]).unwrap();
+        assert_eq!(header["expires_ms"], 3000);
+    }
+
+    #[test]
     fn malformed_frames_are_errors_not_panics() {
         for body in [
             &b""[..],
@@ -241,12 +328,140 @@ mod tests {
             assert!(decode_message(&Bytes::copy_from_slice(body)).is_err());
             assert!(decode_reply(&Bytes::copy_from_slice(body)).is_err());
         }
-        let header = br#"{"kind":"request","codec":"bincode"}"#;
-        let mut body = (header.len() as u32).to_be_bytes().to_vec();
-        body.extend_from_slice(header);
         assert!(
-            decode_message(&Bytes::from(body)).is_err(),
+            decode_message(&with_header(r#"{"kind":"request","codec":"bincode"}"#, b"")).is_err(),
             "a request needs a method"
         );
+    }
+
+    #[test]
+    fn hostile_header_numbers_are_ignored_or_refused_never_trusted() {
+        let request = |fields: &str| {
+            decode_message(&with_header(
+                &format!(r#"{{"kind":"request","codec":"json","method":"m"{fields}}}"#),
+                b"",
+            ))
+        };
+        // Monitor seconds that are no usable timeout: ignored, the request still served.
+        for monitor in [
+            "-1",
+            "0",
+            "-0.0",
+            "1e-300",
+            "1e18",
+            "1.8446744073709552e19",
+            "1e300",
+        ] {
+            let decoded = request(&format!(r#","monitor":{monitor}"#)).unwrap();
+            assert_eq!(decoded.monitor, None, "monitor {monitor}");
+        }
+        assert_eq!(
+            request(r#","monitor":60"#).unwrap().monitor,
+            Some(Duration::from_secs(60))
+        );
+        // JSON has no NaN or infinity; out-of-range numbers are malformed headers.
+        for monitor in ["NaN", "Infinity", "1e400", "\"5\""] {
+            assert!(
+                request(&format!(r#","monitor":{monitor}"#)).is_err(),
+                "{monitor}"
+            );
+        }
+        // Remaining wait: any whole number of milliseconds, the largest included.
+        assert_eq!(
+            request(r#","expires_ms":18446744073709551615"#)
+                .unwrap()
+                .expires_in,
+            Some(Duration::from_millis(u64::MAX))
+        );
+        for expires in ["-1", "1.5", "18446744073709551616", "null"] {
+            let decoded = request(&format!(r#","expires_ms":{expires}"#));
+            assert!(
+                decoded.is_err() || decoded.unwrap().expires_in.is_none(),
+                "{expires}"
+            );
+        }
+        // Unknown priorities, kinds and codecs, wrong types, deep nesting.
+        let note = |fields: &str| {
+            decode_message(&with_header(
+                &format!(r#"{{"kind":"notification","codec":"json"{fields}}}"#),
+                b"",
+            ))
+        };
+        assert!(note(r#","priority":"urgent""#).is_err());
+        assert!(note(r#","priority":7"#).is_err());
+        assert!(note(r#","priority":"info""#).is_ok());
+        assert!(decode_message(&with_header(r#"{"kind":"x","codec":"json"}"#, b"")).is_err());
+        assert!(decode_message(&with_header(r#"{"kind":"plain","codec":"xml"}"#, b"")).is_err());
+        assert!(
+            decode_reply(&with_header(
+                r#"{"kind":"reply","codec":"json","outcome":"maybe"}"#,
+                b""
+            ))
+            .is_err()
+        );
+        let deep = format!(
+            r#"{{"kind":"plain","codec":"json","context":{{"k":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(decode_message(&with_header(&deep, b"")).is_err());
+    }
+
+    /// A small deterministic generator (no extra dependency): the lead's fuzz
+    /// harness runs millions of inputs; this keeps a few thousand in every test run.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_frames_never_panic() {
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let request = encode_message(
+            &Message::new(vec![7u8; 16])
+                .with_meta(Meta::Request(RequestMeta::new("add")))
+                .with_context({
+                    let mut c = Context::new();
+                    c.insert("user", "u");
+                    c
+                }),
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_secs(5)),
+        );
+        let reply = encode_reply(Some(&Err(RemoteError::new("E", "m", "x"))), CodecKind::Json);
+        for round in 0..20_000 {
+            let mut body = if round % 2 == 0 {
+                request.to_vec()
+            } else {
+                reply.to_vec()
+            };
+            match noise.next() % 4 {
+                // Flip a few bytes (the length prefix included).
+                0 | 1 => {
+                    for _ in 0..=noise.next() % 4 {
+                        let at = (noise.next() as usize) % body.len();
+                        body[at] = noise.next() as u8;
+                    }
+                }
+                // Cut it short.
+                2 => body.truncate((noise.next() as usize) % body.len()),
+                // Pure noise.
+                _ => {
+                    body = (0..noise.next() % 64).map(|_| noise.next() as u8).collect();
+                }
+            }
+            let body = Bytes::from(body);
+            if let Ok(decoded) = decode_message(&body) {
+                assert!(decoded.message.body.len() <= body.len());
+                assert!(decoded.monitor.is_none_or(|t| t <= LONGEST_WAIT));
+            }
+            let _ = decode_reply(&body);
+        }
     }
 }

@@ -1,14 +1,29 @@
 //! NATS listeners. RPC: core subscriptions (a queue group for the topic, the server's
 //! own subject, the fanout subject), at-most-once; after `stop()` the subscriptions are
 //! removed and what was already received is still handed out (core NATS cannot take a
-//! message back). Notifications: JetStream durable pull consumers, acknowledged after
-//! dispatch or `Nak`ed for requeue; on `stop()` the messages not yet handed out are
-//! `Nak`ed so they are redelivered at once.
+//! message back). Notifications: JetStream durable pull consumers, pulled one request
+//! at a time (up to `prefetch` notifications, waiting up to [`PULL_EXPIRES`]; again at
+//! once after a reconnection), acknowledged after dispatch or `Nak`ed for requeue. On
+//! `stop()` each pull's inbox is drained (unsubscribed, and what the server had already
+//! sent received) and everything not handed out is `Nak`ed, so it is redelivered at
+//! once; `cleanup()` returns once the server has seen all that, so nothing published
+//! afterwards goes to a stopped listener. Only a notification the server sends within
+//! the round trip of the unsubscription can still be lost on the way and come back
+//! after the acknowledgement wait (300 s), as it does when a listener dies.
+//!
+//! A request carries its caller's remaining wait; on arrival it becomes the message's
+//! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`] for the
+//! time it spent on the way, so the dispatcher drops a request still waiting in line
+//! when its caller has given up. A message larger than the transport's limit (`max_message_size`, at most the server's `max_payload`)
+//! is refused before any decoding, with one warning naming its size, the limit and its
+//! subject: a request or reply is dropped, a notification terminated (never
+//! redelivered).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::StatusCode;
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,12 +31,13 @@ use futures_lite::{Stream, StreamExt};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
-    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
+    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, RemoteError,
+    TransportError,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::frame;
+use super::{frame, message_limit};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
@@ -31,7 +47,9 @@ pub(crate) enum Item {
     Rpc {
         message: Message,
         reply: Option<String>,
-        monitor: Option<f64>,
+        monitor: Option<Duration>,
+        /// When the caller stops waiting (set on arrival from its remaining wait).
+        deadline: Option<Instant>,
     },
     /// A notification with its JetStream message, to acknowledge.
     Notification {
@@ -45,25 +63,56 @@ struct Shared {
     client: async_nats::Client,
     runtime: Handle,
     name: String,
+    max_message_size: Option<usize>,
+}
+
+/// What bounds a listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The most notifications pulled at once (the consumers' `max_ack_pending`).
+    pub(crate) prefetch: usize,
+    /// The URL's `max_message_size`, if any.
+    pub(crate) max_message_size: Option<usize>,
 }
 
 impl Shared {
+    /// Whether the message is larger than the listener accepts; if so, says so once
+    /// (size, limit, subject; never the payload) and `what` happens to it.
+    fn too_large(&self, message: &async_nats::Message, what: &str) -> bool {
+        let limit = message_limit(self.max_message_size, &self.client);
+        let size = message.payload.len();
+        if size <= limit {
+            return false;
+        }
+        tracing::warn!(
+            listener = %self.name,
+            size,
+            limit,
+            subject = %message.subject,
+            "{what} larger than max_message_size"
+        );
+        true
+    }
+
     fn incoming(&self, item: Item) -> IncomingMessage {
         match item {
             Item::Rpc {
                 message,
                 reply,
                 monitor,
+                deadline,
             } => {
                 let codec = message.codec;
                 let incoming = IncomingMessage::new(message)
-                    .with_client_timeout(monitor.and_then(|t| Duration::try_from_secs_f64(t).ok()));
+                    .with_client_timeout(monitor)
+                    .with_deadline(deadline);
                 match reply {
                     Some(subject) => incoming.with_replier(NatsReplier {
                         client: self.client.clone(),
                         runtime: self.runtime.clone(),
                         subject,
                         codec,
+                        max_message_size: self.max_message_size,
                     }),
                     None => incoming,
                 }
@@ -103,7 +152,8 @@ impl NatsListener {
         client: async_nats::Client,
         runtime: Handle,
         listen: &ListenOptions,
-        prefetch: usize,
+        limits: Limits,
+        connected: watch::Receiver<u64>,
         name: String,
     ) -> NatsListener {
         let on_stop = match source {
@@ -115,6 +165,7 @@ impl NatsListener {
             client,
             runtime: runtime.clone(),
             name,
+            max_message_size: limits.max_message_size,
         });
         let consumer = {
             let shared = shared.clone();
@@ -122,7 +173,11 @@ impl NatsListener {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {
-                        consume_notifications(shared, consumers, prefetch, phases).await;
+                        let pulls = Pulls {
+                            batch: limits.prefetch,
+                            connected,
+                        };
+                        consume_notifications(shared, consumers, pulls, phases).await;
                     }
                 }
             })
@@ -190,16 +245,23 @@ async fn consume_rpc(
             .await;
             match next {
                 None | Some(None) => break,
-                Some(Some((_, message))) => match frame::decode_message(&message.payload) {
-                    Ok((decoded, monitor)) => shared.buffer.push(Item::Rpc {
-                        message: decoded,
-                        reply: message.reply.map(|r| r.to_string()),
-                        monitor,
-                    }),
-                    Err(error) => {
-                        tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
+                Some(Some((_, message))) => {
+                    let arrived = Instant::now();
+                    if shared.too_large(&message, "dropping a request") {
+                        continue;
                     }
-                },
+                    match frame::decode_message(&message.payload) {
+                        Ok(decoded) => shared.buffer.push(Item::Rpc {
+                            message: decoded.message,
+                            reply: message.reply.map(|r| r.to_string()),
+                            monitor: decoded.monitor,
+                            deadline: decoded.expires_in.and_then(|left| deadline(arrived, left)),
+                        }),
+                        Err(error) => {
+                            tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
+                        }
+                    }
+                }
             }
         }
     }
@@ -211,82 +273,43 @@ async fn consume_rpc(
     cleaned_up(&mut phases).await;
 }
 
-type Deliveries = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
+/// How much earlier than its caller's remaining wait a request's deadline falls: the
+/// time the request may have spent between its caller and this server, which no clock
+/// both share can measure. Never more than half the remaining wait, so that calls with
+/// short timeouts keep most of theirs.
+pub(crate) const TRANSIT_ALLOWANCE: Duration = Duration::from_millis(25);
 
-async fn pull(
-    consumers: &[jetstream::consumer::Consumer<jetstream::consumer::pull::Config>],
-    prefetch: usize,
-) -> Result<Deliveries, String> {
-    let mut streams: Vec<Deliveries> = Vec::new();
-    for consumer in consumers {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(prefetch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        streams.push(Box::pin(messages.map(|m| m.map_err(|e| e.to_string()))));
-    }
-    let first = streams
-        .pop()
-        .unwrap_or_else(|| Box::pin(futures_lite::stream::pending()));
-    Ok(streams.into_iter().fold(first, |a, b| {
-        Box::pin(futures_lite::stream::race(a, b)) as Deliveries
-    }))
+/// When the caller of a request that `arrived` with `left` to wait stops waiting.
+fn deadline(arrived: Instant, left: Duration) -> Option<Instant> {
+    arrived.checked_add(left - TRANSIT_ALLOWANCE.min(left / 2))
 }
 
+/// How long one pull request waits on the server for notifications before it ends
+/// and the next one is sent: it also bounds how long a pull request lost with its
+/// connection goes unnoticed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Pulls every consumer of the listener, each on a task of its own, until `stop()`;
+/// then gives back what was pulled but not handed out.
 async fn consume_notifications(
     shared: Arc<Shared>,
     consumers: Vec<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>>,
-    prefetch: usize,
+    pulls: Pulls,
     mut phases: watch::Receiver<Phase>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    'pulling: loop {
-        let mut deliveries = match pull(&consumers, prefetch).await {
-            Ok(deliveries) => deliveries,
-            Err(error) => {
-                tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
-                if tokio::time::timeout(backoff, stopped(&mut phases))
-                    .await
-                    .is_ok()
-                {
-                    break 'pulling;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        loop {
-            let next = futures_lite::future::or(async { Some(deliveries.next().await) }, async {
-                stopped(&mut phases).await;
-                None
-            })
-            .await;
-            match next {
-                None => break 'pulling,
-                Some(None) => continue 'pulling,
-                Some(Some(Err(error))) => {
-                    tracing::debug!(listener = %shared.name, %error, "pulling interrupted; pulling again");
-                    continue 'pulling;
-                }
-                Some(Some(Ok(delivery))) => {
-                    match frame::decode_message(&delivery.message.payload) {
-                        Ok((message, _)) => shared.buffer.push(Item::Notification {
-                            message,
-                            delivery: Box::new(delivery),
-                        }),
-                        Err(error) => {
-                            tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
-                            let _ = delivery.ack_with(AckKind::Term).await;
-                        }
-                    }
-                }
-            }
-        }
+    let tasks: Vec<_> = consumers
+        .iter()
+        .map(|consumer| {
+            let info = consumer.cached_info();
+            let subject = format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                info.stream_name, info.name
+            );
+            tokio::spawn(pull(shared.clone(), subject, pulls.clone(), phases.clone()))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
     }
     // Give back what was pulled but not handed out: redelivered at once.
     for item in shared.buffer.take_all() {
@@ -294,7 +317,198 @@ async fn consume_notifications(
             let _ = delivery.ack_with(AckKind::Nak(None)).await;
         }
     }
+    // The server has seen the `Nak`s before `cleanup()` returns.
+    if shared.client.connection_state() == async_nats::connection::State::Connected {
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
+    }
     cleaned_up(&mut phases).await;
+}
+
+/// What the pulls of a listener share.
+#[derive(Clone)]
+pub(crate) struct Pulls {
+    /// The most notifications one pull request asks for (the consumers'
+    /// `max_ack_pending`).
+    pub(crate) batch: usize,
+    /// Bumped each time the client (re)connects: pull requests do not survive a lost
+    /// connection, so a pull asks again at once.
+    pub(crate) connected: watch::Receiver<u64>,
+}
+
+/// What a pull waits for next.
+enum Next {
+    Stop,
+    Reconnected,
+    Expired,
+    Delivery(Option<async_nats::Message>),
+}
+
+/// Pulls one durable consumer through an inbox of its own: one pull request at a
+/// time, for up to a batch, waiting up to [`PULL_EXPIRES`]. On `stop()` the inbox is
+/// drained (unsubscribed, and everything the server sent before it saw that received)
+/// and what arrived is given back, so no notification is left to the acknowledgement
+/// wait by a stopped listener.
+async fn pull(
+    shared: Arc<Shared>,
+    subject: String,
+    pulls: Pulls,
+    mut phases: watch::Receiver<Phase>,
+) {
+    let Pulls {
+        batch,
+        mut connected,
+    } = pulls;
+    let client = shared.client.clone();
+    let context = jetstream::new(client.clone());
+    let request = Bytes::from(format!(
+        r#"{{"batch":{batch},"expires":{}}}"#,
+        PULL_EXPIRES.as_nanos()
+    ));
+    let mut inbox: Option<(String, async_nats::Subscriber)> = None;
+    let mut backoff = Duration::from_millis(100);
+    'pulling: loop {
+        let (reply, subscriber) = match &mut inbox {
+            Some((reply, subscriber)) => (reply.clone(), subscriber),
+            slot @ None => {
+                let reply = client.new_inbox();
+                match client.subscribe(reply.clone()).await {
+                    Ok(subscriber) => (reply.clone(), &mut slot.insert((reply, subscriber)).1),
+                    Err(error) => {
+                        tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
+                        if pause(&mut phases, &mut backoff).await {
+                            break 'pulling;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err(error) = client
+            .publish_with_reply(subject.clone(), reply, request.clone())
+            .await
+        {
+            tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
+            if pause(&mut phases, &mut backoff).await {
+                break 'pulling;
+            }
+            continue;
+        }
+        let mut left = batch;
+        // A request lost with its connection never answers: ask again after this.
+        let mut lost = std::pin::pin!(tokio::time::sleep(PULL_EXPIRES + Duration::from_secs(1)));
+        loop {
+            let next = futures_lite::future::or(
+                async {
+                    stopped(&mut phases).await;
+                    Next::Stop
+                },
+                futures_lite::future::or(
+                    async {
+                        if connected.changed().await.is_err() {
+                            futures_lite::future::pending::<()>().await;
+                        }
+                        Next::Reconnected
+                    },
+                    futures_lite::future::or(
+                        async {
+                            lost.as_mut().await;
+                            Next::Expired
+                        },
+                        async { Next::Delivery(subscriber.next().await) },
+                    ),
+                ),
+            )
+            .await;
+            let message = match next {
+                Next::Stop => break 'pulling,
+                Next::Reconnected | Next::Expired => continue 'pulling,
+                Next::Delivery(None) => {
+                    inbox = None;
+                    continue 'pulling;
+                }
+                Next::Delivery(Some(message)) => message,
+            };
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    backoff = Duration::from_millis(100);
+                    deliver(&shared, &context, message).await;
+                    left -= 1;
+                    if left == 0 {
+                        continue 'pulling;
+                    }
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // The request expired: the next one.
+                Some(StatusCode::TIMEOUT) => continue 'pulling,
+                // Anything else ended the request for a reason that may last (the
+                // consumer is gone, JetStream is unavailable, too many requests...).
+                Some(status) => {
+                    tracing::debug!(listener = %shared.name, %status, description = ?message.description, retry_in = ?backoff, "pull request ended");
+                    if pause(&mut phases, &mut backoff).await {
+                        break 'pulling;
+                    }
+                    continue 'pulling;
+                }
+            }
+        }
+    }
+    // The server may still hold this pull's request and have notifications on their
+    // way to it: unsubscribe, receive everything it sent before it saw that, give it
+    // back. A disconnected client has nothing to wait for: the server dropped the
+    // request with the connection, and what it had sent is redelivered after the
+    // acknowledgement wait.
+    let Some((_, mut subscriber)) = inbox else {
+        return;
+    };
+    if shared.client.connection_state() != async_nats::connection::State::Connected
+        || subscriber.drain().await.is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = subscriber.next().await {
+            if message.status.is_none() && message.reply.is_some() {
+                let delivery = jetstream::Message {
+                    message,
+                    context: context.clone(),
+                };
+                let _ = delivery.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits `backoff` (doubling it up to 5 s); true if the listener stopped meanwhile.
+async fn pause(phases: &mut watch::Receiver<Phase>, backoff: &mut Duration) -> bool {
+    let stopped = tokio::time::timeout(*backoff, stopped(phases))
+        .await
+        .is_ok();
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    stopped
+}
+
+/// Hands a delivered notification to the buffer, or terminates it if it is too large
+/// or unreadable (redelivering it could not help).
+async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_nats::Message) {
+    let delivery = jetstream::Message {
+        message,
+        context: context.clone(),
+    };
+    if shared.too_large(&delivery.message, "terminating a notification") {
+        let _ = delivery.ack_with(AckKind::Term).await;
+        return;
+    }
+    match frame::decode_message(&delivery.message.payload) {
+        Ok(decoded) => shared.buffer.push(Item::Notification {
+            message: decoded.message,
+            delivery: Box::new(delivery),
+        }),
+        Err(error) => {
+            tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
+            let _ = delivery.ack_with(AckKind::Term).await;
+        }
+    }
 }
 
 /// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery.
@@ -328,14 +542,35 @@ struct NatsReplier {
     runtime: Handle,
     subject: String,
     codec: messaging_core::codec::CodecKind,
+    max_message_size: Option<usize>,
 }
 
 impl Replier for NatsReplier {
+    /// Publishes the event. A reply larger than the transport's limit is not sent:
+    /// the caller gets a small `MessageTooLarge` remote error instead (rather than
+    /// waiting for its timeout), and this returns the error.
     fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
-        let body: Bytes = match &event {
+        let mut body: Bytes = match &event {
             ReplyEvent::Heartbeat => frame::encode_reply(None, self.codec),
             ReplyEvent::Reply(outcome) => frame::encode_reply(Some(outcome), self.codec),
         };
+        let limit = message_limit(self.max_message_size, &self.client);
+        let mut refused = None;
+        if body.len() > limit {
+            let error = TransportError::MessageTooLarge {
+                size: body.len(),
+                limit,
+            };
+            body = frame::encode_reply(
+                Some(&Err(RemoteError::new(
+                    "MessageTooLarge",
+                    "messaging",
+                    format!("the reply was not sent: {error}"),
+                ))),
+                self.codec,
+            );
+            refused = Some(error);
+        }
         let (client, subject) = (self.client.clone(), self.subject.clone());
         let publish = async move {
             if let Err(error) = client.publish(subject, body).await {
@@ -347,6 +582,30 @@ impl Replier for NatsReplier {
         if let Err(unfinished) = poll_once(publish) {
             self.runtime.spawn(unfinished);
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_allows_for_transit_but_keeps_half_of_a_short_wait() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(60)),
+            Some(now + Duration::from_secs(60) - TRANSIT_ALLOWANCE)
+        );
+        assert_eq!(
+            deadline(now, Duration::from_millis(20)),
+            Some(now + Duration::from_millis(10))
+        );
+        assert_eq!(deadline(now, Duration::ZERO), Some(now));
+        assert_eq!(
+            deadline(now, Duration::MAX),
+            None,
+            "no deadline the clock cannot hold"
+        );
     }
 }

@@ -11,7 +11,9 @@
 //! `max_ack_pending`: it bounds what a listener holds and the largest batch; default
 //! 1000), `connect_timeout` (seconds),
 //! `consumer_ttl` (seconds a durable notification consumer survives without a listener,
-//! default 7 days), `notification_max_age` (seconds, default 1 day). An unknown option
+//! default 7 days), `notification_max_age` (seconds, default 1 day),
+//! `max_message_size` (bytes, default and upper bound: the server's advertised
+//! `max_payload`, 1 MiB unless the server is configured otherwise). An unknown option
 //! is an error.
 //!
 //! # Mapping
@@ -25,27 +27,75 @@
 //! | call / cast to a server | subject `<p>.<x>.server.<topic>.<server>`, no group |
 //! | fanout cast | subject `<p>.<x>.fanout.<topic>`, every server subscribes, no group |
 //! | reply queue | one wildcard subscription `<inbox>.*` per transport; a call's reply subject is `<inbox>.<msg id>`; heartbeats and the reply are messages on it |
-//! | notification | JetStream: published to `<p>.notify.<x>.<topic>.<priority>` (and the publish acknowledged by the server) in stream `<P>_NOTIFICATIONS` (file storage, interest retention) |
-//! | notification queue, pool | a durable pull consumer per `(topic, priority, pool)`, filtered on that subject; listeners of one pool (or the pool-less listeners) share it and compete; each consumer gets its own copy |
+//! | notification | JetStream: published to `<p>.notify.<x>.<topic>.<priority>` (and the publish acknowledged by the server) in stream `<P>_NOTIFICATIONS` (file storage, interest retention; limits retention on nats-server 2.9.7 to 2.9.15, see below) |
+//! | notification queue, pool | a durable pull consumer per `(topic, priority, pool)`, filtered on that subject, starting with the notifications published after it was created; listeners of one pool (or the pool-less listeners) share it and compete; each consumer gets its own copy |
 //!
 //! The notifier creates the pool-less consumer before its first publish, so
 //! notifications are stored before any listener exists (as oslo's notifier declares
 //! the `<topic>.<priority>` queue on RabbitMQ). Interest retention removes a
-//! notification once every consumer acknowledged it.
+//! notification once every consumer acknowledged it; `notification_max_age` removes
+//! it in any case.
+//!
+//! ## Durable consumers stay, until `consumer_ttl`
+//!
+//! A listener leaves its consumers on the server when it stops: one per topic and
+//! priority it listened to (seven for a listener of every priority, as the
+//! `messaging listen` command is) and pool. They are what stores notifications while
+//! no listener runs: the pool-less one holds what was published before any listener
+//! existed (the notifier creates it), a pool's holds what arrives while its listeners
+//! restart, exactly as oslo's `<topic>.<priority>` and pool queues do on RabbitMQ
+//! (where they stay until deleted by hand). No listener can tell whether it is the
+//! last of its pool, or whether a notifier relies on the pool-less consumer, so none
+//! deletes them: the server does, after `consumer_ttl` (7 days by default) without a
+//! listener pulling from them, and with them what they stored. Shorten `consumer_ttl`
+//! where listeners come and go, lengthen it where notifications must wait longer
+//! for theirs.
+//!
+//! ## nats-server 2.9.7 to 2.9.15
+//!
+//! These versions, when they start, purge from an interest-retention stream
+//! everything below the acknowledgement floor of one of its consumers, picked by map
+//! order, whenever another consumer has never acknowledged anything: stored
+//! notifications of a topic nobody listened to yet are lost on a restart whenever a
+//! listener of another topic has acknowledged newer ones (fixed in 2.9.16). On those
+//! servers the transport creates the stream with limits retention instead, which the
+//! check skips: notifications are kept for `notification_max_age` whether
+//! acknowledged or not. A stream that already exists keeps its retention; on an
+//! affected server an interest-retention stream gets one warning per transport
+//! (upgrade the server, or delete the stream so that it is recreated).
+//!
+//! ## Frames
 //!
 //! Every message body is a small JSON header (kind, context, codec, method, namespace,
-//! version, call-monitor timeout, notification fields, reply outcome) followed by the
-//! payload exactly as the codec encoded it.
+//! version, call-monitor timeout, the caller's remaining wait, notification fields,
+//! reply outcome) followed by the payload exactly as the codec encoded it. Frames
+//! without the remaining wait (from the previous version) are read as before; the
+//! previous version ignores it.
 //!
 //! # Delivery and faults
 //!
 //! Calls and casts are at-most-once (core NATS); a call gets its reply or fails with a
 //! timeout, heartbeats keeping a monitored call alive exactly as on RabbitMQ. A request
 //! to a topic nobody serves is not an error on the wire: the caller times out, as with
-//! oslo. Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
+//! oslo. A call carries the time its caller still waits (never a clock reading, so
+//! hosts need not agree on the time); the server takes that, less a transit allowance
+//! of 25 ms (at most half of it), as the request's deadline from its arrival, and drops
+//! a request still waiting in line when it passes: nobody would read the reply.
+//! Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
 //! requeue (redelivered at once), redelivered after the acknowledgement wait if a
 //! listener dies. When the connection drops, the client reconnects and restores its
 //! subscriptions; JetStream pulls restart; stored notifications stay stored.
+//!
+//! A message larger than `max_message_size` fails to send with
+//! [`TransportError::MessageTooLarge`] before anything is published. One that arrives
+//! larger (from a peer with a larger limit) is refused before it is decoded, with one
+//! warning naming its size, the limit and its subject (never its payload): a request
+//! or a reply is dropped (the call times out), a notification terminated (never
+//! redelivered). A reply over the replying side's limit is not sent; its caller gets a
+//! `MessageTooLarge` remote error at once instead.
+//!
+//! Wrong credentials (an authorization violation) fail the operation at once with
+//! [`TransportError::Refused`], a permanent error; nothing retries them.
 
 mod frame;
 #[cfg(feature = "fuzzing")]
@@ -56,7 +106,7 @@ mod subjects;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
@@ -104,6 +154,8 @@ struct Inner {
     pending: Arc<PendingCalls>,
     stream: OnceCell<stream::Stream>,
     consumers: Mutex<HashSet<String>>,
+    /// Bumped each time the client (re)connects; notification pulls watch it.
+    connected: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -138,11 +190,70 @@ fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError
     }
 }
 
+/// A failed connection: wrong credentials are a permanent [`TransportError::Refused`]
+/// (retrying cannot help), anything else a connection error. Neither names a secret:
+/// the client's errors say what the server answered, never what was sent.
+fn connect_error(error: async_nats::ConnectError) -> TransportError {
+    match error.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation
+        | async_nats::ConnectErrorKind::Authentication => TransportError::Refused {
+            message: format!("NATS refused the connection: {error}"),
+            source: None,
+        },
+        _ => connection_error("cannot connect to NATS", error),
+    }
+}
+
+/// The largest message body this transport sends or accepts: the URL's
+/// `max_message_size`, and never more than the server's advertised `max_payload`.
+pub(crate) fn message_limit(option: Option<usize>, client: &async_nats::Client) -> usize {
+    let server = client.max_payload();
+    option.map_or(server, |limit| limit.min(server))
+}
+
+/// Refuses a frame larger than `limit` before it is published.
+fn check_size(body: &[u8], limit: usize) -> Result<(), TransportError> {
+    if body.len() > limit {
+        return Err(TransportError::MessageTooLarge {
+            size: body.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a nats-server of this version, when it starts, purges from an
+/// interest-retention stream the messages stored for a consumer that has not
+/// acknowledged anything yet. 2.9.7 to 2.9.15 check such streams for "orphaned"
+/// messages on startup and take the lowest acknowledgement floor of the stream's
+/// consumers, but a consumer with no acknowledgement (floor 0) resets that minimum
+/// instead of lowering it: depending on the order in which the server iterates its
+/// consumers, everything below another consumer's floor is purged, including
+/// notifications stored for a listener that does not exist yet. 2.9.16 replaced the
+/// check with a per-consumer one.
+pub(crate) fn purges_unacknowledged_on_restart(version: &str) -> bool {
+    let mut numbers = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    matches!(
+        (numbers.next(), numbers.next(), numbers.next()),
+        (Some(Ok(2)), Some(Ok(9)), Some(Ok(7..=15)))
+    )
+}
+
 impl Inner {
     async fn client(&self) -> Result<async_nats::Client, TransportError> {
         self.client
             .get_or_try_init(|| async {
+                let connected = self.connected.clone();
                 let mut options = async_nats::ConnectOptions::new()
+                    .event_callback(move |event| {
+                        if matches!(event, async_nats::Event::Connected) {
+                            connected.send_modify(|n| *n += 1);
+                        }
+                        std::future::ready(())
+                    })
                     .name(format!("messaging-rs:{}", std::process::id()))
                     .connection_timeout(self.options.connect_timeout)
                     .require_tls(self.options.tls);
@@ -158,31 +269,47 @@ impl Inner {
                     .map_err(|e| {
                         TransportError::other(format!("invalid NATS server address: {e}"))
                     })?;
-                options
-                    .connect(servers)
-                    .await
-                    .map_err(|e| connection_error("cannot connect to NATS", e))
+                options.connect(servers).await.map_err(connect_error)
             })
             .await
             .cloned()
     }
 
     async fn jetstream(&self) -> Result<(jetstream::Context, stream::Stream), TransportError> {
-        let context = jetstream::new(self.client().await?);
+        let client = self.client().await?;
+        let context = jetstream::new(client.clone());
         let stream = self
             .stream
             .get_or_try_init(|| async {
-                context
+                let version = client.server_info().version;
+                let purges = purges_unacknowledged_on_restart(&version);
+                let stream = context
                     .get_or_create_stream(stream::Config {
                         name: self.subjects.stream(),
                         subjects: vec![self.subjects.stream_subjects()],
-                        retention: stream::RetentionPolicy::Interest,
+                        retention: if purges {
+                            stream::RetentionPolicy::Limits
+                        } else {
+                            stream::RetentionPolicy::Interest
+                        },
                         storage: stream::StorageType::File,
                         max_age: self.options.max_age,
                         ..stream::Config::default()
                     })
                     .await
-                    .map_err(|e| connection_error("cannot create the notification stream", e))
+                    .map_err(|e| connection_error("cannot create the notification stream", e))?;
+                let retention = stream.cached_info().config.retention;
+                if purges && retention == stream::RetentionPolicy::Interest {
+                    tracing::warn!(
+                        stream = %self.subjects.stream(),
+                        server_version = %version,
+                        "this nats-server loses stored notifications on restart \
+                         (fixed in 2.9.16) and the stream has interest retention: \
+                         upgrade the server, or delete the stream so that it is \
+                         recreated with limits retention"
+                    );
+                }
+                Ok::<_, TransportError>(stream)
             })
             .await?
             .clone();
@@ -202,7 +329,10 @@ impl Inner {
                     durable_name: Some(name.clone()),
                     filter_subject: subject,
                     ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
+                    // A new consumer starts with what is published from now on, as a
+                    // queue declared now does: on a limits-retention stream it must not
+                    // replay the stream's history.
+                    deliver_policy: consumer::DeliverPolicy::New,
                     ack_wait: Duration::from_secs(300),
                     max_ack_pending: (self.options.prefetch as i64).max(1),
                     inactive_threshold: self.options.consumer_ttl,
@@ -225,10 +355,21 @@ impl Inner {
                     .await
                     .map_err(|e| connection_error("cannot subscribe to replies", e))?;
                 let pending = self.pending.clone();
+                let option = self.options.max_message_size;
                 tokio::spawn(async move {
                     while let Some(message) = subscriber.next().await {
                         if message.status.is_some() {
                             continue; // e.g. "no responders": the caller times out, as with oslo
+                        }
+                        let limit = message_limit(option, &client);
+                        if message.payload.len() > limit {
+                            tracing::warn!(
+                                size = message.payload.len(),
+                                limit,
+                                subject = %message.subject,
+                                "dropping a reply larger than max_message_size; its call will time out"
+                            );
+                            continue;
                         }
                         let Some(id) = message.subject.rsplit('.').next() else {
                             continue;
@@ -270,6 +411,7 @@ impl NatsTransport {
                 pending: Arc::default(),
                 stream: OnceCell::new(),
                 consumers: Mutex::new(HashSet::new()),
+                connected: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -329,10 +471,14 @@ impl Transport for NatsTransport {
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
         let (inner, subject) = (self.inner.clone(), self.subject(target));
-        let body = frame::encode_message(&message, None);
+        let body = frame::encode_message(&message, None, None);
         // Once connected, a publish is a send on the client's command channel, which
         // works from any thread: no hand-off to the runtime.
         if let Some(client) = self.inner.client.get() {
+            check_size(
+                &body,
+                message_limit(self.inner.options.max_message_size, client),
+            )?;
             return client
                 .publish(subject, body)
                 .await
@@ -340,6 +486,10 @@ impl Transport for NatsTransport {
         }
         self.run(async move {
             let client = inner.client().await?;
+            check_size(
+                &body,
+                message_limit(inner.options.max_message_size, &client),
+            )?;
             client
                 .publish(subject, body)
                 .await
@@ -355,11 +505,8 @@ impl Transport for NatsTransport {
         options: &SendOptions,
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
+        let started = Instant::now();
         let (inner, subject) = (self.inner.clone(), self.subject(target));
-        let body = frame::encode_message(
-            &message,
-            options.call_monitor_timeout.map(|t| t.as_secs_f64()),
-        );
         let (client, inbox) = match (self.inner.client.get(), self.inner.replies.get()) {
             (Some(client), Some(inbox)) => (client.clone(), inbox.clone()),
             _ => {
@@ -372,6 +519,15 @@ impl Transport for NatsTransport {
                 .await?
             }
         };
+        // The caller's timeout travels as the time it still waits, measured now: the
+        // server turns it into a deadline when the request arrives and drops the
+        // request if it is still waiting in line when that passes.
+        let left = options.timeout.map(|t| t.saturating_sub(started.elapsed()));
+        let body = frame::encode_message(&message, options.call_monitor_timeout, left);
+        check_size(
+            &body,
+            message_limit(inner.options.max_message_size, &client),
+        )?;
         let id = ids::hex_id();
         let (sender, receiver) = reply_channel();
         inner.pending.expect(id.clone(), sender);
@@ -397,9 +553,13 @@ impl Transport for NatsTransport {
             self.exchange(target).to_owned(),
             target.topic.clone().unwrap_or_default(),
         );
-        let body = frame::encode_message(&message, None);
+        let body = frame::encode_message(&message, None, None);
         self.run(async move {
             let (context, stream) = inner.jetstream().await?;
+            check_size(
+                &body,
+                message_limit(inner.options.max_message_size, &context.client()),
+            )?;
             let subject = inner.subjects.notification(&exchange, &topic, priority);
             let name = inner.subjects.consumer(&exchange, &topic, priority, None);
             let known = inner
@@ -524,8 +684,47 @@ impl Transport for NatsTransport {
             client,
             self.inner.handle.clone(),
             options,
-            prefetch,
+            listener::Limits {
+                prefetch,
+                max_message_size: self.inner.options.max_message_size,
+            },
+            self.inner.connected.subscribe(),
             subscription.to_string(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_that_purge_unacknowledged_notifications_on_restart() {
+        for version in ["2.9.7", "2.9.10", "v2.9.15", "2.9.15-beta.1"] {
+            assert!(purges_unacknowledged_on_restart(version), "{version}");
+        }
+        for version in [
+            "2.9.6", "2.9.16", "2.10.0", "2.11.4", "3.9.10", "", "garbage",
+        ] {
+            assert!(!purges_unacknowledged_on_restart(version), "{version}");
+        }
+    }
+
+    #[test]
+    fn wrong_credentials_are_refused_and_other_failures_are_connection_errors() {
+        let refused = connect_error(async_nats::ConnectError::new(
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+        ));
+        assert!(
+            matches!(refused, TransportError::Refused { .. }) && refused.is_permanent(),
+            "{refused:?}"
+        );
+        let down = connect_error(async_nats::ConnectError::new(
+            async_nats::ConnectErrorKind::Io,
+        ));
+        assert!(
+            matches!(down, TransportError::Connection { .. }),
+            "{down:?}"
+        );
     }
 }

@@ -21,6 +21,9 @@ pub(crate) struct Options {
     pub(crate) consumer_ttl: Duration,
     /// Notifications older than this are dropped from the stream.
     pub(crate) max_age: Duration,
+    /// The largest message body sent or accepted, if the URL sets one (otherwise the
+    /// server's advertised `max_payload`).
+    pub(crate) max_message_size: Option<usize>,
 }
 
 const KNOWN: &[&str] = &[
@@ -31,6 +34,7 @@ const KNOWN: &[&str] = &[
     "connect_timeout",
     "consumer_ttl",
     "notification_max_age",
+    "max_message_size",
     "tls",
 ];
 
@@ -106,6 +110,17 @@ impl Options {
             connect_timeout: Duration::from_secs(number("connect_timeout", 10)?.max(1)),
             consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600)?.max(1)),
             max_age: Duration::from_secs(number("notification_max_age", 24 * 3600)?.max(1)),
+            max_message_size: match url.option("max_message_size") {
+                None => None,
+                Some(_) => match usize::try_from(number("max_message_size", 0)?) {
+                    Ok(size) if size > 0 => Some(size),
+                    _ => {
+                        return Err(bad(
+                            "`max_message_size` must be a positive number of bytes".to_owned()
+                        ));
+                    }
+                },
+            },
         })
     }
 }
@@ -133,7 +148,10 @@ mod tests {
             (Some("me"), Some("secret"))
         );
         assert_eq!((o.codec, o.prefetch), (CodecKind::Json, 8));
+        assert_eq!(o.max_message_size, None);
         assert!(options("tls://h").unwrap().tls);
+        let o = options("nats://h?max_message_size=4096").unwrap();
+        assert_eq!(o.max_message_size, Some(4096));
     }
 
     #[test]
@@ -148,6 +166,14 @@ mod tests {
             (
                 "nats://u:secret@h?subject_prefix=a*",
                 "not a valid subject prefix",
+            ),
+            (
+                "nats://u:secret@h?max_message_size=0",
+                "`max_message_size` must be a positive number",
+            ),
+            (
+                "nats://u:secret@h?max_message_size=-1",
+                "`max_message_size` must be a whole number",
             ),
         ] {
             let err = options(url).unwrap_err().to_string();
