@@ -105,11 +105,14 @@ impl Timer {
                             interval,
                             callback: callback.clone(),
                         });
-                        state
-                            .entries
-                            .insert(id, Entry::Repeat { interval, callback });
-                        let next = now.checked_add(interval).unwrap_or(now);
-                        state.heap.push(Reverse((next, id)));
+                        // An interval beyond what an `Instant` can reach never
+                        // comes round again (instead of firing in a tight loop).
+                        if let Some(next) = now.checked_add(interval) {
+                            state
+                                .entries
+                                .insert(id, Entry::Repeat { interval, callback });
+                            state.heap.push(Reverse((next, id)));
+                        }
                     }
                     None => {} // cancelled
                 }
@@ -305,7 +308,10 @@ async fn race<F: Future>(
 /// ```
 pub fn repeat(interval: Duration, callback: impl Fn() + Send + Sync + 'static) -> Repeating {
     let interval = interval.max(Duration::from_millis(1));
-    let first = deadline_after(interval).unwrap_or_else(Instant::now);
+    // An interval too long to represent never fires.
+    let Some(first) = deadline_after(interval) else {
+        return Repeating { id: None };
+    };
     let id = Timer::get().insert(
         first,
         Entry::Repeat {
@@ -313,19 +319,22 @@ pub fn repeat(interval: Duration, callback: impl Fn() + Send + Sync + 'static) -
             callback: Arc::new(callback),
         },
     );
-    Repeating { id }
+    Repeating { id: Some(id) }
 }
 
 /// Stops a [`repeat`] when dropped.
 #[derive(Debug)]
 #[must_use = "the callback stops repeating when this guard is dropped"]
 pub struct Repeating {
-    id: u64,
+    /// `None`: an interval that never comes.
+    id: Option<u64>,
 }
 
 impl Drop for Repeating {
     fn drop(&mut self) {
-        Timer::get().remove(self.id);
+        if let Some(id) = self.id {
+            Timer::get().remove(id);
+        }
     }
 }
 
@@ -333,6 +342,18 @@ impl Drop for Repeating {
 mod tests {
     use super::*;
     use crate::dispatch::block_on;
+
+    #[test]
+    fn an_interval_too_long_to_represent_never_fires() {
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = ticks.clone();
+        let repeating = repeat(Duration::MAX, move || {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ticks.load(std::sync::atomic::Ordering::SeqCst), 0);
+        drop(repeating);
+    }
 
     #[test]
     fn timeout_passes_through_a_ready_future_and_fails_a_pending_one() {

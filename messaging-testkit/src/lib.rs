@@ -47,19 +47,26 @@ pub use logs::{CapturedEvent, CapturedSpan, LogCapture};
 pub use recording::{ExecutorLog, RecordingExecutor};
 pub use watchdog::{SCENARIO_LIMIT, Watched, within};
 
-/// `url` with one more query option (`?key=value`, or `&key=value` after others), e.g.
-/// a broker URL from the environment plus a `queue_ttl` so a test leaves nothing
-/// behind.
+/// `url` with the query option `key` set to `value` (added, or replacing the value
+/// the URL gave it), e.g. a broker URL from the environment plus a `queue_ttl` so a
+/// test leaves nothing behind.
 ///
 /// ```
 /// use messaging_testkit::with_option;
 ///
 /// assert_eq!(with_option("nats://h:4222", "consumer_ttl", "60"), "nats://h:4222?consumer_ttl=60");
 /// assert_eq!(with_option("memory://?codec=json", "a", "b"), "memory://?codec=json&a=b");
+/// assert_eq!(with_option("memory://?a=1&b=2", "a", "3"), "memory://?b=2&a=3");
 /// ```
 pub fn with_option(url: &str, key: &str, value: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{key}={value}")
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(key))
+        .collect();
+    let new = format!("{key}={value}");
+    pairs.push(&new);
+    format!("{base}?{}", pairs.join("&"))
 }
 
 #[doc(hidden)]
