@@ -517,3 +517,66 @@ fn notifications_sent_right_after_a_listener_stopped_reach_the_next_one() {
         assert_eq!(got, (0..=ROUNDS).collect::<Vec<_>>());
     });
 }
+
+/// A notifier that outlives the consumer storing its notifications (removed by the
+/// server after `consumer_ttl` without a listener) creates it again, so what it
+/// publishes afterwards is stored for the next listener. It used to remember the
+/// consumer forever, and every later notification was lost.
+#[test]
+fn a_notifier_recreates_its_consumer_after_the_server_removed_it() {
+    if url().is_none() {
+        return;
+    }
+    let url = std::env::var("MESSAGING_TEST_NATS_URL").unwrap();
+    within(Duration::from_secs(60), "consumer recreated", move || {
+        let prefix = unique("rettl");
+        let streams = Streams::of(&url, std::slice::from_ref(&prefix));
+        let url = with_option(
+            &with_option(&url, "subject_prefix", &prefix),
+            "consumer_ttl",
+            "2",
+        );
+        let topic = unique("rettl");
+        let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "ttl")
+            .with_topics([topic.as_str()]);
+        block_on(notifier.info(&Context::new(), "first", &Empty {})).unwrap();
+        let (stream, admin) = (stream_name(&prefix), streams.admin());
+        let name = poolless_consumer(&topic, "info");
+        assert!(
+            admin.consumer(&stream, &name).is_some(),
+            "created by the notifier"
+        );
+        until("the idle consumer removed", Duration::from_secs(20), || {
+            admin.consumer(&stream, &name).is_none()
+        });
+        block_on(notifier.info(&Context::new(), "second", &Empty {})).unwrap();
+        assert!(
+            admin.consumer(&stream, &name).is_some(),
+            "the notifier created its consumer again"
+        );
+        let (seen, received) = std::sync::mpsc::channel();
+        let endpoint =
+            NotificationEndpoint::new().on(Priority::Info, move |n: Notification<Empty>| {
+                let _ = seen.send(n.event_type);
+                NotificationResult::Handled
+            });
+        let listener = messaging_core::notify::listener(
+            messaging_transports::open(&url).unwrap(),
+            vec![Target::new(topic.clone())],
+            vec![endpoint],
+            ListenerOptions::new(),
+            ThreadPoolExecutor::new(),
+        )
+        .build()
+        .unwrap();
+        listener.start().unwrap();
+        assert_eq!(
+            received.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "second",
+            "the notification published after the consumer was removed was stored"
+        );
+        let limit = CallOptions::new().timeout(Duration::from_secs(30));
+        listener.stop_with(&limit).unwrap();
+        listener.wait_with(&limit).unwrap();
+    });
+}

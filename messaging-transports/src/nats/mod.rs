@@ -49,7 +49,8 @@
 //! deletes them: the server does, after `consumer_ttl` (7 days by default) without a
 //! listener pulling from them, and with them what they stored. Shorten `consumer_ttl`
 //! where listeners come and go, lengthen it where notifications must wait longer
-//! for theirs.
+//! for theirs. A notifier that outlives its pool-less consumer creates it again: it
+//! makes sure the consumer exists at most every minute (or half `consumer_ttl`).
 //!
 //! ## nats-server 2.9.7 to 2.9.15
 //!
@@ -104,7 +105,7 @@ mod listener;
 mod options;
 mod subjects;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,10 @@ pub struct NatsTransport {
     inner: Arc<Inner>,
 }
 
+/// How often a notifier makes sure at most that the consumer storing its
+/// notifications still exists (less if half of `consumer_ttl` is shorter).
+const CONSUMER_RECHECK: Duration = Duration::from_secs(60);
+
 struct Inner {
     url: TransportUrl,
     options: Options,
@@ -153,7 +158,10 @@ struct Inner {
     replies: OnceCell<String>,
     pending: Arc<PendingCalls>,
     stream: OnceCell<stream::Stream>,
-    consumers: Mutex<HashSet<String>>,
+    /// The consumers this transport's notifier ensured exist, and when: it ensures
+    /// them again after [`CONSUMER_RECHECK`] (the server may have removed one after
+    /// `consumer_ttl` without a listener).
+    consumers: Mutex<HashMap<String, Instant>>,
     /// Bumped each time the client (re)connects; notification pulls watch it.
     connected: tokio::sync::watch::Sender<u64>,
 }
@@ -410,7 +418,7 @@ impl NatsTransport {
                 replies: OnceCell::new(),
                 pending: Arc::default(),
                 stream: OnceCell::new(),
-                consumers: Mutex::new(HashSet::new()),
+                consumers: Mutex::new(HashMap::new()),
                 connected: tokio::sync::watch::Sender::new(0),
             }),
         })
@@ -562,11 +570,13 @@ impl Transport for NatsTransport {
             )?;
             let subject = inner.subjects.notification(&exchange, &topic, priority);
             let name = inner.subjects.consumer(&exchange, &topic, priority, None);
+            let recheck = CONSUMER_RECHECK.min(inner.options.consumer_ttl / 2);
             let known = inner
                 .consumers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&name);
+                .get(&name)
+                .is_some_and(|ensured| ensured.elapsed() < recheck);
             if !known {
                 inner
                     .consumer(&stream, name.clone(), subject.clone())
@@ -575,7 +585,7 @@ impl Transport for NatsTransport {
                     .consumers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(name);
+                    .insert(name, Instant::now());
             }
             context
                 .publish(subject, body)
