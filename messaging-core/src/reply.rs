@@ -32,7 +32,9 @@ pub enum ReplyEvent {
 /// Anything that can deliver reply events to a caller: the in-memory
 /// [`ReplySender`], or a broker transport's reply publisher.
 pub trait Replier: Send + Sync + fmt::Debug + 'static {
-    /// Delivers one event. Must not block for long; never panics.
+    /// Delivers one event. Must not block for long; never panics. Returns
+    /// [`TransportError::MessageTooLarge`] only when nothing was sent (the caller may
+    /// then be sent a smaller reply saying so).
     fn send(&self, event: ReplyEvent) -> Result<(), TransportError>;
 }
 

@@ -31,8 +31,7 @@ use futures_lite::{Stream, StreamExt};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
-    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, RemoteError,
-    TransportError,
+    Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -546,30 +545,21 @@ struct NatsReplier {
 }
 
 impl Replier for NatsReplier {
-    /// Publishes the event. A reply larger than the transport's limit is not sent:
-    /// the caller gets a small `MessageTooLarge` remote error instead (rather than
-    /// waiting for its timeout), and this returns the error.
+    /// Publishes the event. A reply larger than the transport's limit is not sent and
+    /// returns [`TransportError::MessageTooLarge`]: the RPC dispatcher then replies
+    /// with a small `MessageTooLarge` remote error instead, so the caller does not wait
+    /// for its timeout.
     fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
-        let mut body: Bytes = match &event {
+        let body: Bytes = match &event {
             ReplyEvent::Heartbeat => frame::encode_reply(None, self.codec),
             ReplyEvent::Reply(outcome) => frame::encode_reply(Some(outcome), self.codec),
         };
         let limit = message_limit(self.max_message_size, &self.client);
-        let mut refused = None;
         if body.len() > limit {
-            let error = TransportError::MessageTooLarge {
+            return Err(TransportError::MessageTooLarge {
                 size: body.len(),
                 limit,
-            };
-            body = frame::encode_reply(
-                Some(&Err(RemoteError::new(
-                    "MessageTooLarge",
-                    "messaging",
-                    format!("the reply was not sent: {error}"),
-                ))),
-                self.codec,
-            );
-            refused = Some(error);
+            });
         }
         let (client, subject) = (self.client.clone(), self.subject.clone());
         let publish = async move {
@@ -582,7 +572,7 @@ impl Replier for NatsReplier {
         if let Err(unfinished) = poll_once(publish) {
             self.runtime.spawn(unfinished);
         }
-        refused.map_or(Ok(()), Err)
+        Ok(())
     }
 }
 
