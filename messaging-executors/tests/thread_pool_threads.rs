@@ -58,6 +58,13 @@ fn thread_pool_spawns_workers_on_demand_and_joins_them_all() {
         server.stop().unwrap();
         recorder.open_gate();
         server.wait().unwrap();
+        // A joined thread has finished running, but the kernel may list it under
+        // /proc for a moment longer (the joiner is woken before the task is reaped):
+        // give it that moment. A worker still running would stay listed.
+        let joined = std::time::Instant::now() + Duration::from_secs(2);
+        while threads_named("messaging-worke") != before && std::time::Instant::now() < joined {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(
             threads_named("messaging-worke"),
             before,
