@@ -58,6 +58,6 @@ pub use server::{CallOptions, Epoch, Server, ServerBuilder, ServerState, StepSta
 pub use target::Target;
 pub use transport::{
     Acknowledger, IncomingMessage, IncomingParts, ListenOptions, Listener, Polled, SendOptions,
-    Subscription, Transport,
+    Subscription, TRANSIT_ALLOWANCE, Transport, caller_deadline,
 };
 pub use url::{Secret, TransportHost, TransportUrl};

@@ -264,6 +264,37 @@ pub trait Listener: Send + Sync + fmt::Debug + 'static {
     fn cleanup(&self);
 }
 
+// ===== deadlines =====
+
+/// How much earlier than its sender's remaining wait a received request's deadline
+/// falls ([`caller_deadline`]): the time the request may have spent between its
+/// sender and the server, which no clock they both share can measure.
+pub const TRANSIT_ALLOWANCE: Duration = Duration::from_millis(25);
+
+/// When the sender of a request that `arrived` with `time_left` to wait (what it said
+/// when it sent the request: remaining time travels across the wire, clock readings
+/// do not) stops waiting: `time_left` after arrival, less [`TRANSIT_ALLOWANCE`] (at
+/// most half of `time_left`, so that short timeouts keep most of theirs). `None` if no
+/// `Instant` can represent it. Transports give the result to
+/// [`IncomingMessage::with_deadline`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use messaging_core::{TRANSIT_ALLOWANCE, caller_deadline};
+///
+/// let now = Instant::now();
+/// let left = Duration::from_secs(30);
+/// assert_eq!(caller_deadline(now, left), Some(now + left - TRANSIT_ALLOWANCE));
+/// assert_eq!(caller_deadline(now, Duration::from_millis(20)), Some(now + Duration::from_millis(10)));
+/// assert_eq!(caller_deadline(now, Duration::ZERO), Some(now));
+/// assert_eq!(caller_deadline(now, Duration::MAX), None);
+/// ```
+pub fn caller_deadline(arrived: Instant, time_left: Duration) -> Option<Instant> {
+    arrived.checked_add(time_left - TRANSIT_ALLOWANCE.min(time_left / 2))
+}
+
 // ===== IncomingMessage =====
 
 /// How a transport settles a message it delivered. Consumed by use, so a message can

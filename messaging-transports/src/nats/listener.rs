@@ -12,7 +12,7 @@
 //! after the acknowledgement wait (300 s), as it does when a listener dies.
 //!
 //! A request carries its caller's remaining wait; on arrival it becomes the message's
-//! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`] for the
+//! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`](messaging_core::TRANSIT_ALLOWANCE) for the
 //! time it spent on the way, so the dispatcher drops a request still waiting in line
 //! when its caller has given up. A message larger than the transport's limit (`max_message_size`, at most the server's `max_payload`)
 //! is refused before any decoding, with one warning naming its size, the limit and its
@@ -32,6 +32,7 @@ use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
+    caller_deadline,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -254,7 +255,9 @@ async fn consume_rpc(
                             message: decoded.message,
                             reply: message.reply.map(|r| r.to_string()),
                             monitor: decoded.monitor,
-                            deadline: decoded.expires_in.and_then(|left| deadline(arrived, left)),
+                            deadline: decoded
+                                .expires_in
+                                .and_then(|left| caller_deadline(arrived, left)),
                         }),
                         Err(error) => {
                             tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
@@ -270,17 +273,6 @@ async fn consume_rpc(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
     cleaned_up(&mut phases).await;
-}
-
-/// How much earlier than its caller's remaining wait a request's deadline falls: the
-/// time the request may have spent between its caller and this server, which no clock
-/// both share can measure. Never more than half the remaining wait, so that calls with
-/// short timeouts keep most of theirs.
-pub(crate) const TRANSIT_ALLOWANCE: Duration = Duration::from_millis(25);
-
-/// When the caller of a request that `arrived` with `left` to wait stops waiting.
-fn deadline(arrived: Instant, left: Duration) -> Option<Instant> {
-    arrived.checked_add(left - TRANSIT_ALLOWANCE.min(left / 2))
 }
 
 /// How long one pull request waits on the server for notifications before it ends
@@ -573,29 +565,5 @@ impl Replier for NatsReplier {
             self.runtime.spawn(unfinished);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deadline_allows_for_transit_but_keeps_half_of_a_short_wait() {
-        let now = Instant::now();
-        assert_eq!(
-            deadline(now, Duration::from_secs(60)),
-            Some(now + Duration::from_secs(60) - TRANSIT_ALLOWANCE)
-        );
-        assert_eq!(
-            deadline(now, Duration::from_millis(20)),
-            Some(now + Duration::from_millis(10))
-        );
-        assert_eq!(deadline(now, Duration::ZERO), Some(now));
-        assert_eq!(
-            deadline(now, Duration::MAX),
-            None,
-            "no deadline the clock cannot hold"
-        );
     }
 }

@@ -30,6 +30,7 @@ use lapin::{Channel, Connection};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
+    caller_deadline,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -402,12 +403,13 @@ fn is_duplicate(shared: &Shared, unique_id: Option<&str>) -> bool {
         .seen(unique_id)
 }
 
-/// The caller's deadline: the request's AMQP `expiration` (milliseconds), counted
-/// from now, its delivery.
+/// The caller's deadline: the request's AMQP `expiration` (milliseconds: the time its
+/// caller had left when it was published), counted from now, its delivery, less the
+/// transit allowance ([`caller_deadline`]).
 fn deadline(delivery: &lapin::message::Delivery) -> Option<Instant> {
     let expiration = delivery.properties.expiration().as_ref()?;
     let ms = expiration.as_str().trim().parse::<u64>().ok()?;
-    Instant::now().checked_add(Duration::from_millis(ms))
+    caller_deadline(Instant::now(), Duration::from_millis(ms))
 }
 
 async fn handle(
