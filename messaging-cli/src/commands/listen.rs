@@ -25,28 +25,6 @@ struct NotificationLine<'a> {
     context: &'a Context,
 }
 
-/// Checks a pool name with the rules core applies to topics (it becomes part of
-/// queue and consumer names on the brokers).
-fn check_pool(pool: &str) -> Result<(), CliError> {
-    let problem = if pool.is_empty() {
-        "is empty".to_owned()
-    } else if pool.len() > Target::MAX_NAME_LEN {
-        format!(
-            "is {} bytes long (at most {})",
-            pool.len(),
-            Target::MAX_NAME_LEN
-        )
-    } else if let Some(c) = pool
-        .chars()
-        .find(|c| c.is_control() || matches!(c, '*' | '#'))
-    {
-        format!("contains {c:?} (`*`, `#` and control characters are not allowed)")
-    } else {
-        return Ok(());
-    };
-    Err(CliError::usage(format!("the pool name {problem}")))
-}
-
 pub(crate) fn run(
     args: &ListenArgs,
     out: &Output,
@@ -64,15 +42,6 @@ pub(crate) fn run(
             target
         })
         .collect();
-    for target in &targets {
-        target
-            .validate_for_notification_listen()
-            .map_err(invalid_target)?;
-    }
-    if let Some(pool) = &args.pool {
-        check_pool(pool)?;
-    }
-    let transport = open_json(&args.url)?;
     let mut endpoint = NotificationEndpoint::new();
     for priority in Priority::ALL {
         let out = out.clone();
@@ -101,6 +70,9 @@ pub(crate) fn run(
         priorities: dispatcher.priorities(),
         pool: args.pool.clone(),
     };
+    // Topics, exchange and pool, checked before connecting.
+    subscription.validate().map_err(invalid_target)?;
+    let transport = open_json(&args.url)?;
     // One worker keeps the printed lines in the order received.
     let executor = ThreadPoolExecutor::new().with_max_workers(1);
     let (serving, _) = Serving::start(transport, subscription, dispatcher, executor)?;

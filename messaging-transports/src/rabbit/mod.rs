@@ -228,6 +228,20 @@ fn name(what: &str, value: &str, target: &Target) -> Result<ShortString, Transpo
     })
 }
 
+/// The routing key (and pool-less queue name) of `target`'s notifications of
+/// `priority`: `<topic>.<priority>`.
+fn notification_key(target: &Target, priority: Priority) -> Result<ShortString, TransportError> {
+    name(
+        "routing key `<topic>.<priority>`",
+        &format!(
+            "{}.{}",
+            target.topic.as_deref().unwrap_or_default(),
+            priority.as_str()
+        ),
+        target,
+    )
+}
+
 impl RabbitTransport {
     /// A transport for the URL; see the module docs. Connections are opened on first
     /// use, so this fails only on a malformed URL.
@@ -383,15 +397,7 @@ impl RabbitTransport {
                 .map(|pool| name("pool queue name", pool, target))
                 .transpose()?;
             for priority in priorities {
-                let key = name(
-                    "routing key `<topic>.<priority>`",
-                    &format!(
-                        "{}.{}",
-                        target.topic.as_deref().unwrap_or_default(),
-                        priority.as_str()
-                    ),
-                    target,
-                )?;
+                let key = notification_key(target, *priority)?;
                 queues.push(QueueSpec {
                     name: pool.clone().unwrap_or_else(|| key.clone()),
                     durable: self.inner.options.durable,
@@ -512,15 +518,7 @@ impl Transport for RabbitTransport {
         target.validate_for_send()?;
         let budget = Budget::new(None, Some(Duration::from_secs(60)));
         let exchange = self.exchange(target)?;
-        let key = name(
-            "routing key `<topic>.<priority>`",
-            &format!(
-                "{}.{}",
-                target.topic.as_deref().unwrap_or_default(),
-                priority.as_str()
-            ),
-            target,
-        )?;
+        let key = notification_key(target, priority)?;
         let body = wire::encode_notification(&message, &ids::hex_id()).map_err(wire_error)?;
         self.check_size(&body)?;
         let publish = Publish {
