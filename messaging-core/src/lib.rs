@@ -46,6 +46,7 @@ mod sync;
 mod target;
 pub mod timer;
 mod transport;
+mod untrusted;
 mod url;
 
 pub use dispatch::{BoxFuture, Dispatch, Dispatcher};
@@ -60,4 +61,5 @@ pub use transport::{
     Acknowledger, IncomingMessage, IncomingParts, ListenOptions, Listener, Polled, SendOptions,
     Subscription, TRANSIT_ALLOWANCE, Transport, caller_deadline,
 };
+pub use untrusted::Untrusted;
 pub use url::{Secret, TransportHost, TransportUrl};

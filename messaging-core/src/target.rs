@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidTarget;
+use crate::untrusted::Untrusted;
 
 /// The rule of [`Target::validate_names`] for one name (a pool's too): non-empty, at
 /// most [`Target::MAX_NAME_LEN`] bytes, no control characters, `*` or `#`.
@@ -25,28 +26,6 @@ pub(crate) fn check_name(field: &str, value: &str) -> Result<(), String> {
             "the {field} name contains {c:?} (`*`, `#` and control characters are not allowed)"
         ))
     } else {
-        Ok(())
-    }
-}
-
-/// How a name is shown in `Display`: control characters escaped, long names cut, so a
-/// hostile name cannot flood or forge log lines.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 64;
-        let mut chars = self.0.char_indices();
-        for (i, c) in chars.by_ref() {
-            if i >= SHOWN {
-                return write!(f, "…({} bytes)", self.0.len());
-            }
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
         Ok(())
     }
 }
@@ -256,7 +235,7 @@ impl fmt::Display for Target {
         ];
         for (name, value) in fields {
             if let Some(value) = value {
-                parts.push(format!("{name}={}", Shown(value)));
+                parts.push(format!("{name}={}", Untrusted::new(value)));
             }
         }
         if self.fanout {

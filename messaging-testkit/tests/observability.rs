@@ -175,3 +175,40 @@ fn the_log_driver_logs_and_the_noop_driver_sends_nothing() {
     block_on(noop.info(&Context::new(), "nothing", &1)).unwrap();
     assert!(fake.sent().is_empty(), "neither driver used the transport");
 }
+
+/// Text from the wire (here a method name a peer chose: a forged log line and 100 KB)
+/// reaches the server's spans and the caller's remote error cut and escaped.
+#[test]
+fn wire_text_reaches_spans_and_errors_cut_and_escaped() {
+    let logs = LogCapture::global();
+    let topic = format!("obs-forge-{}", ids::hex_id());
+    let endpoint = Endpoint::new().method("ping", |_ctx, _: NoArgs| Ok::<_, HandlerError>("pong"));
+    let (transport, running) = server(&topic, endpoint);
+    let client = RpcClient::new(transport, Target::new(topic.clone()));
+    let method = format!(
+        "x\n2099-01-01T00:00:00Z ERROR forged {topic}{}",
+        "A".repeat(100_000)
+    );
+    let err = client
+        .call_blocking::<_, ()>(&Context::new(), &method, &NoArgs {})
+        .unwrap_err();
+    let remote = err.remote().expect("a remote error");
+    assert_eq!(remote.class, "NoSuchMethod");
+    assert!(
+        remote.message.len() < 1_000 && remote.message.contains("x\\n2099"),
+        "{}",
+        &remote.message[..remote.message.len().min(300)]
+    );
+    running.stop_and_wait().unwrap();
+    let methods: Vec<String> = logs
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "rpc.server")
+        .filter_map(|s| s.field("method").map(str::to_owned))
+        .filter(|m| m.contains(&topic[..20]) || m.contains("forged"))
+        .collect();
+    assert!(!methods.is_empty(), "the server span was recorded");
+    for method in methods {
+        assert!(!method.contains('\n') && method.len() < 200, "{method}");
+    }
+}

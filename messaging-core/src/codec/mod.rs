@@ -38,11 +38,13 @@ pub struct CodecError {
 }
 
 impl CodecError {
+    /// The decoder's message, which may quote the input, is cut and escaped: bodies
+    /// come from the network and errors reach logs.
     fn new(codec: &'static str, operation: &'static str, message: impl fmt::Display) -> Self {
         CodecError {
             codec,
             operation,
-            message: message.to_string(),
+            message: crate::Untrusted::with_limit(&message.to_string(), 200).to_string(),
         }
     }
 }

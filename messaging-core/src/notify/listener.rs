@@ -15,6 +15,7 @@ use crate::dispatch::{Dispatch, Dispatcher};
 use crate::error::panic_message;
 use crate::message::{Context, Meta, NotificationMeta, Priority};
 use crate::transport::IncomingMessage;
+use crate::untrusted::Untrusted;
 
 /// A received notification with its payload decoded as `P`.
 #[derive(Clone, Debug, PartialEq)]
@@ -341,12 +342,19 @@ impl Dispatcher for NotificationDispatcher {
                     "notification",
                     %priority,
                     count = messages.len(),
-                    event_type = first.map(|(m, _)| m.event_type.as_str()).unwrap_or_default(),
-                    publisher_id = first.map(|(m, _)| m.publisher_id.as_str()).unwrap_or_default(),
-                    trace_id = first
-                        .and_then(|(_, c)| c.get(crate::rpc::TRACE_ID))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default(),
+                    // From the wire: shown cut and escaped.
+                    event_type = %Untrusted::new(
+                        first.map(|(m, _)| m.event_type.as_str()).unwrap_or_default()
+                    ),
+                    publisher_id = %Untrusted::new(
+                        first.map(|(m, _)| m.publisher_id.as_str()).unwrap_or_default()
+                    ),
+                    trace_id = %Untrusted::new(
+                        first
+                            .and_then(|(_, c)| c.get(crate::rpc::TRACE_ID))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                    ),
                 );
                 let _enter = span.enter();
                 let result = this.run(priority, raws);

@@ -24,6 +24,7 @@ use crate::message::{Meta, RemoteError, RequestMeta};
 use crate::reply::{Replier, ReplyEvent};
 use crate::timer::{self, Repeating};
 use crate::transport::IncomingMessage;
+use crate::untrusted::Untrusted;
 
 /// The context key carrying the caller's trace id.
 pub const TRACE_ID: &str = "trace_id";
@@ -105,15 +106,19 @@ impl RpcDispatcher {
             RemoteError::new(
                 NO_SUCH_METHOD,
                 DISPATCHER_MODULE,
-                format!("Endpoint does not support RPC method {}", meta.method),
+                format!(
+                    "Endpoint does not support RPC method {}",
+                    Untrusted::with_limit(&meta.method, 200)
+                ),
             )
         } else {
             RemoteError::new(
                 UNSUPPORTED_VERSION,
                 DISPATCHER_MODULE,
                 format!(
-                    "Endpoint does not support RPC version {version}. Attempted method: {}",
-                    meta.method
+                    "Endpoint does not support RPC version {}. Attempted method: {}",
+                    Untrusted::with_limit(version, 200),
+                    Untrusted::with_limit(&meta.method, 200)
                 ),
             )
         })
@@ -145,13 +150,14 @@ impl RpcDispatcher {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
+        // Every field comes from the wire: shown cut and escaped.
         let span = tracing::info_span!(
             "rpc.server",
-            method = %meta.method,
-            namespace = meta.namespace.as_deref(),
-            version = meta.version.as_deref(),
+            method = shown(&meta.method),
+            namespace = meta.namespace.as_deref().map(shown),
+            version = meta.version.as_deref().map(shown),
             call = incoming.is_call(),
-            trace_id = %trace_id,
+            trace_id = shown(&trace_id),
         );
         let method = match self.find(&meta) {
             Ok(method) => method,
@@ -202,6 +208,11 @@ impl Dispatcher for RpcDispatcher {
         let work: Vec<Dispatch> = batch.into_iter().map(|m| self.dispatch_one(m)).collect();
         Dispatch::blocking(move || work.into_iter().for_each(Dispatch::run))
     }
+}
+
+/// A span field from the wire, cut and escaped.
+fn shown(value: &str) -> tracing::field::DisplayValue<Untrusted<'_>> {
+    tracing::field::display(Untrusted::new(value))
 }
 
 /// Whether the sender gave up on the request before its handler could start.

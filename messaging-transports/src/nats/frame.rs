@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use messaging_core::codec::CodecKind;
 use messaging_core::{
-    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta,
+    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta, Untrusted,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,14 @@ pub(crate) struct Decoded {
 #[error("malformed NATS message: {0}")]
 pub(crate) struct FrameError(String);
 
+impl FrameError {
+    /// What is wrong, which may quote the frame (a peer's bytes): cut and escaped
+    /// before it can reach a log.
+    fn new(what: impl AsRef<str>) -> Self {
+        FrameError(Untrusted::with_limit(what.as_ref(), 200).to_string())
+    }
+}
+
 fn frame(header: &Header, payload: &[u8]) -> Bytes {
     let header = serde_json::to_vec(header).expect("headers serialize");
     let mut out = BytesMut::with_capacity(4 + header.len() + payload.len());
@@ -91,21 +99,21 @@ fn frame(header: &Header, payload: &[u8]) -> Bytes {
 
 fn unframe(body: &Bytes) -> Result<(Header, Bytes), FrameError> {
     if body.len() < 4 {
-        return Err(FrameError("shorter than its length prefix".into()));
+        return Err(FrameError::new("shorter than its length prefix"));
     }
     let len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
     let end = 4usize
         .checked_add(len)
         .filter(|end| *end <= body.len())
-        .ok_or_else(|| FrameError(format!("header length {len} exceeds the body")))?;
-    let header: Header =
-        serde_json::from_slice(&body[4..end]).map_err(|e| FrameError(format!("header: {e}")))?;
+        .ok_or_else(|| FrameError::new(format!("header length {len} exceeds the body")))?;
+    let header: Header = serde_json::from_slice(&body[4..end])
+        .map_err(|e| FrameError::new(format!("header: {e}")))?;
     Ok((header, body.slice(end..)))
 }
 
 fn codec(name: &str) -> Result<CodecKind, FrameError> {
     name.parse()
-        .map_err(|e: messaging_core::codec::UnknownCodec| FrameError(e.to_string()))
+        .map_err(|e: messaging_core::codec::UnknownCodec| FrameError::new(e.to_string()))
 }
 
 /// Encodes a request (call or cast) or a notification; a call gives its call-monitor
@@ -150,7 +158,7 @@ pub(crate) fn decode_message(body: &Bytes) -> Result<Decoded, FrameError> {
             let mut meta = RequestMeta::new(
                 header
                     .method
-                    .ok_or_else(|| FrameError("a request without a method".into()))?,
+                    .ok_or_else(|| FrameError::new("a request without a method"))?,
             );
             meta.namespace = header.namespace;
             meta.version = header.version;
@@ -162,11 +170,11 @@ pub(crate) fn decode_message(body: &Bytes) -> Result<Decoded, FrameError> {
             header.event_type.unwrap_or_default(),
             header
                 .priority
-                .ok_or_else(|| FrameError("a notification without a priority".into()))?,
+                .ok_or_else(|| FrameError::new("a notification without a priority"))?,
             header.timestamp.unwrap_or_default(),
         )),
         "plain" => Meta::None,
-        other => return Err(FrameError(format!("unexpected kind `{other}`"))),
+        other => return Err(FrameError::new(format!("unexpected kind `{other}`"))),
     };
     let message = Message::new(payload)
         .with_context(header.context)
@@ -214,7 +222,7 @@ pub(crate) fn encode_reply(
 pub(crate) fn decode_reply(body: &Bytes) -> Result<Option<Result<Bytes, RemoteError>>, FrameError> {
     let (header, payload) = unframe(body)?;
     if header.kind != "reply" {
-        return Err(FrameError(format!(
+        return Err(FrameError::new(format!(
             "expected a reply, got `{}`",
             header.kind
         )));
@@ -225,7 +233,7 @@ pub(crate) fn decode_reply(body: &Bytes) -> Result<Option<Result<Bytes, RemoteEr
         Some("error") => Ok(Some(Err(header.error.unwrap_or_else(|| {
             RemoteError::new("RemoteError", "", "an error without details")
         })))),
-        other => Err(FrameError(format!("unknown reply outcome {other:?}"))),
+        other => Err(FrameError::new(format!("unknown reply outcome {other:?}"))),
     }
 }
 
@@ -314,6 +322,34 @@ mod tests {
         let len = u32::from_be_bytes(encoded[..4].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&encoded[4..4 + len]).unwrap();
         assert_eq!(header["expires_ms"], 3000);
+    }
+
+    #[test]
+    fn errors_quote_a_peers_bytes_cut_and_escaped() {
+        let frame = |header: String| {
+            let mut body = (header.len() as u32).to_be_bytes().to_vec();
+            body.extend_from_slice(header.as_bytes());
+            Bytes::from(body)
+        };
+        for header in [
+            format!(r#"{{"kind":"{}","codec":"json"}}"#, "K".repeat(500_000)),
+            r#"{"kind":"x[2J
+2099 ERROR forged","codec":"json"}"#
+                .to_owned(),
+            format!(
+                r#"{{"kind":"request","method":"m","codec":"{}"}}"#,
+                "C".repeat(500_000)
+            ),
+        ] {
+            for error in [
+                decode_message(&frame(header.clone())).unwrap_err(),
+                decode_reply(&frame(header)).unwrap_err(),
+            ] {
+                let text = error.to_string();
+                assert!(text.len() < 400, "{} bytes", text.len());
+                assert!(!text.chars().any(char::is_control), "{text}");
+            }
+        }
     }
 
     #[test]

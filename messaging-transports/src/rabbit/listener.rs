@@ -30,7 +30,7 @@ use lapin::{Channel, Connection};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
-    caller_deadline,
+    Untrusted, caller_deadline,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -451,7 +451,7 @@ async fn handle(
                         Ok(_) | Err(_) => {
                             tracing::warn!(
                                 listener = %shared.name,
-                                %msg_id,
+                                msg_id = %Untrusted::new(&msg_id),
                                 reply_q_bytes = reply_q.len(),
                                 "a request's `_reply_q` is not a queue name (empty or over 255 bytes); handling it without a reply"
                             );

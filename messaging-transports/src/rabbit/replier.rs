@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::types::ShortString;
-use messaging_core::TransportError;
 use messaging_core::reply::{Replier, ReplyEvent};
+use messaging_core::{TransportError, Untrusted};
 
 use super::connection::fixed;
 use super::publisher::{Budget, Publish, Publisher};
@@ -75,7 +75,11 @@ impl Replier for RabbitReplier {
         let (reply_q, msg_id) = (&self.reply_q, &self.msg_id);
         if self.obsolete.contains(reply_q) {
             if !heartbeat {
-                tracing::warn!(%reply_q, %msg_id, "the reply queue does not exist; dropping the reply");
+                tracing::warn!(
+                    reply_q = %Untrusted::new(reply_q.as_str()),
+                    msg_id = %Untrusted::new(msg_id),
+                    "the reply queue does not exist; dropping the reply"
+                );
             }
             return Ok(());
         }
@@ -86,7 +90,11 @@ impl Replier for RabbitReplier {
         };
         if deadline <= now {
             if !heartbeat {
-                tracing::debug!(%reply_q, %msg_id, "the caller stopped waiting; dropping the reply");
+                tracing::debug!(
+                    reply_q = %Untrusted::new(reply_q.as_str()),
+                    msg_id = %Untrusted::new(msg_id),
+                    "the caller stopped waiting; dropping the reply"
+                );
             }
             return Ok(());
         }
@@ -130,15 +138,20 @@ impl Replier for RabbitReplier {
                 Err(_) if heartbeat => {}
                 Err(TransportError::Undeliverable(_)) => {
                     tracing::warn!(
-                        %reply_q,
-                        %msg_id,
+                        reply_q = %Untrusted::new(reply_q.as_str()),
+                        msg_id = %Untrusted::new(&msg_id),
                         after = ?now.elapsed(),
                         "the reply queue does not exist; dropping the reply"
                     );
                     obsolete.add(reply_q);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, %reply_q, %msg_id, "the reply could not be sent; dropping it");
+                    tracing::warn!(
+                        %error,
+                        reply_q = %Untrusted::new(reply_q.as_str()),
+                        msg_id = %Untrusted::new(&msg_id),
+                        "the reply could not be sent; dropping it"
+                    );
                 }
             });
         Ok(())

@@ -24,7 +24,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use messaging_core::codec::CodecKind;
 use messaging_core::{
-    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta,
+    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta, Untrusted,
 };
 use serde_json::value::RawValue;
 
@@ -36,8 +36,10 @@ pub(crate) const VERSION: &str = "2.0";
 #[error("malformed oslo message: {0}")]
 pub(crate) struct WireError(pub(crate) String);
 
+/// A malformed-message error. What the decoder says may quote the body (a peer's
+/// bytes), so it is cut and escaped before it can reach a log.
 fn malformed(what: impl Into<String>) -> WireError {
-    WireError(what.into())
+    WireError(Untrusted::with_limit(&what.into(), 200).to_string())
 }
 
 // ===== writing =====

@@ -312,3 +312,22 @@ fn the_duplicate_filter_remembers_the_last_sixteen_acknowledged() {
     assert!(!filter.seen(Some("a")), "forgotten after 16 others");
     assert!(!filter.seen(None));
 }
+
+/// A peer's bytes quoted by a decoding error are cut and escaped: a 10 MB string body
+/// made a 10 MB log line, and a version holding ESC and a newline forged a log line.
+#[test]
+fn errors_quote_a_peers_bytes_cut_and_escaped() {
+    let huge = format!("\"{}\"", "A".repeat(10_000_000));
+    let forged = r#"{"oslo.version": "9\u001b[2J\n2099-01-01T00:00:00Z ERROR forged", "oslo.message": "{}"}"#;
+    for body in [huge.as_bytes(), forged.as_bytes()] {
+        for error in [
+            decode_request(body).unwrap_err(),
+            decode_reply(body).unwrap_err(),
+            decode_notification(body).unwrap_err(),
+        ] {
+            let text = error.to_string();
+            assert!(text.len() < 400, "{} bytes", text.len());
+            assert!(!text.chars().any(char::is_control), "{text}");
+        }
+    }
+}
