@@ -328,15 +328,29 @@ fn parse_host(part: &str) -> Result<TransportHost, String> {
             None if after.is_empty() => None,
             None => return Err("unexpected characters after an IPv6 address".to_owned()),
         };
+        if !is_ipv6(host) {
+            return Err("not an IPv6 address between `[` and `]`".to_owned());
+        }
         (host.to_owned(), port)
     } else if hostport.matches(':').count() > 1 {
-        (hostport.to_owned(), None) // a bare IPv6 address
+        // A bare IPv6 address; anything else with several `:` is most likely
+        // `user:password` without its `@`, and must not be taken for a host name.
+        if !is_ipv6(hostport) {
+            return Err("several `:` in a host that is not an IPv6 address".to_owned());
+        }
+        (hostport.to_owned(), None)
     } else {
         match hostport.split_once(':') {
             Some((host, port)) => (host.to_owned(), Some(port)),
             None => (hostport.to_owned(), None),
         }
     };
+    if !hostname
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%'))
+    {
+        return Err("not a host name".to_owned());
+    }
     let port = match port {
         Some("") | None => None,
         Some(port) => Some(
@@ -350,6 +364,12 @@ fn parse_host(part: &str) -> Result<TransportHost, String> {
         username,
         password,
     })
+}
+
+/// An IPv6 address, with an optional `%zone`.
+fn is_ipv6(host: &str) -> bool {
+    let address = host.split_once('%').map_or(host, |(address, _)| address);
+    address.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -522,6 +542,10 @@ mod tests {
             "rabbit:guest:S3cretPW@127.0.0.1:5672/",
             "guest:S3cretPW@127.0.0.1:5672",
             "rabbit://a:b@h1,guest:S3c/retPW@h2/",
+            "rabbit://guest:S3cretPW:5672/",
+            "rabbit://admin:S3cret:retPW/",
+            "amqp://admin:S3cretPWxx127.0.0.1:5672/",
+            "rabbit://[guest:S3cretPW]:5672/",
         ] {
             let err = TransportUrl::parse(url).expect_err(url).to_string();
             for fragment in ["S3c", "retPW", "123"] {
