@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use super::connection::{self, Backoff, Kind, classify, fixed, short};
 use super::options::Options;
 use super::publisher::Publisher;
-use super::replier::{ObsoleteReplyQueues, RabbitReplier};
+use super::replier::{RabbitReplier, ReplyLedger};
 use super::wire::{self, DuplicateFilter};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
@@ -139,7 +139,7 @@ struct Shared {
     buffer: Buffer<Item>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
     publisher: Arc<Publisher>,
-    obsolete: Arc<ObsoleteReplyQueues>,
+    ledger: Arc<ReplyLedger>,
     max_message_size: usize,
     name: String,
 }
@@ -157,7 +157,7 @@ impl Shared {
         match item.reply {
             Some((reply_q, msg_id)) => incoming.with_replier(RabbitReplier {
                 publisher: self.publisher.clone(),
-                obsolete: self.obsolete.clone(),
+                ledger: self.ledger.clone(),
                 reply_q,
                 msg_id,
                 deadline: item.deadline,
@@ -174,7 +174,7 @@ pub(crate) struct Spec {
     pub(crate) topology: Topology,
     pub(crate) prefetch: u16,
     pub(crate) publisher: Arc<Publisher>,
-    pub(crate) obsolete: Arc<ObsoleteReplyQueues>,
+    pub(crate) ledger: Arc<ReplyLedger>,
     pub(crate) runtime: Handle,
     pub(crate) name: String,
 }
@@ -199,7 +199,7 @@ impl RabbitListener {
             buffer: Buffer::new(listen, OnStop::GiveBack),
             duplicates: Arc::default(),
             publisher: spec.publisher,
-            obsolete: spec.obsolete,
+            ledger: spec.ledger,
             max_message_size: spec.options.max_message_size,
             name: spec.name,
         });

@@ -148,7 +148,7 @@ pub use listener::RabbitListener;
 use listener::{QueueSpec, Topology};
 use options::Options;
 use publisher::{Budget, Declare, Publish, Publisher};
-use replier::ObsoleteReplyQueues;
+use replier::ReplyLedger;
 use replies::Replies;
 
 /// The RabbitMQ transport. Cloning shares its connections.
@@ -178,7 +178,7 @@ struct Inner {
     publisher: Arc<Publisher>,
     replies: Arc<Replies>,
     /// Reply queues found gone, shared by this transport's servers.
-    obsolete: Arc<ObsoleteReplyQueues>,
+    replies_sent: Arc<ReplyLedger>,
 }
 
 /// How long dropping a transport waits for confirms, and then for its reply queue to
@@ -261,7 +261,7 @@ impl RabbitTransport {
                 url: url.clone(),
                 publisher: Arc::new(Publisher::new(options.clone(), handle.clone())),
                 replies: Arc::new(Replies::new(options.clone())?),
-                obsolete: Arc::default(),
+                replies_sent: Arc::new(ReplyLedger::new(options.max_message_size)),
                 options,
                 runtime: Some(runtime),
                 handle,
@@ -574,7 +574,7 @@ impl Transport for RabbitTransport {
             topology,
             prefetch,
             publisher: self.inner.publisher.clone(),
-            obsolete: self.inner.obsolete.clone(),
+            ledger: self.inner.replies_sent.clone(),
             runtime: self.inner.handle.clone(),
             name: subscription.to_string(),
         };

@@ -8,8 +8,15 @@
 //! remembered for 60 s ([`ObsoleteReplyQueues`], oslo's `ObsoleteReplyQueuesCache`), so
 //! later replies to it are dropped at once. Each dropped reply is logged once, without
 //! its contents; heartbeats are never retried nor logged.
+//!
+//! Replies being published (awaiting their confirm, or retried) hold at most
+//! [`PENDING_REPLY_BYTES`] (or one reply of `max_message_size`, if larger) per
+//! transport: beyond that a new reply is dropped at once, and the drops are counted
+//! in one warning per 10 s. Calls whose reply queues do not exist can thus not make a
+//! server hold their replies without bound.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,11 +64,96 @@ impl ObsoleteReplyQueues {
     }
 }
 
+/// The most bytes of replies a transport holds while they are published.
+pub(crate) const PENDING_REPLY_BYTES: usize = 64 << 20;
+
+/// How often dropped replies are reported at most.
+const DROP_REPORT: Duration = Duration::from_secs(10);
+
+/// What a transport's repliers share: the queues found gone, and the bytes of replies
+/// being published.
+#[derive(Debug)]
+pub(crate) struct ReplyLedger {
+    obsolete: ObsoleteReplyQueues,
+    pending: AtomicUsize,
+    limit: usize,
+    dropped: AtomicU64,
+    reported: Mutex<Option<Instant>>,
+}
+
+impl ReplyLedger {
+    /// A ledger holding at most [`PENDING_REPLY_BYTES`], or one reply of
+    /// `max_message_size` if that is more.
+    pub(crate) fn new(max_message_size: usize) -> Self {
+        ReplyLedger {
+            obsolete: ObsoleteReplyQueues::default(),
+            pending: AtomicUsize::new(0),
+            limit: PENDING_REPLY_BYTES.max(max_message_size),
+            dropped: AtomicU64::new(0),
+            reported: Mutex::new(None),
+        }
+    }
+
+    /// Reserves `len` bytes for a reply being published, or `None` (the reply is to be
+    /// dropped, and the drop is counted) if the ledger is full. A reply that fits the
+    /// limit alone always gets through when nothing else is pending.
+    fn reserve(self: &Arc<Self>, len: usize) -> Option<Reserved> {
+        let mut pending = self.pending.load(Ordering::Relaxed);
+        loop {
+            if pending > 0 && pending.saturating_add(len) > self.limit {
+                self.count_drop();
+                return None;
+            }
+            match self.pending.compare_exchange_weak(
+                pending,
+                pending + len,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reserved {
+                        ledger: self.clone(),
+                        len,
+                    });
+                }
+                Err(now) => pending = now,
+            }
+        }
+    }
+
+    fn count_drop(&self) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        if reported.is_some_and(|at| at.elapsed() < DROP_REPORT) {
+            return;
+        }
+        *reported = Some(Instant::now());
+        self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+        tracing::warn!(
+            dropped,
+            held_bytes = self.pending.load(Ordering::Relaxed),
+            "dropping replies: replies still being published (to queues that may not exist) hold the most this transport keeps"
+        );
+    }
+}
+
+/// Bytes of one reply being published, given back when dropped.
+struct Reserved {
+    ledger: Arc<ReplyLedger>,
+    len: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.ledger.pending.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
 /// Replies to one call; see the module docs.
 #[derive(Debug)]
 pub(crate) struct RabbitReplier {
     pub(crate) publisher: Arc<Publisher>,
-    pub(crate) obsolete: Arc<ObsoleteReplyQueues>,
+    pub(crate) ledger: Arc<ReplyLedger>,
     pub(crate) reply_q: ShortString,
     pub(crate) msg_id: String,
     /// When the caller stops waiting, if its request said.
@@ -73,7 +165,7 @@ impl Replier for RabbitReplier {
     fn send(&self, event: ReplyEvent) -> Result<(), TransportError> {
         let heartbeat = matches!(event, ReplyEvent::Heartbeat);
         let (reply_q, msg_id) = (&self.reply_q, &self.msg_id);
-        if self.obsolete.contains(reply_q) {
+        if self.ledger.obsolete.contains(reply_q) {
             if !heartbeat {
                 tracing::warn!(
                     reply_q = %Untrusted::new(reply_q.as_str()),
@@ -117,6 +209,9 @@ impl Replier for RabbitReplier {
                 limit: self.max_message_size,
             });
         }
+        let Some(reserved) = self.ledger.reserve(body.len()) else {
+            return Ok(());
+        };
         let message = Publish {
             exchange: fixed(""),
             routing_key: reply_q.clone(),
@@ -131,21 +226,21 @@ impl Replier for RabbitReplier {
             retries: Some(retries),
             deadline,
         };
-        let (obsolete, reply_q, msg_id) = (self.obsolete.clone(), reply_q.clone(), msg_id.clone());
+        let (ledger, reply_q, msg_id) = (self.ledger.clone(), reply_q.clone(), msg_id.clone());
         self.publisher
-            .publish_detached(message, budget, move |outcome| match outcome {
-                Ok(()) => {}
-                Err(_) if heartbeat => {}
-                Err(TransportError::Undeliverable(_)) => {
+            .publish_detached(message, budget, move |outcome| match (outcome, reserved) {
+                (Ok(()), _) => {}
+                (Err(_), _) if heartbeat => {}
+                (Err(TransportError::Undeliverable(_)), _) => {
                     tracing::warn!(
                         reply_q = %Untrusted::new(reply_q.as_str()),
                         msg_id = %Untrusted::new(&msg_id),
                         after = ?now.elapsed(),
                         "the reply queue does not exist; dropping the reply"
                     );
-                    obsolete.add(reply_q);
+                    ledger.obsolete.add(reply_q);
                 }
-                Err(error) => {
+                (Err(error), _) => {
                     tracing::warn!(
                         %error,
                         reply_q = %Untrusted::new(reply_q.as_str()),
@@ -161,6 +256,40 @@ impl Replier for RabbitReplier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_being_published_hold_a_bounded_number_of_bytes() {
+        let ledger = Arc::new(ReplyLedger::new(1000));
+        assert_eq!(ledger.limit, PENDING_REPLY_BYTES);
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            held.push(ledger.reserve(1 << 20).expect("within the limit"));
+        }
+        assert!(ledger.reserve(1).is_none(), "the 64 MiB are held");
+        assert_eq!(
+            ledger.dropped.load(Ordering::Relaxed),
+            0,
+            "reported at once"
+        );
+        assert!(ledger.reserve(1).is_none());
+        assert_eq!(
+            ledger.dropped.load(Ordering::Relaxed),
+            1,
+            "counted until the next report"
+        );
+        held.pop();
+        assert!(
+            ledger.reserve(1 << 20).is_some(),
+            "a finished reply gives its bytes back"
+        );
+        drop(held);
+        assert_eq!(ledger.pending.load(Ordering::Relaxed), 0);
+        let big = Arc::new(ReplyLedger::new(PENDING_REPLY_BYTES * 2));
+        assert!(
+            big.reserve(PENDING_REPLY_BYTES * 2).is_some(),
+            "one reply of max_message_size always fits alone"
+        );
+    }
 
     #[test]
     fn obsolete_reply_queues_are_remembered_200_at_most() {
