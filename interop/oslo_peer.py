@@ -136,6 +136,10 @@ def build_parser():
     d = sub.add_parser('delete-queues', parents=[common],
                        help='delete queues (test clean-up); missing ones are fine')
     d.add_argument('queues', nargs='+', metavar='QUEUE')
+
+    e = sub.add_parser('delete-exchanges', parents=[common],
+                       help='delete exchanges (test clean-up); missing ones are fine')
+    e.add_argument('exchanges', nargs='+', metavar='EXCHANGE')
     return p
 
 
@@ -400,8 +404,31 @@ def cmd_delete_queues(args):
     return 0
 
 
+def cmd_delete_exchanges(args):
+    """Deletes the named exchanges through kombu; prints {"deleted": N}."""
+    import kombu
+    url = args.url.replace('rabbit://', 'amqp://', 1)
+    deleted = 0
+    with kombu.Connection(url) as connection:
+        for name in args.exchanges:
+            channel = connection.channel()
+            try:
+                channel.exchange_delete(name)
+                deleted += 1
+            except Exception:  # a missing exchange closes the channel
+                pass
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    emit({'deleted': deleted})
+    return 0
+
+
 COMMANDS = {'server': cmd_server, 'call': cmd_call, 'cast': cmd_cast,
-            'notify': cmd_notify, 'listen': cmd_listen, 'delete-queues': cmd_delete_queues}
+            'notify': cmd_notify, 'listen': cmd_listen, 'delete-queues': cmd_delete_queues,
+            'delete-exchanges': cmd_delete_exchanges}
 
 
 def main(argv=None):

@@ -6,10 +6,11 @@ use std::time::Duration;
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use messaging_core::TransportError;
 
+use super::declare::{Exchange, ExchangeType, Queue};
 use super::options::Options;
 
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
@@ -149,79 +150,83 @@ pub(crate) async fn connect(
     })
 }
 
-/// The exchange kinds oslo declares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Kind {
-    /// The control exchange (or a target's): topic, not auto-deleted, durable with
-    /// `amqp_durable_queues`.
-    Topic { durable: bool },
-    /// `<topic>_fanout`: fanout, auto-deleted, not durable.
-    Fanout,
-}
-
+/// Declares an exchange as [`declare`](super::declare) computed it.
 pub(crate) async fn declare_exchange(
     channel: &Channel,
-    name: &ShortString,
-    kind: Kind,
+    exchange: &Exchange,
 ) -> Result<(), TransportError> {
-    let (kind, durable, auto_delete) = match kind {
-        Kind::Topic { durable } => (ExchangeKind::Topic, durable, false),
-        Kind::Fanout => (ExchangeKind::Fanout, false, true),
+    let kind = match exchange.kind {
+        ExchangeType::Topic => ExchangeKind::Topic,
+        ExchangeType::Fanout => ExchangeKind::Fanout,
     };
     channel
         .exchange_declare(
-            name.clone(),
+            exchange.name.clone(),
             kind,
             ExchangeDeclareOptions {
-                durable,
-                auto_delete,
+                durable: exchange.durable,
+                auto_delete: exchange.auto_delete,
                 ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),
         )
         .await
-        .map_err(|e| classify(&format!("declaring exchange {name}"), e))
+        .map_err(|e| declare_error(&format!("exchange `{}`", exchange.name), e))
 }
 
-/// Declares a queue (not auto-deleted, as oslo does; durable if asked), with
-/// `x-expires` if given, and binds it.
+/// Declares a queue as [`declare`](super::declare) computed it, and binds it.
 pub(crate) async fn declare_queue(
     channel: &Channel,
-    queue: &ShortString,
-    durable: bool,
-    expires_ms: Option<u32>,
+    queue: &Queue,
     binding: Option<(&ShortString, &ShortString)>,
 ) -> Result<(), TransportError> {
-    let mut args = FieldTable::default();
-    // oslo: a TTL of 0 means no expiry.
-    if let Some(ms) = expires_ms.filter(|ms| *ms > 0) {
-        args.insert(fixed("x-expires"), AMQPValue::LongInt(ms as i32));
-    }
+    let name = &queue.name;
     channel
         .queue_declare(
-            queue.clone(),
+            name.clone(),
             QueueDeclareOptions {
-                durable,
-                auto_delete: false,
+                durable: queue.durable,
+                auto_delete: queue.auto_delete,
                 ..QueueDeclareOptions::default()
             },
-            args,
+            queue.arguments.table(),
         )
         .await
-        .map_err(|e| classify(&format!("declaring queue {queue}"), e))?;
+        .map_err(|e| declare_error(&format!("queue `{name}`"), e))?;
     if let Some((exchange, key)) = binding {
         channel
             .queue_bind(
-                queue.clone(),
+                name.clone(),
                 exchange.clone(),
                 key.clone(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| classify(&format!("binding queue {queue}"), e))?;
+            .map_err(|e| classify(&format!("binding queue {name}"), e))?;
     }
     Ok(())
+}
+
+/// A failed declare; one that conflicts with what exists (406 PRECONDITION_FAILED,
+/// "inequivalent arg") says which options decide that property, since the fix is to
+/// configure every service on the bus alike.
+fn declare_error(what: &str, error: lapin::Error) -> TransportError {
+    let conflict = error.to_string().contains("inequivalent arg");
+    let error = classify(&format!("declaring {what}"), error);
+    match error {
+        TransportError::Refused { message, source } if conflict => TransportError::Refused {
+            message: format!(
+                "{message} — it exists with other properties: declare it as the services \
+                 that created it do (`amqp_durable_queues`, `rabbit_quorum_queue`, \
+                 `rabbit_transient_quorum_queue`, `rabbit_stream_fanout`, \
+                 `rabbit_ha_queues`, `amqp_auto_delete`, `rabbit_transient_queues_ttl` \
+                 must match theirs), or delete it to migrate (see the rabbit module docs)"
+            ),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// kombu's defaults: JSON, UTF-8, persistent, no headers; `expiration` for calls.

@@ -25,7 +25,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::ShortString;
 use lapin::{Channel, Connection};
 use messaging_core::dispatch::{block_on, poll_once};
 use messaging_core::{
@@ -35,7 +35,8 @@ use messaging_core::{
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::connection::{self, Backoff, Kind, classify, fixed, short};
+use super::connection::{self, Backoff, classify, fixed, short};
+use super::declare::{Declares, Exchange, Queue};
 use super::options::Options;
 use super::publisher::Publisher;
 use super::replier::{RabbitReplier, ReplyLedger};
@@ -54,16 +55,16 @@ pub(crate) struct Topology {
     /// A queue of this listener alone, deleted at cleanup (an RPC server's fanout
     /// queue).
     pub(crate) own_queue: Option<ShortString>,
+    /// Where a stream queue's consumer starts after a reconnect: one past the last
+    /// offset delivered (oslo's `next_stream_offset`), or at its end before any.
+    pub(crate) stream_offset: Arc<Mutex<Option<i64>>>,
 }
 
 /// A queue, the exchange it is bound to and its binding key.
 #[derive(Clone, Debug)]
 pub(crate) struct QueueSpec {
-    pub(crate) name: ShortString,
-    pub(crate) durable: bool,
-    pub(crate) expires_ms: Option<u32>,
-    pub(crate) exchange: ShortString,
-    pub(crate) exchange_kind: Kind,
+    pub(crate) queue: Queue,
+    pub(crate) exchange: Exchange,
     pub(crate) key: ShortString,
 }
 
@@ -91,25 +92,25 @@ pub(crate) async fn open_session(
         .await
         .map_err(|e| classify("setting the prefetch", e))?;
     let mut consumers: Vec<(ShortString, lapin::Consumer)> = Vec::new();
-    for queue in &topology.queues {
-        connection::declare_exchange(&channel, &queue.exchange, queue.exchange_kind).await?;
-        connection::declare_queue(
-            &channel,
-            &queue.name,
-            queue.durable,
-            queue.expires_ms,
-            Some((&queue.exchange, &queue.key)),
-        )
-        .await?;
+    for spec in &topology.queues {
+        let queue = &spec.queue;
+        connection::declare_exchange(&channel, &spec.exchange).await?;
+        connection::declare_queue(&channel, queue, Some((&spec.exchange.name, &spec.key))).await?;
         if consumers.iter().any(|(name, _)| *name == queue.name) {
             continue;
         }
+        let stream = Declares::is_stream(queue);
+        let offset = *topology
+            .stream_offset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let arguments = options.declares.consumer_arguments(stream, offset);
         let consumer = channel
             .basic_consume(
                 queue.name.clone(),
                 fixed(""),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                arguments.table(),
             )
             .await
             .map_err(|e| classify(&format!("consuming {}", queue.name), e))?;
@@ -335,6 +336,12 @@ async fn consume(
                     break 'session;
                 }
                 Some(Some(Ok((queue, delivery)))) => {
+                    if let Some(offset) = stream_offset(&delivery) {
+                        *topology
+                            .stream_offset
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(offset.saturating_add(1));
+                    }
                     handle(&shared, rpc, &queue, delivery).await;
                 }
                 Some(Some(Err(error))) => {
@@ -393,6 +400,17 @@ async fn consume(
     }
     let _ = session.channel.close(200, fixed("OK")).await;
     let _ = session.connection.close(200, fixed("OK")).await;
+}
+
+/// The `x-stream-offset` RabbitMQ gives every delivery from a stream queue.
+fn stream_offset(delivery: &lapin::message::Delivery) -> Option<i64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        lapin::types::AMQPValue::LongLongInt(offset) => Some(*offset),
+        lapin::types::AMQPValue::LongInt(offset) => Some(i64::from(*offset)),
+        lapin::types::AMQPValue::LongUInt(offset) => Some(i64::from(*offset)),
+        _ => None,
+    }
 }
 
 fn is_duplicate(shared: &Shared, unique_id: Option<&str>) -> bool {

@@ -120,6 +120,7 @@
 //! returns: `vendor/lapin/PATCHED.md`.)
 
 mod connection;
+mod declare;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod listener;
@@ -143,7 +144,8 @@ use messaging_core::{
 };
 use tokio::runtime::{Handle, Runtime};
 
-use connection::{Kind, TooLong, short};
+use connection::{TooLong, short};
+use declare::Declares;
 pub use listener::RabbitListener;
 use listener::{QueueSpec, Topology};
 use options::Options;
@@ -269,11 +271,8 @@ impl RabbitTransport {
         })
     }
 
-    /// Topic exchanges: durable with `amqp_durable_queues`, as oslo declares them.
-    fn topic_kind(&self) -> Kind {
-        Kind::Topic {
-            durable: self.inner.options.durable,
-        }
+    fn declares(&self) -> &Declares {
+        &self.inner.options.declares
     }
 
     fn exchange(&self, target: &Target) -> Result<ShortString, TransportError> {
@@ -294,7 +293,9 @@ impl RabbitTransport {
                 target,
             )?;
             return Ok(Route {
-                declare: vec![Declare::Exchange(exchange.clone(), Kind::Fanout)],
+                declare: vec![Declare::Exchange(
+                    self.declares().fanout_exchange(exchange.clone()),
+                )],
                 exchange,
                 routing_key: ShortString::default(),
             });
@@ -309,7 +310,9 @@ impl RabbitTransport {
             None => name("routing key", topic, target)?,
         };
         Ok(Route {
-            declare: vec![Declare::Exchange(exchange.clone(), self.topic_kind())],
+            declare: vec![Declare::Exchange(
+                self.declares().topic_exchange(exchange.clone()),
+            )],
             exchange,
             routing_key,
         })
@@ -327,13 +330,13 @@ impl RabbitTransport {
         Ok(())
     }
 
-    /// The queues an RPC server consumes: `<topic>`, `<topic>.<server>` and its own
-    /// fanout queue.
+    /// The queues an RPC server consumes: `<topic>`, `<topic>.<server>` and its
+    /// fanout queue (its own, or with stream fanout the topic's stream).
     fn rpc_topology(&self, target: &Target) -> Result<Topology, TransportError> {
-        let options = &self.inner.options;
+        let declares = self.declares();
         let topic_name = target.topic.as_deref().unwrap_or_default();
         let server = target.server.as_deref().unwrap_or_default();
-        let exchange = self.exchange(target)?;
+        let exchange = declares.topic_exchange(self.exchange(target)?);
         let topic = name("queue name", topic_name, target)?;
         let server_queue = name(
             "queue name `<topic>.<server>`",
@@ -346,39 +349,35 @@ impl RabbitTransport {
             target,
         )?;
         let fanout_queue = name(
-            "fanout queue name `<topic>_fanout_<32 hex digits>`",
-            &format!("{topic_name}_fanout_{}", ids::hex_id()),
+            if declares.fanout_queue_is_own() {
+                "fanout queue name `<topic>_fanout_<32 hex digits>`"
+            } else {
+                "stream fanout queue name `<topic>_fanout`"
+            },
+            &declares.fanout_queue_name(topic_name, &ids::hex_id()),
             target,
         )?;
         Ok(Topology {
             queues: vec![
                 QueueSpec {
-                    name: topic.clone(),
-                    durable: options.durable,
-                    expires_ms: options.queue_ttl_ms,
+                    queue: declares.topic_queue(topic.clone()),
                     exchange: exchange.clone(),
-                    exchange_kind: self.topic_kind(),
                     key: topic.clone(),
                 },
                 QueueSpec {
-                    name: server_queue.clone(),
-                    durable: options.durable,
-                    expires_ms: options.queue_ttl_ms,
+                    queue: declares.topic_queue(server_queue.clone()),
                     exchange,
-                    exchange_kind: self.topic_kind(),
                     key: server_queue,
                 },
                 QueueSpec {
-                    name: fanout_queue.clone(),
-                    durable: false,
-                    expires_ms: Some(options.transient_ttl_ms),
-                    exchange: fanout_exchange,
-                    exchange_kind: Kind::Fanout,
+                    queue: declares.fanout_queue(fanout_queue.clone()),
+                    exchange: declares.fanout_exchange(fanout_exchange),
                     key: topic,
                 },
             ],
             rpc: true,
-            own_queue: Some(fanout_queue),
+            own_queue: declares.fanout_queue_is_own().then_some(fanout_queue),
+            stream_offset: Arc::default(),
         })
     }
 
@@ -390,20 +389,18 @@ impl RabbitTransport {
         priorities: &[Priority],
         pool: Option<&str>,
     ) -> Result<Topology, TransportError> {
+        let declares = self.declares();
         let mut queues = Vec::new();
         for target in targets {
-            let exchange = self.exchange(target)?;
+            let exchange = declares.topic_exchange(self.exchange(target)?);
             let pool = pool
                 .map(|pool| name("pool queue name", pool, target))
                 .transpose()?;
             for priority in priorities {
                 let key = notification_key(target, *priority)?;
                 queues.push(QueueSpec {
-                    name: pool.clone().unwrap_or_else(|| key.clone()),
-                    durable: self.inner.options.durable,
-                    expires_ms: self.inner.options.queue_ttl_ms,
+                    queue: declares.topic_queue(pool.clone().unwrap_or_else(|| key.clone())),
                     exchange: exchange.clone(),
-                    exchange_kind: self.topic_kind(),
                     key,
                 });
             }
@@ -412,6 +409,7 @@ impl RabbitTransport {
             queues,
             rpc: false,
             own_queue: None,
+            stream_offset: Arc::default(),
         })
     }
 }
@@ -528,10 +526,8 @@ impl Transport for RabbitTransport {
             expires: None,
             mandatory: false,
             declare: vec![Declare::Queue {
-                queue: key.clone(),
-                durable: self.inner.options.durable,
-                expires_ms: self.inner.options.queue_ttl_ms,
-                exchange,
+                queue: self.declares().topic_queue(key.clone()),
+                exchange: self.declares().topic_exchange(exchange),
                 key,
             }],
         };

@@ -5,6 +5,8 @@ use std::time::Duration;
 use messaging_core::codec::CodecKind;
 use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
+use super::declare::{Declares, QuorumLimits};
+
 /// One broker to try.
 #[derive(Clone)]
 pub(crate) struct Broker {
@@ -28,17 +30,10 @@ pub(crate) struct Options {
     pub(crate) control_exchange: String,
     pub(crate) prefetch: u16,
     pub(crate) connect_timeout: Duration,
-    /// oslo's `rabbit_transient_queues_ttl`: reply and fanout queues expire after this
-    /// long without consumers (30 min by default).
-    pub(crate) transient_ttl_ms: u32,
-    /// Our extension: `x-expires` on topic, server and notification queues too (tests).
-    pub(crate) queue_ttl_ms: Option<u32>,
     /// The largest message body sent or accepted, in bytes.
     pub(crate) max_message_size: usize,
-    /// oslo's `amqp_durable_queues`: topic exchanges, RPC topic and server queues and
-    /// notification queues are durable (they and their persistent messages survive a
-    /// broker restart). Every service on the bus must agree.
-    pub(crate) durable: bool,
+    /// What exchanges and queues are declared with (oslo's queue options).
+    pub(crate) declares: Declares,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -46,6 +41,10 @@ pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 
 /// The largest `max_message_size` RabbitMQ accepts: 512 MiB.
 const LARGEST_MAX_MESSAGE_SIZE: u64 = 512 * 1024 * 1024;
+
+/// The longest queue TTL taken, in seconds (`x-expires` is a 32-bit count of
+/// milliseconds on some brokers: about 24 days).
+const MAX_TTL_S: u64 = 2_000_000;
 
 /// The options this transport understands (oslo's names, plus a few of ours).
 const KNOWN: &[&str] = &[
@@ -62,6 +61,15 @@ const KNOWN: &[&str] = &[
     "connect_timeout",
     "max_message_size",
     "amqp_durable_queues",
+    "amqp_auto_delete",
+    "rabbit_ha_queues",
+    "rabbit_quorum_queue",
+    "rabbit_transient_quorum_queue",
+    "rabbit_quorum_delivery_limit",
+    "rabbit_quorum_max_memory_length",
+    "rabbit_quorum_max_memory_bytes",
+    "rabbit_stream_fanout",
+    "enable_cancel_on_failover",
 ];
 
 fn quote(s: &str) -> String {
@@ -112,12 +120,16 @@ impl Options {
             }
             Ok(default)
         };
+        // oslo.config's booleans: true/1/on/yes and false/0/off/no, any case.
         let flag = |key: &str| -> Result<bool, TransportError> {
-            match url.option(key) {
+            match url.option(key).map(str::to_ascii_lowercase).as_deref() {
                 None => Ok(false),
-                Some("true" | "1" | "yes" | "True") => Ok(true),
-                Some("false" | "0" | "no" | "False") => Ok(false),
-                Some(other) => Err(bad(format!("`{key}` must be true or false, got `{other}`"))),
+                Some("true" | "1" | "yes" | "on") => Ok(true),
+                Some("false" | "0" | "no" | "off") => Ok(false),
+                Some(_) => Err(bad(format!(
+                    "`{key}` must be true or false, got `{}`",
+                    url.option(key).unwrap_or_default()
+                ))),
             }
         };
         let tls = url.scheme() == "amqps" || flag("ssl")?;
@@ -191,11 +203,46 @@ impl Options {
         if max_message_size == 0 {
             return Err(bad("`max_message_size` must be at least 1".to_owned()));
         }
+        let declares = Declares {
+            durable_queues: flag("amqp_durable_queues")?,
+            auto_delete: flag("amqp_auto_delete")?,
+            ha_queues: flag("rabbit_ha_queues")?,
+            quorum: flag("rabbit_quorum_queue")?,
+            transient_quorum: flag("rabbit_transient_quorum_queue")?,
+            quorum_limits: QuorumLimits {
+                delivery_limit: number(&["rabbit_quorum_delivery_limit"], 0, i64::MAX as u64)?,
+                max_memory_length: number(
+                    &["rabbit_quorum_max_memory_length"],
+                    0,
+                    i64::MAX as u64,
+                )?,
+                max_memory_bytes: number(&["rabbit_quorum_max_memory_bytes"], 0, i64::MAX as u64)?,
+            },
+            transient_ttl_s: number(&["rabbit_transient_queues_ttl"], 1800, MAX_TTL_S)?,
+            stream_fanout: flag("rabbit_stream_fanout")?,
+            cancel_on_failover: flag("enable_cancel_on_failover")?,
+            queue_ttl_s: match url.option("queue_ttl") {
+                None => None,
+                Some(_) => Some(number(&["queue_ttl"], 0, MAX_TTL_S)?.max(1)),
+            },
+        };
+        // oslo refuses these combinations when the driver starts; so do we, naming them.
+        if declares.quorum && declares.ha_queues {
+            return Err(bad(
+                "`rabbit_quorum_queue` and `rabbit_ha_queues` are both set: a queue is quorum or HA (mirrored), not both"
+                    .to_owned(),
+            ));
+        }
+        if declares.stream_fanout && !declares.transient_quorum {
+            return Err(bad(
+                "`rabbit_stream_fanout` needs `rabbit_transient_quorum_queue=true` (as in oslo)"
+                    .to_owned(),
+            ));
+        }
         Ok(Options {
             brokers,
             shuffle,
             control_exchange: control_exchange.to_owned(),
-            durable: flag("amqp_durable_queues")?,
             max_message_size: max_message_size as usize,
             prefetch: number(
                 &["prefetch", "rabbit_qos_prefetch_count"],
@@ -204,12 +251,7 @@ impl Options {
             )?
             .max(1) as u16,
             connect_timeout,
-            transient_ttl_ms: number(&["rabbit_transient_queues_ttl"], 1800, 2_000_000)? as u32
-                * 1000,
-            queue_ttl_ms: match url.option("queue_ttl") {
-                None => None,
-                Some(_) => Some(number(&["queue_ttl"], 0, 2_000_000)?.max(1) as u32 * 1000),
-            },
+            declares,
         })
     }
 
@@ -339,11 +381,17 @@ mod tests {
 
     #[test]
     fn durable_queues_are_off_unless_asked_for() {
-        assert!(!options("rabbit://h/").unwrap().durable);
+        assert!(!options("rabbit://h/").unwrap().declares.durable());
+        for yes in ["true", "True", "ON", "yes", "1"] {
+            let url = format!("rabbit://h/?amqp_durable_queues={yes}");
+            assert!(options(&url).unwrap().declares.durable(), "{yes}");
+        }
         assert!(
-            options("rabbit://h/?amqp_durable_queues=true")
+            options("rabbit://h/?rabbit_quorum_queue=true")
                 .unwrap()
-                .durable
+                .declares
+                .durable(),
+            "quorum queues are durable"
         );
     }
 
@@ -352,10 +400,78 @@ mod tests {
         assert_eq!(
             options("rabbit://h/?rabbit_transient_queues_ttl=0")
                 .unwrap()
-                .transient_ttl_ms,
+                .declares
+                .transient_ttl_s,
             0
         );
-        assert_eq!(options("rabbit://h/").unwrap().transient_ttl_ms, 1_800_000);
+        assert_eq!(
+            options("rabbit://h/").unwrap().declares.transient_ttl_s,
+            1800
+        );
+    }
+
+    #[test]
+    fn every_oslo_queue_option_is_read() {
+        let d = options(
+            "rabbit://h/?amqp_auto_delete=true&rabbit_transient_quorum_queue=true\
+             &rabbit_quorum_queue=true&rabbit_quorum_delivery_limit=7\
+             &rabbit_quorum_max_memory_length=100&rabbit_quorum_max_memory_bytes=1000\
+             &rabbit_stream_fanout=true&enable_cancel_on_failover=true\
+             &rabbit_transient_queues_ttl=60",
+        )
+        .unwrap()
+        .declares;
+        assert_eq!(
+            d,
+            Declares {
+                durable_queues: false,
+                auto_delete: true,
+                ha_queues: false,
+                quorum: true,
+                transient_quorum: true,
+                quorum_limits: QuorumLimits {
+                    delivery_limit: 7,
+                    max_memory_length: 100,
+                    max_memory_bytes: 1000,
+                },
+                transient_ttl_s: 60,
+                stream_fanout: true,
+                cancel_on_failover: true,
+                queue_ttl_s: None,
+            }
+        );
+        assert!(
+            options("rabbit://h/?rabbit_ha_queues=yes")
+                .unwrap()
+                .declares
+                .ha_queues
+        );
+    }
+
+    #[test]
+    fn combinations_oslo_refuses_are_errors_naming_the_options() {
+        for (url, says) in [
+            (
+                "rabbit://u:secret@h/?rabbit_quorum_queue=true&rabbit_ha_queues=true",
+                "`rabbit_quorum_queue` and `rabbit_ha_queues`",
+            ),
+            (
+                "rabbit://u:secret@h/?rabbit_stream_fanout=true",
+                "needs `rabbit_transient_quorum_queue=true`",
+            ),
+            (
+                "rabbit://u:secret@h/?rabbit_quorum_delivery_limit=-1",
+                "`rabbit_quorum_delivery_limit` must be a whole number",
+            ),
+            (
+                "rabbit://u:secret@h/?rabbit_ha_queues=2",
+                "`rabbit_ha_queues` must be true or false",
+            ),
+        ] {
+            let error = options(url).unwrap_err().to_string();
+            assert!(error.contains(says), "{url}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
     }
 
     #[test]

@@ -31,7 +31,8 @@ use messaging_core::timer;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use super::connection::{self, Backoff, Kind, classify, connection_error};
+use super::connection::{self, Backoff, classify, connection_error};
+use super::declare::{Exchange, Queue};
 use super::options::Options;
 
 /// Messages published and not yet confirmed by the broker, at most.
@@ -46,14 +47,12 @@ const LONGEST_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Something to declare before publishing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Declare {
-    Exchange(ShortString, Kind),
-    /// A queue (with `x-expires` if given) bound to an exchange with a key: the
-    /// notification publisher's default queue, so messages persist before a consumer.
+    Exchange(Exchange),
+    /// A queue bound to an exchange with a key: the notification publisher's default
+    /// queue, so messages persist before a consumer.
     Queue {
-        queue: ShortString,
-        durable: bool,
-        expires_ms: Option<u32>,
-        exchange: ShortString,
+        queue: Queue,
+        exchange: Exchange,
         key: ShortString,
     },
 }
@@ -225,26 +224,17 @@ impl Publisher {
                 continue;
             }
             match declare {
-                Declare::Exchange(name, kind) => {
-                    connection::declare_exchange(&session.channel, name, *kind).await?;
+                Declare::Exchange(exchange) => {
+                    connection::declare_exchange(&session.channel, exchange).await?;
                 }
                 Declare::Queue {
                     queue,
-                    durable,
-                    expires_ms,
                     exchange,
                     key,
                 } => {
-                    let kind = Kind::Topic { durable: *durable };
-                    connection::declare_exchange(&session.channel, exchange, kind).await?;
-                    connection::declare_queue(
-                        &session.channel,
-                        queue,
-                        *durable,
-                        *expires_ms,
-                        Some((exchange, key)),
-                    )
-                    .await?;
+                    connection::declare_exchange(&session.channel, exchange).await?;
+                    connection::declare_queue(&session.channel, queue, Some((&exchange.name, key)))
+                        .await?;
                 }
             }
             lock(&session.declared).insert(declare.clone());

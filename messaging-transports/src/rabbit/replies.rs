@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::BasicConsumeOptions;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::ShortString;
 use lapin::{Channel, Connection, Consumer};
 use messaging_core::TransportError;
 use messaging_core::reply::ReplySender;
@@ -72,14 +72,8 @@ impl Replies {
             .create_channel()
             .await
             .map_err(|e| classify("opening a channel", e))?;
-        connection::declare_queue(
-            &channel,
-            &self.queue,
-            false,
-            Some(self.options.transient_ttl_ms),
-            None,
-        )
-        .await?;
+        let queue = self.options.declares.reply_queue(self.queue.clone());
+        connection::declare_queue(&channel, &queue, None).await?;
         let consumer = channel
             .basic_consume(
                 self.queue.clone(),
@@ -88,7 +82,10 @@ impl Replies {
                     no_ack: true,
                     ..BasicConsumeOptions::default()
                 },
-                FieldTable::default(),
+                self.options
+                    .declares
+                    .consumer_arguments(false, None)
+                    .table(),
             )
             .await
             .map_err(|e| classify("consuming replies", e))?;
