@@ -620,3 +620,294 @@ fn a_rust_notifier_feeds_python_listeners_in_pools() {
     queues.extend(Priority::ALL.iter().map(|p| format!("{topic}.{p}")));
     py.delete_queues(&queues);
 }
+
+// ===== declares: option by option, Rust declares what oslo declares =====
+
+/// oslo's queue options exercised, each with `rabbit_transient_queues_ttl` and
+/// `rabbit_qos_prefetch_count` added (the TTL picks out each combination's reply queues).
+const DECLARE_COMBINATIONS: &[&str] = &[
+    "",
+    "amqp_durable_queues=true",
+    "amqp_auto_delete=true",
+    "rabbit_ha_queues=true",
+    "rabbit_quorum_queue=true&rabbit_quorum_delivery_limit=5\
+     &rabbit_quorum_max_memory_length=1000&rabbit_quorum_max_memory_bytes=1048576",
+    "rabbit_transient_quorum_queue=true&rabbit_quorum_delivery_limit=3",
+    "rabbit_stream_fanout=true&rabbit_transient_quorum_queue=true",
+    "enable_cancel_on_failover=true",
+];
+
+/// One declared object as `rabbitmqctl` lists it, names made comparable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Declared {
+    what: &'static str,
+    name: String,
+    /// type (exchanges), durable, auto-delete and arguments as listed.
+    properties: String,
+}
+
+fn rabbitmqctl_list(command: &str, columns: &[&str]) -> Vec<Value> {
+    let output = Command::new("rabbitmqctl")
+        .arg(command)
+        .args(columns)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(output.status.success(), "rabbitmqctl {command}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("rabbitmqctl prints JSON")
+}
+
+/// The name with the side's own topic, exchange and pool replaced by `T`, `X`, `P`, and
+/// the random part of a fanout queue by `*`; `None` for another side's objects.
+fn comparable(name: &str, topic: &str, exchange: &str, pool: &str) -> Option<String> {
+    if name == exchange {
+        return Some("X".into());
+    }
+    if name == pool {
+        return Some("P".into());
+    }
+    let rest = name.strip_prefix(topic)?;
+    let rest = match rest.strip_prefix("_fanout_") {
+        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => "_fanout_*",
+        _ => rest,
+    };
+    Some(format!("T{rest}"))
+}
+
+/// Arguments as listed, in key order (RabbitMQ lists them in the order declared, which
+/// means nothing to it).
+fn arguments(listed: &Value) -> String {
+    let mut args = listed.as_array().cloned().unwrap_or_default();
+    args.sort_by(|a, b| a[0].as_str().cmp(&b[0].as_str()));
+    Value::Array(args).to_string()
+}
+
+/// The reply queues whose `x-expires` is `ttl_ms` (one per side).
+fn reply_queues(queues: &[Value], ttl_ms: u64) -> Vec<(String, String)> {
+    queues
+        .iter()
+        .filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with("reply_")))
+        .filter(|q| {
+            q["arguments"].as_array().is_some_and(|args| {
+                args.iter()
+                    .any(|a| a[0] == "x-expires" && a[2].as_u64() == Some(ttl_ms))
+            })
+        })
+        .map(|q| {
+            let properties = format!(
+                "{} {} {}",
+                q["durable"],
+                q["auto_delete"],
+                arguments(&q["arguments"])
+            );
+            (q["name"].as_str().unwrap().to_owned(), properties)
+        })
+        .collect()
+}
+
+/// What one side declared: its exchanges, queues and consumers' arguments.
+fn declared_by(
+    exchanges: &[Value],
+    queues: &[Value],
+    consumers: &[Value],
+    (topic, exchange, pool): (&str, &str, &str),
+) -> Vec<Declared> {
+    let mut out = Vec::new();
+    for e in exchanges {
+        if let Some(name) = comparable(e["name"].as_str().unwrap_or(""), topic, exchange, pool) {
+            out.push(Declared {
+                what: "exchange",
+                name,
+                properties: format!(
+                    "{} {} {} {}",
+                    e["type"],
+                    e["durable"],
+                    e["auto_delete"],
+                    arguments(&e["arguments"])
+                ),
+            });
+        }
+    }
+    for q in queues {
+        if let Some(name) = comparable(q["name"].as_str().unwrap_or(""), topic, exchange, pool) {
+            out.push(Declared {
+                what: "queue",
+                name,
+                properties: format!(
+                    "{} {} {}",
+                    q["durable"],
+                    q["auto_delete"],
+                    arguments(&q["arguments"])
+                ),
+            });
+        }
+    }
+    for c in consumers {
+        let queue = c["queue_name"].as_str().unwrap_or("");
+        if let Some(name) = comparable(queue, topic, exchange, pool) {
+            out.push(Declared {
+                what: "consumer of",
+                name,
+                properties: arguments(&c["arguments"]),
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Both sides up for one combination: a server (topic, server and fanout queues), a
+/// call (the reply queue) and a notification listener in a pool.
+struct DeclaringSides {
+    python: Vec<Background>,
+    rust: Vec<ServerThread>,
+    py: (String, String, String),
+    rs: (String, String, String),
+    ttl_ms: u64,
+}
+
+fn declare_both_sides(py: &Peer, options: &str, ttl_s: u64) -> DeclaringSides {
+    let query = match options {
+        "" => format!("rabbit_transient_queues_ttl={ttl_s}&rabbit_qos_prefetch_count=10"),
+        o => format!("{o}&rabbit_transient_queues_ttl={ttl_s}&rabbit_qos_prefetch_count=10"),
+    };
+    let url = format!("{}?{query}", py.url);
+    let py_side = (unique("decl_py"), unique("decl_px"), unique("decl_pp"));
+    let rs_side = (unique("decl_rs"), unique("decl_rx"), unique("decl_rp"));
+    let peer = Peer {
+        url: url.clone(),
+        python: py.python.clone(),
+    };
+    let (topic, exchange, pool) = &py_side;
+    let python = vec![
+        peer.start(&[
+            "server", "--topic", topic, "--server", "s1", "--exchange", exchange,
+        ]),
+        peer.start(&[
+            "listen", "--topic", topic, "--pool", pool, "--exchange", exchange,
+        ]),
+    ];
+    let called = peer.run(&[
+        "call",
+        "--topic",
+        topic,
+        "--exchange",
+        exchange,
+        "add",
+        r#"{"a": 1, "b": 2}"#,
+    ]);
+    assert_eq!(called, json!({"result": 3}), "{options}");
+
+    let (topic, exchange, pool) = &rs_side;
+    let target = Target::new(topic.clone()).with_exchange(exchange.clone());
+    let server = rpc::server(
+        messaging_transports::open(&url).unwrap(),
+        target.clone().with_server("s1"),
+        vec![Endpoint::new().method("add", |_ctx, args: Add| {
+            Ok::<_, HandlerError>(args.a + args.b)
+        })],
+        ThreadPoolExecutor::new(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let listener = messaging_core::notify::listener(
+        messaging_transports::open(&url).unwrap(),
+        vec![target.clone()],
+        vec![NotificationEndpoint::new().on(Priority::Info, |_: Notification<Value>| {
+            NotificationResult::Handled
+        })],
+        ListenerOptions::new().pool(pool),
+        ThreadPoolExecutor::new(),
+    )
+    .build()
+    .unwrap();
+    let rust = vec![
+        ServerThread::spawn(server).unwrap(),
+        ServerThread::spawn(listener).unwrap(),
+    ];
+    let client = RpcClient::new(messaging_transports::open(&url).unwrap(), target)
+        .with_timeout(Duration::from_secs(20));
+    let sum: i64 = client
+        .call_blocking(&Context::new(), "add", &json!({"a": 1, "b": 2}))
+        .unwrap_or_else(|e| panic!("{options}: {e}"));
+    assert_eq!(sum, 3);
+    // The client's reply queue must outlive the listing: leak the client (the test
+    // process ends soon after; the queue expires with the TTL).
+    std::mem::forget(client);
+    DeclaringSides {
+        python,
+        rust,
+        py: py_side,
+        rs: rs_side,
+        ttl_ms: ttl_s * 1000,
+    }
+}
+
+#[test]
+fn every_queue_option_declares_what_oslo_declares() {
+    let Some(py) = peer() else { return };
+    // Each combination gets its own reply-queue TTL, random per run so that reply
+    // queues a previous run left (they expire with it) are told apart.
+    let base = 600 + (ids::hex_id().as_bytes()[0] as u64 % 16) * 100;
+    let sides: Vec<(&str, DeclaringSides)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = DECLARE_COMBINATIONS
+            .iter()
+            .enumerate()
+            .map(|(i, options)| {
+                let py = &py;
+                scope.spawn(move || (*options, declare_both_sides(py, options, base + i as u64)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let exchanges = rabbitmqctl_list(
+        "list_exchanges",
+        &["name", "type", "durable", "auto_delete", "arguments"],
+    );
+    let queues = rabbitmqctl_list(
+        "list_queues",
+        &["name", "durable", "auto_delete", "arguments"],
+    );
+    let consumers = rabbitmqctl_list("list_consumers", &["queue_name", "arguments"]);
+    let mut failures = Vec::new();
+    let mut cleanup_queues = Vec::new();
+    let mut cleanup_exchanges = Vec::new();
+    for (options, side) in &sides {
+        let as_ref = |(t, x, p): &(String, String, String)| (t.clone(), x.clone(), p.clone());
+        let (pt, px, pp) = as_ref(&side.py);
+        let (rt, rx, rp) = as_ref(&side.rs);
+        let python = declared_by(&exchanges, &queues, &consumers, (&pt, &px, &pp));
+        let rust = declared_by(&exchanges, &queues, &consumers, (&rt, &rx, &rp));
+        assert!(
+            python.len() >= 8,
+            "{options}: too little found for Python: {python:#?}"
+        );
+        if python != rust {
+            failures.push(format!(
+                "`{options}`:\n  python: {python:#?}\n  rust:   {rust:#?}"
+            ));
+        }
+        let replies = reply_queues(&queues, side.ttl_ms);
+        match replies.as_slice() {
+            [(_, a), (_, b)] if a == b => {}
+            other => failures.push(format!("`{options}`: reply queues {other:#?}")),
+        }
+        cleanup_queues.extend(replies.into_iter().map(|(name, _)| name));
+        for (t, x, p) in [(&pt, &px, &pp), (&rt, &rx, &rp)] {
+            cleanup_queues.extend([t.clone(), format!("{t}.s1"), format!("{t}_fanout"), p.clone()]);
+            cleanup_exchanges.extend([x.clone(), format!("{t}_fanout")]);
+        }
+    }
+    for (_, side) in sides {
+        drop(side.python);
+        for server in side.rust {
+            server.stop_and_wait().unwrap();
+        }
+    }
+    py.delete_queues(&cleanup_queues);
+    let mut args = vec!["delete-exchanges"];
+    args.extend(cleanup_exchanges.iter().map(String::as_str));
+    py.run(&args);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
