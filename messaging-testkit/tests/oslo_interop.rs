@@ -781,10 +781,22 @@ fn declare_both_sides(py: &Peer, options: &str, ttl_s: u64) -> DeclaringSides {
     let (topic, exchange, pool) = &py_side;
     let python = vec![
         peer.start(&[
-            "server", "--topic", topic, "--server", "s1", "--exchange", exchange,
+            "server",
+            "--topic",
+            topic,
+            "--server",
+            "s1",
+            "--exchange",
+            exchange,
         ]),
         peer.start(&[
-            "listen", "--topic", topic, "--pool", pool, "--exchange", exchange,
+            "listen",
+            "--topic",
+            topic,
+            "--pool",
+            pool,
+            "--exchange",
+            exchange,
         ]),
     ];
     let called = peer.run(&[
@@ -814,9 +826,11 @@ fn declare_both_sides(py: &Peer, options: &str, ttl_s: u64) -> DeclaringSides {
     let listener = messaging_core::notify::listener(
         messaging_transports::open(&url).unwrap(),
         vec![target.clone()],
-        vec![NotificationEndpoint::new().on(Priority::Info, |_: Notification<Value>| {
-            NotificationResult::Handled
-        })],
+        vec![
+            NotificationEndpoint::new().on(Priority::Info, |_: Notification<Value>| {
+                NotificationResult::Handled
+            }),
+        ],
         ListenerOptions::new().pool(pool),
         ThreadPoolExecutor::new(),
     )
@@ -895,7 +909,12 @@ fn every_queue_option_declares_what_oslo_declares() {
         }
         cleanup_queues.extend(replies.into_iter().map(|(name, _)| name));
         for (t, x, p) in [(&pt, &px, &pp), (&rt, &rx, &rp)] {
-            cleanup_queues.extend([t.clone(), format!("{t}.s1"), format!("{t}_fanout"), p.clone()]);
+            cleanup_queues.extend([
+                t.clone(),
+                format!("{t}.s1"),
+                format!("{t}_fanout"),
+                p.clone(),
+            ]);
             cleanup_exchanges.extend([x.clone(), format!("{t}_fanout")]);
         }
     }

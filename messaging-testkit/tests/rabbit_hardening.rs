@@ -983,3 +983,66 @@ fn messages_larger_than_max_message_size_are_discarded_at_receive() {
         },
     );
 }
+
+/// The migration trap of issue 10: a bus whose exchange or queue exists with other
+/// properties than the options declare (oslo 18.3.1 falls back to a non-durable
+/// exchange and then fails on its quorum queue with an unhelpful 406). The error names
+/// the object, the property and the options that decide it.
+#[test]
+fn a_declare_conflicting_with_the_bus_names_the_object_and_the_options() {
+    use messaging_core::{ListenOptions, Subscription};
+    let Some(url) = url() else { return };
+    let (exchange, topic, topic2) = (unique("mig_x"), unique("mig_t"), unique("mig_t2"));
+    let listen = |url: &str, target: Target| {
+        let transport = messaging_transports::open(url).unwrap();
+        transport
+            .listen(&Subscription::Rpc(target), &ListenOptions::default())
+            .map(drop)
+    };
+    // A service with oslo's defaults declared a non-durable exchange and queue.
+    let target = Target::new(topic.clone())
+        .with_exchange(exchange.clone())
+        .with_server("s1");
+    listen(&url, target).expect("the first service declares");
+
+    let quorum = messaging_testkit::with_option(&url, "rabbit_quorum_queue", "true");
+    let conflict = |target: Target| match listen(&quorum, target) {
+        Err(TransportError::Refused { message, .. }) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let message = conflict(
+        Target::new(topic2.clone())
+            .with_exchange(exchange.clone())
+            .with_server("s1"),
+    );
+    for says in [
+        format!("exchange `{exchange}` exists with another `durable`"),
+        "`rabbit_quorum_queue`".to_owned(),
+        "`amqp_durable_queues`".to_owned(),
+        "Migrating".to_owned(),
+    ] {
+        assert!(message.contains(&says), "{says:?} not in: {message}");
+    }
+    // The same for the queue, through a new (durable) exchange.
+    let exchange2 = unique("mig_x2");
+    let message = conflict(
+        Target::new(topic.clone())
+            .with_exchange(exchange2.clone())
+            .with_server("s1"),
+    );
+    let raw = Raw::connect();
+    raw.runtime.block_on(async {
+        for name in [&exchange, &exchange2] {
+            let _ = raw
+                .channel
+                .exchange_delete(name.as_str().into(), Default::default())
+                .await;
+        }
+    });
+    assert!(
+        message.contains(&format!("queue `{topic}` exists with another `durable`"))
+            && message.contains("`rabbit_quorum_queue`"),
+        "{message}"
+    );
+    assert!(!message.contains("guest:guest"), "{message}");
+}

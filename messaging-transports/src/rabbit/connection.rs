@@ -210,22 +210,51 @@ pub(crate) async fn declare_queue(
 
 /// A failed declare; one that conflicts with what exists (406 PRECONDITION_FAILED,
 /// "inequivalent arg") says which options decide that property, since the fix is to
-/// configure every service on the bus alike.
+/// configure every service on the bus alike (or to delete the object and migrate).
 fn declare_error(what: &str, error: lapin::Error) -> TransportError {
-    let conflict = error.to_string().contains("inequivalent arg");
+    let text = error.to_string();
+    let conflict = text
+        .split("inequivalent arg '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .map(str::to_owned);
     let error = classify(&format!("declaring {what}"), error);
-    match error {
-        TransportError::Refused { message, source } if conflict => TransportError::Refused {
+    match (error, conflict) {
+        (TransportError::Refused { message, source }, Some(arg)) => TransportError::Refused {
             message: format!(
-                "{message} — it exists with other properties: declare it as the services \
-                 that created it do (`amqp_durable_queues`, `rabbit_quorum_queue`, \
-                 `rabbit_transient_quorum_queue`, `rabbit_stream_fanout`, \
-                 `rabbit_ha_queues`, `amqp_auto_delete`, `rabbit_transient_queues_ttl` \
-                 must match theirs), or delete it to migrate (see the rabbit module docs)"
+                "{message} — {what} exists with another `{arg}`; {}, or delete it to \
+                 migrate (see \"Migrating\" in the rabbit transport's docs)",
+                options_deciding(&arg)
             ),
             source,
         },
-        other => other,
+        (other, _) => other,
+    }
+}
+
+/// Which options decide a declared property, for [`declare_error`].
+fn options_deciding(arg: &str) -> &'static str {
+    match arg {
+        "durable" => {
+            "set `amqp_durable_queues` and `rabbit_quorum_queue` (quorum queues and their \
+             exchanges are durable), or for fanout and reply queues \
+             `rabbit_transient_quorum_queue`, as the services that declared it do"
+        }
+        "x-queue-type" => {
+            "set `rabbit_quorum_queue` (topic, server and notification queues), \
+             `rabbit_transient_quorum_queue` (reply and fanout queues) or \
+             `rabbit_stream_fanout` as the services that declared it do"
+        }
+        "auto_delete" => "set `amqp_auto_delete` as the services that declared it do",
+        "x-expires" | "x-max-age" => {
+            "set `rabbit_transient_queues_ttl` as the services that declared it do"
+        }
+        "x-ha-policy" => "set `rabbit_ha_queues` as the services that declared it do",
+        "x-delivery-limit" | "x-max-in-memory-length" | "x-max-in-memory-bytes" => {
+            "set `rabbit_quorum_delivery_limit`, `rabbit_quorum_max_memory_length` and \
+             `rabbit_quorum_max_memory_bytes` as the services that declared it do"
+        }
+        _ => "declare it with the queue options of the services that declared it",
     }
 }
 

@@ -14,7 +14,15 @@
 //! `kombu_failover_strategy`, `ssl`, `connect_timeout` (seconds), `codec` (`json`
 //! only), `max_message_size` (bytes, default 134217728 = 128 MiB, RabbitMQ 3.x's own
 //! default; at most 512 MiB), and `queue_ttl` (ours: also expire topic, server and
-//! notification queues — for tests on a shared broker). An unknown option is an error.
+//! notification queues — for tests on a shared broker). oslo's queue options, with
+//! oslo's defaults: `amqp_durable_queues`, `amqp_auto_delete`, `rabbit_ha_queues`,
+//! `rabbit_quorum_queue`, `rabbit_transient_quorum_queue`,
+//! `rabbit_quorum_delivery_limit`, `rabbit_quorum_max_memory_length`,
+//! `rabbit_quorum_max_memory_bytes`, `rabbit_stream_fanout` (needs
+//! `rabbit_transient_quorum_queue`, as in oslo) and `enable_cancel_on_failover`.
+//! Booleans are oslo.config's (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any
+//! case). An unknown option, or a combination oslo refuses (quorum with HA queues), is
+//! an error.
 //!
 //! # Topology (oslo's, exactly)
 //!
@@ -22,19 +30,41 @@
 //! |---|---|---|---|
 //! | RPC to the topic | `<exchange or control_exchange>` (topic) | `<topic>` | `<topic>` |
 //! | RPC to a server | same | `<topic>.<server>` | `<topic>.<server>` |
-//! | fanout | `<topic>_fanout` (fanout, auto-delete) | `<topic>_fanout_<hex>` (`x-expires`) | `<topic>` |
+//! | fanout | `<topic>_fanout` (fanout, auto-delete) | `<topic>_fanout_<hex>` (`x-expires`), or with stream fanout `<topic>_fanout` (a stream the topic's servers share) | `<topic>` |
 //! | replies | default exchange | `reply_<hex>` per transport, reused (`x-expires`) | — |
 //! | notifications | `<exchange or control_exchange>` (topic) | `<topic>.<priority>`, or `<pool>` | `<topic>.<priority>` |
 //!
-//! Exchanges and queues are not durable and not auto-deleted unless said; with
-//! `amqp_durable_queues=true` the topic exchanges and the topic, server and
-//! notification queues are durable, as oslo declares them with that option (every
-//! service on the bus must agree: RabbitMQ refuses to declare an existing exchange or
-//! queue with another durability). The notifier declares the `<topic>.<priority>` queue
-//! so notifications persist before a listener. Messages are JSON in oslo's 2.0
-//! envelope (see the `wire` module), published with `application/json`, `utf-8`,
-//! delivery mode 2 (persistent), and for calls an expiration of the time left until the
-//! call's timeout.
+//! What each option declares (durability, auto-delete, `x-queue-type`,
+//! `x-delivery-limit`, `x-max-in-memory-*`, `x-expires`, `x-max-age`, `x-ha-policy`,
+//! consumer arguments `x-stream-offset` and `x-cancel-on-ha-failover`) is oslo 18.x's,
+//! object by object: see the table in the `declare` module; a broker test compares a
+//! Python and a Rust service's declarations for eight option sets. In short, with the
+//! defaults nothing is durable or auto-deleted; `amqp_durable_queues` or
+//! `rabbit_quorum_queue` make the topic exchanges and the topic, server and
+//! notification queues durable (every service on the bus must agree: RabbitMQ refuses
+//! to declare an existing exchange or queue with other properties; see Migrating);
+//! `rabbit_transient_quorum_queue` makes reply and fanout queues quorum queues. The
+//! notifier declares the `<topic>.<priority>` queue so notifications persist before a
+//! listener. A stream fanout consumer starts at the stream's end, and after a
+//! reconnect one past the last offset it was given.
+//!
+//! ## Migrating
+//!
+//! RabbitMQ keeps an exchange or queue as first declared. Declaring it again with other
+//! properties fails with 406 PRECONDITION_FAILED, which this transport reports as
+//! [`TransportError::Refused`] naming the object, the property and the options that
+//! decide it. Turning `rabbit_quorum_queue` on for a bus that runs with the defaults
+//! therefore means, as with oslo: stop the services of the exchange, delete its
+//! non-durable exchange and queues (`rabbitmqctl delete_queue`, or a policy), and start
+//! them all with the new options. (oslo 18.3.1 falls back to a non-durable exchange
+//! there and then fails on its quorum queue; this transport fails on the exchange,
+//! saying so.)
+//!
+//! # Messages
+//!
+//! Messages are JSON in oslo's 2.0 envelope (see the `wire` module), published with
+//! `application/json`, `utf-8`, delivery mode 2 (persistent), and for calls an
+//! expiration of the time left until the call's timeout.
 //!
 //! Names: every queue, exchange and routing key is at most 255 bytes (AMQP's short
 //! string). Core refuses longer target names and the binding-key wildcards `*` and `#`;
