@@ -135,6 +135,13 @@ pub struct SendOptions {
     pub call_monitor_timeout: Option<Duration>,
     /// Connection retries: `None` forever, `Some(0)` none, `Some(n)` at most `n`.
     pub retry: Option<u32>,
+    /// oslo's `TransportOptions(at_least_once=True)`: a call or cast that no queue
+    /// takes fails at once with [`TransportError::Undeliverable`] instead of being
+    /// retried until its timeout. RabbitMQ knows at once (the broker returns the
+    /// mandatory message); on `memory://` a message always has a queue (one is made for
+    /// a topic nobody serves yet, as in oslo's fake driver) and on `nats://` a request
+    /// to nobody is not seen, so there it changes nothing.
+    pub at_least_once: bool,
 }
 
 impl SendOptions {
@@ -155,6 +162,12 @@ impl SendOptions {
     /// Returns the options with a retry limit.
     pub fn retry(mut self, retry: u32) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// Returns the options with [`at_least_once`](SendOptions::at_least_once) set.
+    pub fn at_least_once(mut self, at_least_once: bool) -> Self {
+        self.at_least_once = at_least_once;
         self
     }
 }

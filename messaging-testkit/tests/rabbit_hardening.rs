@@ -1046,3 +1046,109 @@ fn a_declare_conflicting_with_the_bus_names_the_object_and_the_options() {
     );
     assert!(!message.contains("guest:guest"), "{message}");
 }
+
+// ===== at-least-once calls (issue 10, item 4) =====
+
+/// oslo's `TransportOptions(at_least_once=True)`: a call or cast that no queue takes
+/// fails at once with `Undeliverable` instead of waiting out its timeout. Before, the
+/// request was republished with backoff until the call's timeout (here 20 s).
+#[test]
+fn at_least_once_calls_and_casts_to_nobody_fail_at_once() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "at-least-once sends", move || {
+        let topic = unique("alo_nobody");
+        let client = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic.clone()),
+        )
+        .with_timeout(Duration::from_secs(20))
+        .with_at_least_once(true);
+        let ctx = Context::new();
+        // A topic nobody serves, then a server of a served topic that is not there.
+        let (running, _) = recording_server(&url, &topic);
+        let others = [
+            client.clone().with_topic(unique("alo_none")),
+            client.clone().with_server("no_such_server"),
+        ];
+        for client in others {
+            let started = Instant::now();
+            let error = client
+                .call_blocking::<_, u64>(&ctx, "record", &Value { n: 1 })
+                .unwrap_err();
+            let took = started.elapsed();
+            eprintln!(
+                "measured: an at-least-once call to {} failed after {took:?}",
+                client.target()
+            );
+            assert!(
+                matches!(error, RpcError::Transport(TransportError::Undeliverable(_))),
+                "{error:?}"
+            );
+            assert!(
+                took < Duration::from_secs(5),
+                "at once, not at the timeout: {took:?}"
+            );
+            let started = Instant::now();
+            let error = client
+                .cast_blocking(&ctx, "record", &Value { n: 2 })
+                .unwrap_err();
+            assert!(
+                matches!(error, RpcError::Transport(TransportError::Undeliverable(_))),
+                "{error:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        // Served: it works as before.
+        let n: u64 = client
+            .clone()
+            .with_server("s1")
+            .call_blocking(&ctx, "record", &Value { n: 3 })
+            .unwrap();
+        assert_eq!(n, 3);
+        running.stop_and_wait().unwrap();
+    });
+}
+
+/// `direct_mandatory_flag=false` (oslo's deprecated switch): replies are published
+/// without `mandatory`, so a reply to a queue that is gone is dropped by the broker,
+/// neither returned nor retried.
+#[test]
+fn without_direct_mandatory_flag_replies_to_missing_queues_are_not_retried() {
+    let Some(url) = url() else { return };
+    let logs = LogCapture::global();
+    let url = messaging_testkit::with_option(&url, "direct_mandatory_flag", "false");
+    within(
+        Duration::from_secs(60),
+        "non-mandatory replies",
+        move || {
+            let topic = unique("hard_nomand");
+            let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+            let running = echo_server(&url, &topic, calls.clone());
+            let raw = Raw::connect();
+            let reply_q = unique("reply_nomand");
+            raw.publish(
+                "openstack",
+                &topic,
+                &oslo_request(
+                    "echo",
+                    serde_json::json!({ "text": "hi" }),
+                    Some((&ids::hex_id(), &reply_q)),
+                ),
+                Some(3_000),
+            );
+            eventually("the request is handled", Duration::from_secs(10), || {
+                calls.lock().unwrap().len() == 1
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            let about = events_about(&logs, &reply_q);
+            assert!(
+                about
+                    .iter()
+                    .all(|e| !e.message.contains("retrying")
+                        && !e.message.contains("does not exist")),
+                "not returned, not retried: {about:?}"
+            );
+            running.stop_and_wait().unwrap();
+        },
+    );
+}

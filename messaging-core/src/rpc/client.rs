@@ -179,6 +179,7 @@ pub struct RpcClient {
     version_cap: Option<String>,
     retry: Option<u32>,
     call_monitor_timeout: Option<Duration>,
+    at_least_once: bool,
 }
 
 impl RpcClient {
@@ -191,6 +192,7 @@ impl RpcClient {
             version_cap: None,
             retry: None,
             call_monitor_timeout: None,
+            at_least_once: false,
         }
     }
 
@@ -251,6 +253,16 @@ impl RpcClient {
     /// Connection retries: `0` none, `n` at most `n` (default: forever).
     pub fn with_retry(mut self, retry: u32) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// oslo's `transport_options=TransportOptions(at_least_once=True)`: a call or cast
+    /// that no queue takes — a topic or server nobody serves — fails at once with
+    /// [`TransportError::Undeliverable`](crate::TransportError::Undeliverable)
+    /// (as [`RpcError::Transport`]) instead of waiting out its timeout. See
+    /// [`SendOptions::at_least_once`] for what each transport can tell. Off by default.
+    pub fn with_at_least_once(mut self, at_least_once: bool) -> Self {
+        self.at_least_once = at_least_once;
         self
     }
 
@@ -351,6 +363,7 @@ impl RpcClient {
             timeout: Some(timeout),
             call_monitor_timeout: self.call_monitor_timeout,
             retry: self.retry,
+            at_least_once: self.at_least_once,
         }
     }
 
@@ -437,6 +450,7 @@ impl RpcClient {
             timeout: self.timeout,
             call_monitor_timeout: None,
             retry: self.retry,
+            at_least_once: self.at_least_once,
         };
         self.transport
             .cast(&self.target, message, &options)

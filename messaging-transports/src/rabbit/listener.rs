@@ -142,6 +142,7 @@ struct Shared {
     publisher: Arc<Publisher>,
     ledger: Arc<ReplyLedger>,
     max_message_size: usize,
+    direct_mandatory: bool,
     name: String,
 }
 
@@ -163,6 +164,7 @@ impl Shared {
                 msg_id,
                 deadline: item.deadline,
                 max_message_size: self.max_message_size,
+                mandatory: self.direct_mandatory,
             }),
             None => incoming,
         }
@@ -202,6 +204,7 @@ impl RabbitListener {
             publisher: spec.publisher,
             ledger: spec.ledger,
             max_message_size: spec.options.max_message_size,
+            direct_mandatory: spec.options.direct_mandatory,
             name: spec.name,
         });
         let consumer = {

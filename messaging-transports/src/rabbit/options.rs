@@ -34,6 +34,10 @@ pub(crate) struct Options {
     pub(crate) max_message_size: usize,
     /// What exchanges and queues are declared with (oslo's queue options).
     pub(crate) declares: Declares,
+    /// oslo's `direct_mandatory_flag` (default true): replies are published mandatory,
+    /// so one whose queue is gone is noticed (and retried, then dropped with a log
+    /// line) rather than silently dropped by the broker.
+    pub(crate) direct_mandatory: bool,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -70,6 +74,7 @@ const KNOWN: &[&str] = &[
     "rabbit_quorum_max_memory_bytes",
     "rabbit_stream_fanout",
     "enable_cancel_on_failover",
+    "direct_mandatory_flag",
 ];
 
 fn quote(s: &str) -> String {
@@ -121,9 +126,9 @@ impl Options {
             Ok(default)
         };
         // oslo.config's booleans: true/1/on/yes and false/0/off/no, any case.
-        let flag = |key: &str| -> Result<bool, TransportError> {
+        let flag_or = |key: &str, default: bool| -> Result<bool, TransportError> {
             match url.option(key).map(str::to_ascii_lowercase).as_deref() {
-                None => Ok(false),
+                None => Ok(default),
                 Some("true" | "1" | "yes" | "on") => Ok(true),
                 Some("false" | "0" | "no" | "off") => Ok(false),
                 Some(_) => Err(bad(format!(
@@ -132,6 +137,7 @@ impl Options {
                 ))),
             }
         };
+        let flag = |key: &str| flag_or(key, false);
         let tls = url.scheme() == "amqps" || flag("ssl")?;
         let shuffle = match url.option("kombu_failover_strategy") {
             None | Some("round-robin") => false,
@@ -252,6 +258,7 @@ impl Options {
             .max(1) as u16,
             connect_timeout,
             declares,
+            direct_mandatory: flag_or("direct_mandatory_flag", true)?,
         })
     }
 
@@ -445,6 +452,16 @@ mod tests {
                 .unwrap()
                 .declares
                 .ha_queues
+        );
+    }
+
+    #[test]
+    fn replies_are_mandatory_unless_direct_mandatory_flag_is_off() {
+        assert!(options("rabbit://h/").unwrap().direct_mandatory);
+        assert!(
+            !options("rabbit://h/?direct_mandatory_flag=False")
+                .unwrap()
+                .direct_mandatory
         );
     }
 

@@ -69,6 +69,10 @@ pub(crate) struct Publish {
     /// Whether the broker must return the message when no queue takes it (it is then
     /// retried, and finally [`TransportError::Undeliverable`]).
     pub(crate) mandatory: bool,
+    /// Whether a returned message fails at once with
+    /// [`TransportError::Undeliverable`] instead of being retried within the budget
+    /// (oslo's `at_least_once`).
+    pub(crate) returned_is_final: bool,
     pub(crate) declare: Vec<Declare>,
 }
 
@@ -163,6 +167,9 @@ impl Publisher {
             let error = match timer::timeout_at(budget.deadline, self.attempt(message)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) if error.is_permanent() => return Err(error),
+                Ok(Err(error @ TransportError::Undeliverable(_))) if message.returned_is_final => {
+                    return Err(error);
+                }
                 Ok(Err(error)) => error,
                 Err(_) => continue,
             };

@@ -156,6 +156,8 @@ pub(crate) struct RabbitReplier {
     pub(crate) ledger: Arc<ReplyLedger>,
     pub(crate) reply_q: ShortString,
     pub(crate) msg_id: String,
+    /// Whether replies are published mandatory (`direct_mandatory_flag`).
+    pub(crate) mandatory: bool,
     /// When the caller stops waiting, if its request said.
     pub(crate) deadline: Option<Instant>,
     pub(crate) max_message_size: usize,
@@ -217,7 +219,10 @@ impl Replier for RabbitReplier {
             routing_key: reply_q.clone(),
             body,
             expires: None,
-            mandatory: true,
+            // oslo's `direct_mandatory_flag` (default true): a reply no queue takes is
+            // returned, and retried; without it the broker drops it silently.
+            mandatory: self.mandatory,
+            returned_is_final: false,
             declare: Vec::new(),
         };
         // A heartbeat is worth one attempt: the next one follows soon.
