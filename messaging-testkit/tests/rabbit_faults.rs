@@ -295,9 +295,12 @@ fn a_dead_host_in_the_url_fails_over_to_the_next() {
 }
 
 #[test]
-fn a_queue_deleted_under_a_server_is_consumed_again() {
+fn a_queue_deleted_under_a_server_is_consumed_again_after_kombu_reconnect_delay() {
     let Some(url) = url() else { return };
     let _turn = turn();
+    // oslo's kombu_reconnect_delay: the wait before consuming again after the broker
+    // cancelled a consumer.
+    let url = messaging_testkit::with_option(&url, "kombu_reconnect_delay", "3");
     within(Duration::from_secs(60), "deleted queue", move || {
         let topic = format!("faults_{}", &ids::hex_id()[..10]);
         let running = server(&url, &topic);
@@ -311,6 +314,10 @@ fn a_queue_deleted_under_a_server_is_consumed_again() {
         rabbitmqctl(&["delete_queue", &topic]);
         let resumed = call_until_served(&client, Duration::from_secs(30));
         eprintln!("measured: the topic queue served again {resumed:?} after it was deleted");
+        assert!(
+            resumed >= Duration::from_secs(3),
+            "not before kombu_reconnect_delay: {resumed:?}"
+        );
         running.stop_and_wait().unwrap();
     });
 }

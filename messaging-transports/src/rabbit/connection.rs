@@ -13,7 +13,8 @@ use messaging_core::TransportError;
 use super::declare::{Exchange, ExchangeType, Queue};
 use super::options::Options;
 
-/// Backoff between connection attempts: 100 ms doubling to 5 s.
+/// Backoff between attempts to publish a message no queue took, or that was not
+/// confirmed: 100 ms doubling to 5 s, within the send's deadline.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
@@ -30,6 +31,35 @@ impl Backoff {
         let delay = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(5));
         delay
+    }
+}
+
+/// oslo's connection retry schedule (kombu's `ensure_connection`): wait
+/// `rabbit_retry_interval`, then `rabbit_retry_backoff` more after each failed
+/// attempt, at most `rabbit_interval_max` (1 s, 3 s, 5 s, … 30 s by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetrySchedule {
+    pub(crate) interval: Duration,
+    pub(crate) step: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        RetrySchedule {
+            interval: Duration::from_secs(1),
+            step: Duration::from_secs(2),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// The delays before the second, third, … attempt (the first is immediate).
+    pub(crate) fn delays(self) -> impl Iterator<Item = Duration> {
+        std::iter::successors(Some(self.interval.min(self.max)), move |delay| {
+            Some((*delay + self.step).min(self.max))
+        })
     }
 }
 
@@ -290,5 +320,32 @@ pub(crate) async fn delete_queue(
             &format!("deleting queue {queue}"),
             format!("no answer within {limit:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_follow_oslos_linear_schedule() {
+        let secs = |s: &[u64]| {
+            s.iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect::<Vec<_>>()
+        };
+        let delays: Vec<_> = RetrySchedule::default().delays().take(17).collect();
+        assert_eq!(
+            delays,
+            secs(&[
+                1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 30, 30
+            ])
+        );
+        let flat = RetrySchedule {
+            interval: Duration::from_secs(2),
+            step: Duration::ZERO,
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(flat.delays().take(2).collect::<Vec<_>>(), secs(&[1, 1]));
     }
 }

@@ -35,7 +35,7 @@ use messaging_core::{
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::connection::{self, Backoff, classify, fixed, short};
+use super::connection::{self, classify, fixed, short};
 use super::declare::{Declares, Exchange, Queue};
 use super::options::Options;
 use super::publisher::Publisher;
@@ -143,6 +143,7 @@ struct Shared {
     ledger: Arc<ReplyLedger>,
     max_message_size: usize,
     direct_mandatory: bool,
+    reply_retry_for: Duration,
     name: String,
 }
 
@@ -165,6 +166,7 @@ impl Shared {
                 deadline: item.deadline,
                 max_message_size: self.max_message_size,
                 mandatory: self.direct_mandatory,
+                retry_for: self.reply_retry_for,
             }),
             None => incoming,
         }
@@ -205,6 +207,7 @@ impl RabbitListener {
             ledger: spec.ledger,
             max_message_size: spec.options.max_message_size,
             direct_mandatory: spec.options.direct_mandatory,
+            reply_retry_for: spec.options.missing_consumer_retry_timeout,
             name: spec.name,
         });
         let consumer = {
@@ -260,11 +263,29 @@ impl Drop for RabbitListener {
 
 /// A delivery and the queue it came from.
 type Delivered = (ShortString, lapin::message::Delivery);
-type Deliveries = Pin<Box<dyn Stream<Item = Result<Delivered, String>> + Send>>;
+type Deliveries = Pin<Box<dyn Stream<Item = Result<Delivered, Ended>> + Send>>;
+
+/// Why consuming stopped.
+#[derive(Debug)]
+enum Ended {
+    /// The broker cancelled a consumer: its queue was deleted, or its node went down.
+    Cancelled(String),
+    /// The channel or connection failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Cancelled(tag) => write!(f, "the broker cancelled consumer {tag}"),
+            Ended::Failed(error) => f.write_str(error),
+        }
+    }
+}
 
 /// All consumers as one stream. A consumer that ends (the broker cancelled it: its
-/// queue was deleted, its node went down) ends with an error, so that the listener
-/// reconnects and consumes again instead of silently missing that queue.
+/// queue was deleted, its node went down) ends with [`Ended::Cancelled`], so that the
+/// listener reconnects and consumes again instead of silently missing that queue.
 fn merge(consumers: Vec<(ShortString, lapin::Consumer)>) -> Deliveries {
     let mut streams = consumers.into_iter().map(|(queue, consumer)| {
         let tag = consumer.tag().to_string();
@@ -273,11 +294,9 @@ fn merge(consumers: Vec<(ShortString, lapin::Consumer)>) -> Deliveries {
                 .map(move |delivery| {
                     delivery
                         .map(|delivery| (queue.clone(), delivery))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Ended::Failed(e.to_string()))
                 })
-                .chain(futures_lite::stream::once(Err(format!(
-                    "the broker cancelled consumer {tag}"
-                )))),
+                .chain(futures_lite::stream::once(Err(Ended::Cancelled(tag)))),
         ) as Deliveries
     });
     let first = streams
@@ -309,6 +328,7 @@ async fn consume(
     let _closed = Closed(shared.clone());
     let rpc = topology.rpc;
     'session: loop {
+        let mut cancelled = false;
         let tags: Vec<ShortString> = session.consumers.iter().map(|(_, c)| c.tag()).collect();
         let mut deliveries = merge(std::mem::take(&mut session.consumers));
         loop {
@@ -349,6 +369,7 @@ async fn consume(
                 }
                 Some(Some(Err(error))) => {
                     tracing::warn!(listener = %shared.name, %error, "consumer failed");
+                    cancelled = matches!(error, Ended::Cancelled(_));
                     break;
                 }
                 Some(None) => {
@@ -360,8 +381,14 @@ async fn consume(
         // The connection is gone: deliveries still buffered cannot be acknowledged any
         // more (the broker requeues them), so they are dropped here, not handed out.
         drop(shared.buffer.take_all());
-        let mut backoff = Backoff::new();
         let lost = Instant::now();
+        if cancelled {
+            // oslo's kombu_reconnect_delay (+ splay): give a failover time to settle.
+            let (delay, splay) = options.cancel_delay;
+            let delay = delay + splay.mul_f64(fastrand::f64());
+            let _ = tokio::time::timeout(delay, stopped(&mut phases)).await;
+        }
+        let mut delays = options.reconnect.delays();
         session = loop {
             if *phases.borrow() != Phase::Running {
                 break 'session;
@@ -384,7 +411,7 @@ async fn consume(
                     break session;
                 }
                 Err(error) => {
-                    let delay = backoff.next_delay();
+                    let delay = delays.next().unwrap_or(options.reconnect.max);
                     tracing::warn!(listener = %shared.name, %error, retry_in = ?delay, "reconnecting");
                     let _ = tokio::time::timeout(delay, stopped(&mut phases)).await;
                 }

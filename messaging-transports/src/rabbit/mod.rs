@@ -22,7 +22,15 @@
 //! `rabbit_transient_quorum_queue`, as in oslo) and `enable_cancel_on_failover`.
 //! Booleans are oslo.config's (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any
 //! case). An unknown option, or a combination oslo refuses (quorum with HA queues), is
-//! an error. `direct_mandatory_flag` (default true): see Delivery.
+//! an error. `direct_mandatory_flag` (default true): see Delivery. Reconnecting, as
+//! oslo: a lost connection is retried at once, then after `rabbit_retry_interval` (1 s)
+//! growing by `rabbit_retry_backoff` (2 s) up to `rabbit_interval_max` (30 s); after the
+//! broker cancelled a consumer (its queue deleted, its node down) a listener waits
+//! `kombu_reconnect_delay` (1 s, at most 4.5) plus up to `kombu_reconnect_splay` (0)
+//! before consuming again; a reply to a missing queue is retried for at most
+//! `kombu_missing_consumer_retry_timeout` (or `kombu_reconnect_timeout`, 60 s).
+//! `heartbeat_rate` is checked and otherwise unused: lapin sends heartbeats on its own
+//! schedule, every half `heartbeat_timeout_threshold`.
 //!
 //! # Topology (oslo's, exactly)
 //!

@@ -5,6 +5,7 @@ use std::time::Duration;
 use messaging_core::codec::CodecKind;
 use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
+use super::connection::RetrySchedule;
 use super::declare::{Declares, QuorumLimits};
 
 /// One broker to try.
@@ -38,6 +39,16 @@ pub(crate) struct Options {
     /// so one whose queue is gone is noticed (and retried, then dropped with a log
     /// line) rather than silently dropped by the broker.
     pub(crate) direct_mandatory: bool,
+    /// When to retry a lost connection (`rabbit_retry_interval`, `rabbit_retry_backoff`,
+    /// `rabbit_interval_max`).
+    pub(crate) reconnect: RetrySchedule,
+    /// The wait before consuming again after the broker cancelled a consumer (a queue
+    /// deleted, a node down): `kombu_reconnect_delay` plus up to
+    /// `kombu_reconnect_splay`, random.
+    pub(crate) cancel_delay: (Duration, Duration),
+    /// `kombu_missing_consumer_retry_timeout`: how long a reply to a missing queue is
+    /// retried at most.
+    pub(crate) missing_consumer_retry_timeout: Duration,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -75,6 +86,14 @@ const KNOWN: &[&str] = &[
     "rabbit_stream_fanout",
     "enable_cancel_on_failover",
     "direct_mandatory_flag",
+    "rabbit_retry_interval",
+    "rabbit_retry_backoff",
+    "rabbit_interval_max",
+    "kombu_reconnect_delay",
+    "kombu_reconnect_splay",
+    "kombu_missing_consumer_retry_timeout",
+    "kombu_reconnect_timeout",
+    "heartbeat_rate",
 ];
 
 fn quote(s: &str) -> String {
@@ -138,6 +157,22 @@ impl Options {
             }
         };
         let flag = |key: &str| flag_or(key, false);
+        // oslo.config's FloatOpt: seconds, within bounds.
+        let seconds = |key: &str, default: f64, max: f64| -> Result<Duration, TransportError> {
+            match url.option(key) {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(value) => value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| (0.0..=max).contains(v))
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`{key}` must be a number of seconds from 0 to {max}, got `{value}`"
+                        ))
+                    }),
+            }
+        };
         let tls = url.scheme() == "amqps" || flag("ssl")?;
         let shuffle = match url.option("kombu_failover_strategy") {
             None | Some("round-robin") => false,
@@ -153,6 +188,10 @@ impl Options {
             60,
             u16::MAX as u64,
         )? as u16;
+        // oslo checks the heartbeat this many times per threshold; lapin sends and
+        // expects heartbeats on its own schedule (every half threshold), so the value is
+        // checked and otherwise unused.
+        number(&["heartbeat_rate"], 3, 1000)?;
         let connect_timeout = Duration::from_secs(number(&["connect_timeout"], 10, 3600)?.max(1));
         let vhost = match url.virtual_host() {
             None | Some("") => "%2F".to_owned(),
@@ -259,6 +298,26 @@ impl Options {
             connect_timeout,
             declares,
             direct_mandatory: flag_or("direct_mandatory_flag", true)?,
+            reconnect: RetrySchedule {
+                interval: Duration::from_secs(
+                    number(&["rabbit_retry_interval"], 1, MAX_TTL_S)?.max(1),
+                ),
+                step: Duration::from_secs(number(&["rabbit_retry_backoff"], 2, MAX_TTL_S)?),
+                max: Duration::from_secs(number(&["rabbit_interval_max"], 30, MAX_TTL_S)?.max(1)),
+            },
+            // oslo bounds the delay by 90 % of its requeue interval (5 s).
+            cancel_delay: (
+                seconds("kombu_reconnect_delay", 1.0, 4.5)?,
+                seconds("kombu_reconnect_splay", 0.0, 3600.0)?,
+            ),
+            missing_consumer_retry_timeout: Duration::from_secs(number(
+                &[
+                    "kombu_missing_consumer_retry_timeout",
+                    "kombu_reconnect_timeout",
+                ],
+                60,
+                3600,
+            )?),
         })
     }
 
@@ -453,6 +512,51 @@ mod tests {
                 .declares
                 .ha_queues
         );
+    }
+
+    #[test]
+    fn oslos_retry_options_set_the_schedules() {
+        let o = options("rabbit://h/").unwrap();
+        assert_eq!(o.reconnect, RetrySchedule::default());
+        assert_eq!(o.cancel_delay, (Duration::from_secs(1), Duration::ZERO));
+        assert_eq!(o.missing_consumer_retry_timeout, Duration::from_secs(60));
+        let o = options(
+            "rabbit://h/?rabbit_retry_interval=2&rabbit_retry_backoff=0&rabbit_interval_max=4\
+             &kombu_reconnect_delay=0.5&kombu_reconnect_splay=2.5\
+             &kombu_reconnect_timeout=9&heartbeat_rate=2",
+        )
+        .unwrap();
+        assert_eq!(
+            o.reconnect,
+            RetrySchedule {
+                interval: Duration::from_secs(2),
+                step: Duration::ZERO,
+                max: Duration::from_secs(4),
+            }
+        );
+        assert_eq!(
+            o.cancel_delay,
+            (Duration::from_millis(500), Duration::from_millis(2500))
+        );
+        assert_eq!(o.missing_consumer_retry_timeout, Duration::from_secs(9));
+        for (url, says) in [
+            (
+                "rabbit://h/?kombu_reconnect_delay=5",
+                "`kombu_reconnect_delay` must be a number of seconds from 0 to 4.5",
+            ),
+            (
+                "rabbit://h/?kombu_reconnect_splay=-1",
+                "`kombu_reconnect_splay`",
+            ),
+            (
+                "rabbit://h/?rabbit_retry_interval=x",
+                "`rabbit_retry_interval`",
+            ),
+            ("rabbit://h/?heartbeat_rate=often", "`heartbeat_rate`"),
+        ] {
+            let error = options(url).unwrap_err().to_string();
+            assert!(error.contains(says), "{url}: {error}");
+        }
     }
 
     #[test]

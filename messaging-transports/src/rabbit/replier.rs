@@ -3,8 +3,8 @@
 //!
 //! A reply whose queue is missing comes back and is retried with backoff (100 ms
 //! doubling to 5 s; at most [`REPLY_RETRIES`] times) while its caller still waits: until
-//! the caller's deadline (its request's AMQP `expiration`), and never longer than 60 s
-//! (oslo's `kombu_missing_consumer_retry_timeout`). A queue that stays missing is
+//! the caller's deadline (its request's AMQP `expiration`), and never longer than
+//! oslo's `kombu_missing_consumer_retry_timeout` (60 s by default). A queue that stays missing is
 //! remembered for 60 s ([`ObsoleteReplyQueues`], oslo's `ObsoleteReplyQueuesCache`), so
 //! later replies to it are dropped at once. Each dropped reply is logged once, without
 //! its contents; heartbeats are never retried nor logged.
@@ -27,9 +27,6 @@ use messaging_core::{TransportError, Untrusted};
 use super::connection::fixed;
 use super::publisher::{Budget, Publish, Publisher};
 use super::wire;
-
-/// How long a reply is retried at most when its caller's deadline is unknown or later.
-const REPLY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Retries of one reply at most.
 pub(crate) const REPLY_RETRIES: u32 = 15;
@@ -158,6 +155,9 @@ pub(crate) struct RabbitReplier {
     pub(crate) msg_id: String,
     /// Whether replies are published mandatory (`direct_mandatory_flag`).
     pub(crate) mandatory: bool,
+    /// How long a reply is retried at most when its caller's deadline is unknown or
+    /// later (`kombu_missing_consumer_retry_timeout`, 60 s by default).
+    pub(crate) retry_for: Duration,
     /// When the caller stops waiting, if its request said.
     pub(crate) deadline: Option<Instant>,
     pub(crate) max_message_size: usize,
@@ -179,8 +179,8 @@ impl Replier for RabbitReplier {
         }
         let now = Instant::now();
         let deadline = match self.deadline {
-            Some(deadline) => deadline.min(now + REPLY_DEADLINE),
-            None => now + REPLY_DEADLINE,
+            Some(deadline) => deadline.min(now + self.retry_for),
+            None => now + self.retry_for,
         };
         if deadline <= now {
             if !heartbeat {

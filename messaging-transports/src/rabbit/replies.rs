@@ -14,7 +14,7 @@ use lapin::{Channel, Connection, Consumer};
 use messaging_core::TransportError;
 use messaging_core::reply::ReplySender;
 
-use super::connection::{self, Backoff, classify, fixed, short};
+use super::connection::{self, classify, fixed, short};
 use super::options::Options;
 use super::wire;
 use crate::pending::PendingCalls;
@@ -181,7 +181,7 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
                 }
             }
         }
-        let mut backoff = Backoff::new();
+        let mut delays = None;
         let started = std::time::Instant::now();
         session = loop {
             let Some(replies) = replies.upgrade() else {
@@ -196,7 +196,11 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
                     break session;
                 }
                 Err(error) => {
-                    let delay = backoff.next_delay();
+                    let schedule = replies.options.reconnect;
+                    let delay = delays
+                        .get_or_insert_with(|| schedule.delays())
+                        .next()
+                        .unwrap_or(schedule.max);
                     tracing::warn!(%error, retry_in = ?delay, "reply connection lost; reconnecting");
                     drop(replies);
                     tokio::time::sleep(delay).await;
