@@ -761,6 +761,8 @@ fn declared_by(
 struct DeclaringSides {
     python: Vec<Background>,
     rust: Vec<ServerThread>,
+    /// Kept until the listing is made: dropping it deletes its reply queue.
+    client: RpcClient,
     py: (String, String, String),
     rs: (String, String, String),
     ttl_ms: u64,
@@ -846,12 +848,10 @@ fn declare_both_sides(py: &Peer, options: &str, ttl_s: u64) -> DeclaringSides {
         .call_blocking(&Context::new(), "add", &json!({"a": 1, "b": 2}))
         .unwrap_or_else(|e| panic!("{options}: {e}"));
     assert_eq!(sum, 3);
-    // The client's reply queue must outlive the listing: leak the client (the test
-    // process ends soon after; the queue expires with the TTL).
-    std::mem::forget(client);
     DeclaringSides {
         python,
         rust,
+        client,
         py: py_side,
         rs: rs_side,
         ttl_ms: ttl_s * 1000,
@@ -863,7 +863,8 @@ fn every_queue_option_declares_what_oslo_declares() {
     let Some(py) = peer() else { return };
     // Each combination gets its own reply-queue TTL, random per run so that reply
     // queues a previous run left (they expire with it) are told apart.
-    let base = 600 + (ids::hex_id().as_bytes()[0] as u64 % 16) * 100;
+    let random = u64::from_str_radix(&ids::hex_id()[..4], 16).unwrap();
+    let base = 600 + (random % 300) * 10;
     let sides: Vec<(&str, DeclaringSides)> = std::thread::scope(|scope| {
         let handles: Vec<_> = DECLARE_COMBINATIONS
             .iter()
@@ -907,6 +908,8 @@ fn every_queue_option_declares_what_oslo_declares() {
             [(_, a), (_, b)] if a == b => {}
             other => failures.push(format!("`{options}`: reply queues {other:#?}")),
         }
+        // Deleted once the clients are dropped: deleting a live client's reply queue
+        // would only make it declare the queue again.
         cleanup_queues.extend(replies.into_iter().map(|(name, _)| name));
         for (t, x, p) in [(&pt, &px, &pp), (&rt, &rx, &rp)] {
             cleanup_queues.extend([
@@ -920,6 +923,7 @@ fn every_queue_option_declares_what_oslo_declares() {
     }
     for (_, side) in sides {
         drop(side.python);
+        drop(side.client);
         for server in side.rust {
             server.stop_and_wait().unwrap();
         }
@@ -928,5 +932,337 @@ fn every_queue_option_declares_what_oslo_declares() {
     let mut args = vec!["delete-exchanges"];
     args.extend(cleanup_exchanges.iter().map(String::as_str));
     py.run(&args);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ===== mixed deployments: Python and Rust services on one production topic =====
+
+/// The queue options a production bus runs with (issue 10, item 2).
+const MIXED_OPTIONS: &[&str] = &[
+    "rabbit_quorum_queue=true",
+    "amqp_durable_queues=true",
+    "rabbit_stream_fanout=true&rabbit_transient_quorum_queue=true&rabbit_qos_prefetch_count=10",
+];
+
+/// A Rust server `rs1` on `topic` in `exchange`: `echo` records and returns its value.
+fn rust_server_in(url: &str, exchange: &str, topic: &str, seen: Seen) -> ServerThread {
+    let server = rpc::server(
+        messaging_transports::open(url).unwrap(),
+        Target::new(topic)
+            .with_exchange(exchange)
+            .with_server("rs1"),
+        vec![Endpoint::new().method("echo", move |_ctx, args: Echo| {
+            seen.lock()
+                .unwrap()
+                .push(("echo".into(), args.value.clone()));
+            Ok::<_, HandlerError>(args.value)
+        })],
+        ThreadPoolExecutor::new(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    ServerThread::spawn(server).unwrap()
+}
+
+/// The `echo` values a Python server printed within `wait`.
+fn echoed_by(python: &Background, wait: Duration) -> Vec<Value> {
+    python
+        .lines_for(wait)
+        .into_iter()
+        .filter(|l| l["method"] == "echo")
+        .map(|l| l["args"]["value"].clone())
+        .collect()
+}
+
+/// One option set, one start order: calls, casts and fanouts both ways between a
+/// Python and a Rust server of one topic, and notifications both ways.
+fn mixed_deployment(py: &Peer, options: &str, python_first: bool) -> Vec<String> {
+    let url = format!("{}?{options}", py.url);
+    let peer = Peer {
+        url: url.clone(),
+        python: py.python.clone(),
+    };
+    let (topic, exchange) = (unique("mixed"), unique("mixed_x"));
+    let (notes, pool) = (unique("mixed_notes"), unique("mixed_pool"));
+    let seen = Seen::default();
+    let inbox = Inbox::default();
+    let start_python = || {
+        (
+            peer.start(&[
+                "server",
+                "--topic",
+                &topic,
+                "--server",
+                "py1",
+                "--exchange",
+                &exchange,
+            ]),
+            peer.start(&["listen", "--topic", &notes, "--exchange", &exchange]),
+        )
+    };
+    let rust_listener_in = |inbox: Inbox| {
+        let endpoint =
+            NotificationEndpoint::new().on(Priority::Info, move |n: Notification<Payload>| {
+                inbox.lock().unwrap().push((
+                    n.priority,
+                    n.event_type,
+                    n.publisher_id,
+                    n.payload.id,
+                ));
+                NotificationResult::Handled
+            });
+        let listener = messaging_core::notify::listener(
+            messaging_transports::open(&url).unwrap(),
+            vec![Target::new(notes.clone()).with_exchange(exchange.clone())],
+            vec![endpoint],
+            ListenerOptions::new().pool(&pool),
+            ThreadPoolExecutor::new(),
+        )
+        .build()
+        .unwrap();
+        ServerThread::spawn(listener).unwrap()
+    };
+    let (python, rust) = if python_first {
+        let python = start_python();
+        let rust = (
+            rust_server_in(&url, &exchange, &topic, seen.clone()),
+            rust_listener_in(inbox.clone()),
+        );
+        (python, rust)
+    } else {
+        let rust = (
+            rust_server_in(&url, &exchange, &topic, seen.clone()),
+            rust_listener_in(inbox.clone()),
+        );
+        (start_python(), rust)
+    };
+    let (py_server, py_listener) = &python;
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            failures.push(format!("{options} (python first: {python_first}): {what}"));
+        }
+    };
+
+    // Python → Rust: a call and a cast to rs1.
+    let called = peer.run(&[
+        "call",
+        "--topic",
+        &topic,
+        "--exchange",
+        &exchange,
+        "--server",
+        "rs1",
+        "--timeout",
+        "20",
+        "echo",
+        r#"{"value": "py-call"}"#,
+    ]);
+    check(
+        called == json!({"result": "py-call"}),
+        format!("python call: {called}"),
+    );
+    let cast = peer.run(&[
+        "cast",
+        "--topic",
+        &topic,
+        "--exchange",
+        &exchange,
+        "--server",
+        "rs1",
+        "echo",
+        r#"{"value": "py-cast"}"#,
+    ]);
+    check(
+        cast == json!({"cast": "ok"}),
+        format!("python cast: {cast}"),
+    );
+    // Rust → Python: a call and a cast to py1.
+    let client = RpcClient::new(
+        messaging_transports::open(&url).unwrap(),
+        Target::new(topic.clone()).with_exchange(exchange.clone()),
+    )
+    .with_timeout(Duration::from_secs(20));
+    let ctx = Context::new();
+    let answer: Result<Value, _> = client.clone().with_server("py1").call_blocking(
+        &ctx,
+        "echo",
+        &Echo {
+            value: json!("rs-call"),
+        },
+    );
+    check(
+        matches!(&answer, Ok(v) if *v == json!("rs-call")),
+        format!("rust call: {answer:?}"),
+    );
+    let cast = client.clone().with_server("py1").cast_blocking(
+        &ctx,
+        "echo",
+        &Echo {
+            value: json!("rs-cast"),
+        },
+    );
+    check(cast.is_ok(), format!("rust cast: {cast:?}"));
+    // Fanouts from each side reach both servers.
+    let fanout = peer.run(&[
+        "cast",
+        "--topic",
+        &topic,
+        "--exchange",
+        &exchange,
+        "--fanout",
+        "echo",
+        r#"{"value": "py-fanout"}"#,
+    ]);
+    check(
+        fanout == json!({"cast": "ok"}),
+        format!("python fanout: {fanout}"),
+    );
+    let fanout = client.clone().with_fanout(true).cast_blocking(
+        &ctx,
+        "echo",
+        &Echo {
+            value: json!("rs-fanout"),
+        },
+    );
+    check(fanout.is_ok(), format!("rust fanout: {fanout:?}"));
+
+    // Notifications both ways.
+    let notified = peer.run(&[
+        "notify",
+        "--topic",
+        &notes,
+        "--exchange",
+        &exchange,
+        "--priority",
+        "info",
+        "--event-type",
+        "mixed.py",
+        "--publisher-id",
+        "py",
+        r#"{"id": 1}"#,
+    ]);
+    check(
+        notified == json!({"notified": "ok"}),
+        format!("python notify: {notified}"),
+    );
+    let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "rs")
+        .with_topics([notes.as_str()])
+        .with_exchange(exchange.clone());
+    let sent = block_on(notifier.notify(&ctx, Priority::Info, "mixed.rs", &Payload { id: 2 }));
+    check(sent.is_ok(), format!("rust notify: {sent:?}"));
+
+    let mut py_echoed = Vec::new();
+    let mut py_notes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rust_echoed = || {
+        let mut v: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect();
+        v.sort_by_key(|v| v.to_string());
+        v
+    };
+    while Instant::now() < deadline
+        && (py_echoed.len() < 3
+            || py_notes.is_empty()
+            || rust_echoed().len() < 4
+            || inbox.lock().unwrap().is_empty())
+    {
+        py_echoed.extend(echoed_by(py_server, Duration::from_millis(200)));
+        py_notes.extend(py_listener.lines_for(Duration::from_millis(50)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    py_echoed.extend(echoed_by(py_server, Duration::from_millis(300)));
+    py_echoed.sort_by_key(|v| v.to_string());
+    check(
+        py_echoed
+            == vec![
+                json!("rs-call"),
+                json!("rs-cast"),
+                json!("py-fanout"),
+                json!("rs-fanout"),
+            ]
+            .tap_sorted(),
+        format!("the Python server got {py_echoed:?}"),
+    );
+    let expected_rust = vec![
+        json!("py-call"),
+        json!("py-cast"),
+        json!("py-fanout"),
+        json!("rs-fanout"),
+    ]
+    .tap_sorted();
+    check(
+        rust_echoed() == expected_rust,
+        format!("the Rust server got {:?}", rust_echoed()),
+    );
+    // Each listener (the Python one on `<topic>.info`, the Rust one in a pool) gets
+    // one copy of each side's notification.
+    let mut py_events: Vec<_> = py_notes.iter().map(|n| n["event_type"].clone()).collect();
+    py_events.sort_by_key(|v| v.to_string());
+    check(
+        py_events == vec![json!("mixed.py"), json!("mixed.rs")],
+        format!("the Python listener got {py_notes:?}"),
+    );
+    let mut got = inbox.lock().unwrap().clone();
+    got.sort_by_key(|n| n.3);
+    check(
+        got == vec![
+            (Priority::Info, "mixed.py".into(), "py".into(), 1),
+            (Priority::Info, "mixed.rs".into(), "rs".into(), 2),
+        ],
+        format!("the Rust listener got {got:?}"),
+    );
+    drop(python);
+    rust.0.stop_and_wait().unwrap();
+    rust.1.stop_and_wait().unwrap();
+    let mut queues = vec![
+        topic.clone(),
+        format!("{topic}.py1"),
+        format!("{topic}.rs1"),
+        format!("{topic}_fanout"),
+        pool.clone(),
+    ];
+    queues.extend(
+        [
+            "audit", "debug", "info", "warn", "error", "critical", "sample",
+        ]
+        .iter()
+        .map(|p| format!("{notes}.{p}")),
+    );
+    py.delete_queues(&queues);
+    py.run(&["delete-exchanges", &exchange, &format!("{topic}_fanout")]);
+    failures
+}
+
+trait TapSorted {
+    fn tap_sorted(self) -> Self;
+}
+
+impl TapSorted for Vec<Value> {
+    fn tap_sorted(mut self) -> Self {
+        self.sort_by_key(|v| v.to_string());
+        self
+    }
+}
+
+#[test]
+fn python_and_rust_services_share_quorum_durable_and_stream_topics_both_ways() {
+    let Some(py) = peer() else { return };
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = MIXED_OPTIONS
+            .iter()
+            .flat_map(|options| [(*options, true), (*options, false)])
+            .map(|(options, python_first)| {
+                let py = &py;
+                scope.spawn(move || mixed_deployment(py, options, python_first))
+            })
+            .collect();
+        runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
