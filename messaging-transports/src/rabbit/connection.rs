@@ -7,7 +7,7 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties, ExchangeKind};
 use messaging_core::TransportError;
 
 use super::declare::{Exchange, ExchangeType, Queue};
@@ -100,6 +100,15 @@ fn is_refusal(error: &lapin::Error) -> bool {
     )
 }
 
+/// Whether TLS failed on a certificate (an unknown issuer, an expired certificate, a
+/// name that does not match, or the broker refusing ours): retrying cannot help.
+fn is_certificate_error(error: &lapin::Error) -> bool {
+    error
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("certificate")
+}
+
 /// Sorts a lapin error: what the broker refuses for good (see [`is_refusal`]) becomes
 /// [`TransportError::Refused`], which nothing retries; anything else is a
 /// [`connection_error`].
@@ -131,8 +140,13 @@ pub(crate) async fn connect(
         // half-way (that would strand lapin's I/O thread): it finishes on its own and
         // its connection, if any, is closed.
         let uri = broker.uri.clone();
-        let mut connecting =
-            tokio::spawn(async move { Connection::connect(&uri, properties).await });
+        let tls = options.tls.lapin_config();
+        let mut connecting = tokio::spawn(async move {
+            let runtime = lapin::runtime::default_runtime()?;
+            uri.as_str()
+                .connect_with_config(properties, tls, runtime)
+                .await
+        });
         let attempt = match tokio::time::timeout(
             options.connect_timeout + Duration::from_secs(2),
             &mut connecting,
@@ -157,7 +171,7 @@ pub(crate) async fn connect(
                 return Ok(connection);
             }
             Ok(Err(error)) => {
-                refused |= is_refusal(&error);
+                refused |= is_refusal(&error) || is_certificate_error(&error);
                 failures.push(format!("{}: {error}", broker.display));
             }
             Err(_) => failures.push(format!(

@@ -23,6 +23,43 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// TLS material, read from the files the options name when the transport is opened.
+/// Its `Debug` names the files, never their contents.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// `ssl_ca_file`: PEM certificates trusted besides the system's roots.
+    ca: Option<(String, String)>,
+    /// `ssl_cert_file` + `ssl_key_file`: the client's certificate chain and key (PEM).
+    identity: Option<(String, Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ssl_ca_file", &self.ca.as_ref().map(|(path, _)| path))
+            .field(
+                "ssl_cert_file",
+                &self.identity.as_ref().map(|(path, _, _)| path),
+            )
+            .finish()
+    }
+}
+
+impl Tls {
+    /// lapin's TLS configuration.
+    pub(crate) fn lapin_config(&self) -> lapin::tcp::OwnedTLSConfig {
+        lapin::tcp::OwnedTLSConfig {
+            identity: self.identity.as_ref().map(|(_, pem, key)| {
+                lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: pem.clone(),
+                    key: key.clone(),
+                }
+            }),
+            cert_chain: self.ca.as_ref().map(|(_, pem)| pem.clone()),
+        }
+    }
+}
+
 /// Everything the URL says.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -49,6 +86,8 @@ pub(crate) struct Options {
     /// `kombu_missing_consumer_retry_timeout`: how long a reply to a missing queue is
     /// retried at most.
     pub(crate) missing_consumer_retry_timeout: Duration,
+    /// TLS files (`ssl_ca_file`, `ssl_cert_file`, `ssl_key_file`).
+    pub(crate) tls: Tls,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -94,6 +133,12 @@ const KNOWN: &[&str] = &[
     "kombu_missing_consumer_retry_timeout",
     "kombu_reconnect_timeout",
     "heartbeat_rate",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_version",
+    "ssl_enforce_hostname_verification",
+    "rabbit_login_method",
 ];
 
 fn quote(s: &str) -> String {
@@ -106,6 +151,91 @@ fn quote(s: &str) -> String {
         }
     }
     out
+}
+
+/// Reads the TLS files the URL names, and checks the TLS options oslo has that rustls
+/// cannot honour. Errors name the option and the file, never what it holds.
+fn tls_files(
+    url: &TransportUrl,
+    tls: bool,
+    bad: &dyn Fn(String) -> TransportError,
+) -> Result<Tls, TransportError> {
+    let path = |key: &str| url.option(key).filter(|p| !p.is_empty());
+    let named = ["ssl_ca_file", "ssl_cert_file", "ssl_key_file"]
+        .into_iter()
+        .find(|key| path(key).is_some());
+    if !tls {
+        if let Some(key) = named {
+            return Err(bad(format!(
+                "`{key}` is set but TLS is off: use `amqps://` or `ssl=true`"
+            )));
+        }
+        return Ok(Tls::default());
+    }
+    match url
+        .option("ssl_enforce_hostname_verification")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("true" | "1" | "yes" | "on") => {}
+        Some("false" | "0" | "no" | "off") => {
+            return Err(bad(
+                "`ssl_enforce_hostname_verification=false` is not supported: rustls always checks that the broker's certificate names the host it connects to (give it a subjectAltName for that host or IP address)"
+                    .to_owned(),
+            ));
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "`ssl_enforce_hostname_verification` must be true or false, got `{other}`"
+            )));
+        }
+    }
+    match url
+        .option("ssl_version")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("" | "tlsv1_2" | "tlsv1.2" | "tlsv1_3" | "tlsv1.3") => {}
+        Some(_) => {
+            return Err(bad(format!(
+                "`ssl_version` `{}` is not available: rustls speaks TLS 1.2 and 1.3 only (TLSv1_2, TLSv1_3), and negotiates the highest both sides have",
+                url.option("ssl_version").unwrap_or_default()
+            )));
+        }
+    }
+    let read = |key: &str,
+                what: &str,
+                marker: &str|
+     -> Result<Option<(String, Vec<u8>)>, TransportError> {
+        let Some(file) = path(key) else {
+            return Ok(None);
+        };
+        let bytes =
+            std::fs::read(file).map_err(|e| bad(format!("`{key}`: cannot read `{file}`: {e}")))?;
+        if !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+            return Err(bad(format!("`{key}`: `{file}` holds no PEM {what}")));
+        }
+        Ok(Some((file.to_owned(), bytes)))
+    };
+    let ca = read("ssl_ca_file", "certificate", "-----BEGIN CERTIFICATE-----")?
+        .map(|(file, bytes)| (file, String::from_utf8_lossy(&bytes).into_owned()));
+    let cert = read(
+        "ssl_cert_file",
+        "certificate",
+        "-----BEGIN CERTIFICATE-----",
+    )?;
+    let key = read("ssl_key_file", "private key", "PRIVATE KEY-----")?;
+    let identity = match (cert, key) {
+        (Some((file, pem)), Some((_, key))) => Some((file, pem, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad("`ssl_cert_file` needs `ssl_key_file`".to_owned()));
+        }
+        (None, Some(_)) => {
+            return Err(bad("`ssl_key_file` needs `ssl_cert_file`".to_owned()));
+        }
+    };
+    Ok(Tls { ca, identity })
 }
 
 impl Options {
@@ -174,6 +304,29 @@ impl Options {
             }
         };
         let tls = url.scheme() == "amqps" || flag("ssl")?;
+        let files = tls_files(url, tls, &bad)?;
+        let mechanism = match url
+            .option("rabbit_login_method")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("AMQPLAIN") => "amqplain",
+            Some("PLAIN") => "plain",
+            Some("RABBIT-CR-DEMO") => "rabbit-cr-demo",
+            Some("EXTERNAL") if files.identity.is_some() => "external",
+            Some("EXTERNAL") => {
+                return Err(bad(
+                    "`rabbit_login_method=EXTERNAL` logs in with a client certificate: give `ssl_cert_file` and `ssl_key_file`"
+                        .to_owned(),
+                ));
+            }
+            Some(_) => {
+                return Err(bad(format!(
+                    "`rabbit_login_method` must be AMQPLAIN, PLAIN, EXTERNAL or RABBIT-CR-DEMO, got `{}`",
+                    url.option("rabbit_login_method").unwrap_or_default()
+                )));
+            }
+        };
         let shuffle = match url.option("kombu_failover_strategy") {
             None | Some("round-robin") => false,
             Some("shuffle") => true,
@@ -200,7 +353,7 @@ impl Options {
         let scheme = if tls { "amqps" } else { "amqp" };
         let default_port = if tls { 5671 } else { 5672 };
         let query = format!(
-            "heartbeat={heartbeat}&connection_timeout={}",
+            "heartbeat={heartbeat}&connection_timeout={}&auth_mechanism={mechanism}",
             connect_timeout.as_millis()
         );
         let mut brokers = Vec::new();
@@ -318,6 +471,7 @@ impl Options {
                 60,
                 3600,
             )?),
+            tls: files,
         })
     }
 
@@ -345,7 +499,7 @@ mod tests {
         let o = options("rabbit://").unwrap();
         assert_eq!(
             o.brokers[0].uri,
-            "amqp://guest:guest@localhost:5672/%2F?heartbeat=60&connection_timeout=10000"
+            "amqp://guest:guest@localhost:5672/%2F?heartbeat=60&connection_timeout=10000&auth_mechanism=amqplain"
         );
         let o = options("rabbit://me:p%40ss@h1:5673,h2/prod?heartbeat=10").unwrap();
         assert_eq!(o.brokers.len(), 2);
@@ -557,6 +711,81 @@ mod tests {
             let error = options(url).unwrap_err().to_string();
             assert!(error.contains(says), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn tls_options_are_checked_and_errors_never_show_key_material() {
+        let dir = std::env::temp_dir().join(format!("rabbit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBYTES\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let cert = dir.join("client.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let (key, cert) = (key.display().to_string(), cert.display().to_string());
+        let o = options(&format!(
+            "amqps://h/?ssl_cert_file={cert}&ssl_key_file={key}&ssl_ca_file={cert}\
+             &rabbit_login_method=EXTERNAL&ssl_version=TLSv1_2"
+        ))
+        .unwrap();
+        assert!(o.brokers[0].uri.contains("auth_mechanism=external"));
+        let debug = format!("{o:?}");
+        assert!(
+            !debug.contains("S3CRET") && debug.contains(&cert),
+            "{debug}"
+        );
+        assert!(
+            options("rabbit://h/").unwrap().brokers[0]
+                .uri
+                .contains("auth_mechanism=amqplain"),
+            "oslo's default login method"
+        );
+        for (url, says) in [
+            (
+                format!("rabbit://h/?ssl_ca_file={cert}"),
+                "TLS is off".to_owned(),
+            ),
+            (
+                "amqps://h/?ssl_ca_file=/no/such/file".to_owned(),
+                "`ssl_ca_file`: cannot read `/no/such/file`".to_owned(),
+            ),
+            (
+                format!("amqps://h/?ssl_ca_file={key}"),
+                format!("`{key}` holds no PEM certificate"),
+            ),
+            (
+                format!("amqps://h/?ssl_cert_file={cert}"),
+                "needs `ssl_key_file`".to_owned(),
+            ),
+            (
+                "amqps://h/?rabbit_login_method=EXTERNAL".to_owned(),
+                "give `ssl_cert_file` and `ssl_key_file`".to_owned(),
+            ),
+            (
+                "amqps://h/?ssl_enforce_hostname_verification=false".to_owned(),
+                "not supported".to_owned(),
+            ),
+            (
+                "amqps://h/?ssl_version=SSLv3".to_owned(),
+                "TLS 1.2 and 1.3 only".to_owned(),
+            ),
+            (
+                "rabbit://h/?rabbit_login_method=KERBEROS".to_owned(),
+                "AMQPLAIN, PLAIN".to_owned(),
+            ),
+        ] {
+            let error = options(&url).unwrap_err().to_string();
+            assert!(error.contains(&says), "{url}: {error}");
+            assert!(!error.contains("S3CRET"), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
