@@ -32,6 +32,23 @@
 //! `heartbeat_rate` is checked and otherwise unused: lapin sends heartbeats on its own
 //! schedule, every half `heartbeat_timeout_threshold`.
 //!
+//! ## TLS
+//!
+//! `amqps://` or `ssl=true` connect over TLS (rustls), checking the broker's
+//! certificate against the system's roots plus `ssl_ca_file` (PEM) and its name against
+//! the host connected to (a certificate for `localhost` does not do for `127.0.0.1`).
+//! `ssl_cert_file` + `ssl_key_file` (PEM; PKCS#8, PKCS#1 or SEC1 keys) present a client
+//! certificate, and `rabbit_login_method=EXTERNAL` logs in as its identity (the broker's
+//! `rabbitmq_auth_mechanism_ssl`); `AMQPLAIN` (oslo's default) and `PLAIN` send the
+//! URL's user and password. `ssl_version` may be `TLSv1_2` or `TLSv1_3`: rustls
+//! negotiates the highest both sides speak and never goes below 1.2, so older values
+//! are errors, and so is `ssl_enforce_hostname_verification=false`, which rustls cannot
+//! do. The files are read when the transport is opened: a missing or non-PEM file is an
+//! [`TransportError::InvalidUrl`] naming the option and the path, never the contents. A
+//! certificate the other side rejects (an unknown issuer, another name, an expired
+//! certificate) is a [`TransportError::Refused`] at once, not retried: measured 40–200
+//! ms against a local node.
+//!
 //! # Topology (oslo's, exactly)
 //!
 //! | purpose | exchange | queue | binding key |

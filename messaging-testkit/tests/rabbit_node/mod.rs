@@ -1,0 +1,176 @@
+//! Extra RabbitMQ nodes for the tests that need a broker configured otherwise than the
+//! machine's (TLS listeners, clusters): each runs as the `rabbitmq` user on loopback
+//! with its own name, ports, data and log directories under `/tmp`, and is stopped and
+//! removed when dropped, whether the test passed or not. The pre-started node on 5672
+//! is left alone.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether extra nodes can be started here (root, the rabbitmq user, the server
+/// scripts); tests that need one say why they were skipped otherwise.
+pub(crate) fn available() -> Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("starting RabbitMQ nodes needs root (they run as the rabbitmq user)".into());
+    }
+    if !Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() {
+        return Err("no /usr/lib/rabbitmq/bin/rabbitmq-server".into());
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound then released: another process could take it first,
+/// which would fail the node's start loudly, not silently).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One extra node.
+pub(crate) struct RabbitNode {
+    /// `name@localhost`.
+    pub(crate) node: String,
+    pub(crate) dir: PathBuf,
+    /// The AMQP port of its plain listener, if the config has one.
+    pub(crate) amqp_port: u16,
+    child: Child,
+}
+
+impl RabbitNode {
+    /// Starts a node named `msgtest-<tag>-<pid>` whose `rabbitmq.conf` is `config`
+    /// (`{amqp_port}` and `{dir}` replaced), with `plugins` enabled; waits until it
+    /// runs (at most 90 s). `prepare` may write files into its directory first.
+    pub(crate) fn start(
+        tag: &str,
+        config: &str,
+        plugins: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> RabbitNode {
+        let node = format!("msgtest-{tag}-{}@localhost", std::process::id());
+        let dir = std::env::temp_dir().join(format!("msgtest-rabbit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnesia")).unwrap();
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        prepare(&dir);
+        let amqp_port = free_port();
+        let dist_port = free_port();
+        let config = config
+            .replace("{amqp_port}", &amqp_port.to_string())
+            .replace("{dir}", &dir.display().to_string());
+        std::fs::write(dir.join("rabbitmq.conf"), config).unwrap();
+        std::fs::write(
+            dir.join("enabled_plugins"),
+            format!("[{}].\n", plugins.join(",")),
+        )
+        .unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown {}", dir.display());
+        let log = std::fs::File::create(dir.join("server.out")).unwrap();
+        let child = Command::new("runuser")
+            .args(["-u", "rabbitmq", "--", "env"])
+            .arg(format!("RABBITMQ_NODENAME={node}"))
+            .arg(format!("RABBITMQ_NODE_PORT={amqp_port}"))
+            .arg(format!("RABBITMQ_DIST_PORT={dist_port}"))
+            .arg(format!(
+                "RABBITMQ_CONFIG_FILE={}",
+                dir.join("rabbitmq").display()
+            ))
+            .arg(format!(
+                "RABBITMQ_MNESIA_BASE={}",
+                dir.join("mnesia").display()
+            ))
+            .arg(format!("RABBITMQ_LOG_BASE={}", dir.join("log").display()))
+            .arg(format!("RABBITMQ_PID_FILE={}", dir.join("pid").display()))
+            .arg(format!(
+                "RABBITMQ_ENABLED_PLUGINS_FILE={}",
+                dir.join("enabled_plugins").display()
+            ))
+            .arg("RABBITMQ_CONF_ENV_FILE=/dev/null")
+            .arg("ERL_EPMD_ADDRESS=127.0.0.1")
+            .arg("ERL_FLAGS=-kernel inet_dist_use_interface {127,0,0,1}")
+            .arg("HOME=/var/lib/rabbitmq")
+            .arg("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("runuser starts rabbitmq-server");
+        let started = RabbitNode {
+            node,
+            dir,
+            amqp_port,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if started
+                .ctl(&["await_startup", "--timeout", "5"])
+                .status
+                .success()
+            {
+                break;
+            }
+            let out = std::fs::read_to_string(started.dir.join("server.out")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not start within 90 s: {out}",
+                started.node
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        started
+    }
+
+    /// `rabbitmqctl -n <node> args…`.
+    pub(crate) fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl runs")
+    }
+
+    /// Like [`ctl`](RabbitNode::ctl), asserting success.
+    pub(crate) fn must(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The Erlang VM's pid, from the node's pid file.
+    pub(crate) fn beam_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["20", "rabbitmqctl", "-n", &self.node, "stop"])
+            .output();
+        if let Some(pid) = self.beam_pid() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
