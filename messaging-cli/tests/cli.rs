@@ -596,7 +596,7 @@ fn errors_quote_the_url_as_given_and_the_codec_is_json() {
     assert_eq!(ran.code, exit::USAGE);
     assert_eq!(
         ran.err,
-        "error: invalid transport URL `nats://me:***@h:4222/?prefetch=x`: `prefetch` must be a whole number, got `x`\n"
+        "error: invalid transport URL `nats://me:***@h:4222/?prefetch=x`: `prefetch` must be a whole number from 1 to 100000, got `x`\n"
     );
     let ran = messaging(&[
         "call",
@@ -731,6 +731,71 @@ fn bad_names_exit_2_with_one_line_in_every_command() {
             assert_one_error_line(&ran, args[0]);
             assert!(!ran.err.contains('\u{1b}'), "{}", ran.err);
         }
+    }
+}
+
+/// Names each within core's rules that compose to more than NATS takes (a subject over
+/// 2000 bytes, a consumer name over 255): exit 2 with one line, before any connection
+/// (the URL points at a closed port). Before, the command tried to connect and failed
+/// with a connection error (or, with a server, the server refused or dropped it).
+#[test]
+fn composed_nats_names_too_long_exit_2_with_one_line_before_connecting() {
+    let url = "nats://127.0.0.1:1?connect_timeout=1";
+    let dots = ".".repeat(255);
+    let long = "t".repeat(250);
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "call",
+            "--topic",
+            &dots,
+            "--server",
+            &dots,
+            "--exchange",
+            &dots,
+            "m",
+        ],
+        vec![
+            "cast",
+            "--topic",
+            &dots,
+            "--server",
+            &dots,
+            "--exchange",
+            &dots,
+            "m",
+        ],
+        vec![
+            "notify",
+            "--topic",
+            &long,
+            "--priority",
+            "info",
+            "--event-type",
+            "e",
+            "{}",
+        ],
+        vec![
+            "serve",
+            "--topic",
+            &dots,
+            "--server",
+            &dots,
+            "--exchange",
+            &dots,
+        ],
+        vec!["listen", "--topic", &long],
+    ];
+    for mut args in commands {
+        args.extend(["--url", url]);
+        let ran = binary(&args, &[], b"", Duration::from_secs(20));
+        assert_eq!(ran.code, USAGE, "{}: {}", args[0], ran.err);
+        assert_one_error_line(&ran, args[0]);
+        assert!(
+            ran.err.contains("bytes long (at most"),
+            "{}: {}",
+            args[0],
+            ran.err
+        );
     }
 }
 

@@ -11,7 +11,8 @@ mod nats_admin;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use messaging_core::dispatch::block_on;
@@ -20,9 +21,9 @@ use messaging_core::notify::{
 };
 use messaging_core::rpc::{self, Endpoint, HandlerError, RpcClient, RpcError};
 use messaging_core::{CallOptions, Context, Priority, Target, ids};
-use messaging_executors::ThreadPoolExecutor;
+use messaging_executors::{BlockingExecutor, ThreadPoolExecutor};
 use messaging_testkit::{ServerThread, with_option, within};
-use nats_admin::{Streams, poolless_consumer, stream_name};
+use nats_admin::{OwnServer, Streams, poolless_consumer, stream_name};
 use serde::{Deserialize, Serialize};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -413,4 +414,317 @@ fn a_running_notification_listener_resumes_after_a_restart() {
             stop_and_wait(&listener);
         },
     );
+}
+
+/// Runs `f` on a thread of its own and returns how long it took; fails if that is more
+/// than `limit` (the thread is then abandoned).
+fn timed(what: &str, limit: Duration, f: impl FnOnce() + Send + 'static) -> Duration {
+    let (done, finished) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(started.elapsed());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(took) => {
+            eprintln!("measured: {what} took {took:?}");
+            took
+        }
+        Err(_) => panic!("{what} did not return within {limit:?}"),
+    }
+}
+
+/// Stopping a server and a listener, and dropping their transport, while the NATS
+/// server is unreachable and the client reconnects, each return within a few seconds:
+/// nothing waits for the server beyond the transport's stop budget (2 s). The
+/// transport has been publishing meanwhile, as a busy service does during an outage,
+/// until the client's outgoing queue was full; a cast that cannot even be queued fails
+/// after its timeout instead of blocking. Before, `stop()` + `wait()` of the RPC server
+/// waited for an unsubscription behind the full queue until the consumer task was
+/// aborted (10 s), the cast blocked until the server came back, and the drop waited 5 s
+/// for a flush.
+#[test]
+fn stop_wait_and_drop_are_bounded_while_the_server_is_unreachable() {
+    if url().is_none() {
+        return;
+    }
+    // The restarts of the others stop every nats-server, this test's own included.
+    let _turn = turn();
+    within(
+        Duration::from_secs(180),
+        "stop while unreachable",
+        move || {
+            const BOUND: Duration = Duration::from_secs(4);
+            let mut own = OwnServer::start();
+            let url = with_option(&own.url(), "consumer_ttl", "600");
+            let transport = messaging_transports::open(&url).unwrap();
+            let topic = format!("down_{}", &ids::hex_id()[..10]);
+            let endpoint =
+                Endpoint::new().method("echo", |_ctx, v: Value| Ok::<_, HandlerError>(v.n));
+            let server = rpc::server(
+                transport.clone(),
+                Target::new(topic.clone()).with_server("s1"),
+                vec![endpoint],
+                ThreadPoolExecutor::new(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            server.start().unwrap();
+            let client = RpcClient::new(
+                messaging_transports::open(&url).unwrap(),
+                Target::new(topic.clone()),
+            )
+            .with_timeout(Duration::from_secs(5));
+            call_until_served(&client, Duration::from_secs(10));
+            let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+            let seen_by = seen.clone();
+            let listener = messaging_core::notify::listener(
+                transport.clone(),
+                vec![Target::new(topic.clone())],
+                vec![NotificationEndpoint::new().on(
+                    Priority::Info,
+                    move |n: Notification<Value>| {
+                        seen_by.lock().unwrap().insert(n.payload.n);
+                        NotificationResult::Handled
+                    },
+                )],
+                ListenerOptions::new(),
+                ThreadPoolExecutor::new(),
+            )
+            .build()
+            .unwrap();
+            listener.start().unwrap();
+            let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "faults")
+                .with_topics([topic.as_str()]);
+            block_on(notifier.info(&Context::new(), "fault.test", &Value { n: 1 })).unwrap();
+            assert!(
+                until_seen(&seen, 1, Duration::from_secs(30)),
+                "not listening"
+            );
+
+            own.kill();
+            // Cast through the listeners' own transport until the client's outgoing queue
+            // is full (or a cast fails).
+            let sent = Arc::new(AtomicUsize::new(0));
+            let caster = {
+                let (sent, client) = (
+                    sent.clone(),
+                    RpcClient::new(transport.clone(), Target::new("nobody"))
+                        .with_timeout(Duration::from_secs(1)),
+                );
+                std::thread::spawn(move || {
+                    for n in 0..20_000u64 {
+                        if client
+                            .cast_blocking(&Context::new(), "echo", &Value { n })
+                            .is_err()
+                        {
+                            break;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            let mut last = (0, Instant::now());
+            while !caster.is_finished() {
+                let now = sent.load(Ordering::SeqCst);
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if last.1.elapsed() > Duration::from_millis(500) {
+                    break; // blocked on the full queue
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "measured: {} casts queued while the server was down",
+                sent.load(Ordering::SeqCst)
+            );
+            let limit = CallOptions::new().timeout(Duration::from_secs(60));
+            let rpc_stop = timed(
+                "stop()+wait() of the RPC server, server down",
+                Duration::from_secs(60),
+                {
+                    let (server, limit) = (server.clone(), limit.clone());
+                    move || {
+                        server.stop_with(&limit).unwrap();
+                        server.wait_with(&limit).unwrap();
+                    }
+                },
+            );
+            let listener_stop = timed(
+                "stop()+wait() of the notification listener, server down",
+                Duration::from_secs(60),
+                {
+                    let listener = listener.clone();
+                    move || {
+                        listener.stop_with(&limit).unwrap();
+                        listener.wait_with(&limit).unwrap();
+                    }
+                },
+            );
+            let cast = timed(
+                "the blocked cast, server down",
+                Duration::from_secs(60),
+                move || caster.join().unwrap(),
+            );
+            let dropped = timed(
+                "dropping the last handles of the transport, server down",
+                Duration::from_secs(60),
+                move || drop((server, listener, transport)),
+            );
+            for (what, took) in [
+                ("stop+wait of the RPC server", rpc_stop),
+                ("stop+wait of the listener", listener_stop),
+                ("the blocked cast", cast),
+                ("the drop", dropped),
+            ] {
+                assert!(took < BOUND, "{what} took {took:?} with the server down");
+            }
+        },
+    );
+}
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    text: String,
+}
+
+/// A gate handlers wait at until it is opened.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn pass(&self) {
+        let (open, opened) = &*self.0;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        let (open, opened) = &*self.0;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+}
+
+/// This process's resident set size, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// An RPC server whose handler is slower than its publishers holds a bounded number of
+/// requests: at most what the module docs promise (`prefetch + 1 + 3 × (prefetch + 64)`,
+/// plus the one its handler has), and the client drops the rest. Here 50,000 casts of
+/// 4 KiB reach a server whose only handler is stuck. Before, the listener's buffer took
+/// everything the client received (whose queue held up to 65,536 per subscription):
+/// all 50,000 were held (RSS grew by hundreds of MB) and then handled.
+#[test]
+fn a_flooded_slow_server_holds_a_bounded_number_of_requests() {
+    if url().is_none() {
+        return;
+    }
+    // The restarts of the others stop every nats-server, this test's own included.
+    let _turn = turn();
+    within(Duration::from_secs(300), "flooded server", move || {
+        const N: u64 = 50_000;
+        const SIZE: usize = 4096;
+        const PREFETCH: usize = 16;
+        const BOUND: usize = PREFETCH + 1 + 3 * (PREFETCH + 64) + 1;
+        let own = OwnServer::start();
+        let url = with_option(&own.url(), "prefetch", &PREFETCH.to_string());
+        let topic = format!("flood_{}", &ids::hex_id()[..10]);
+        let (gate, handled) = (Gate::default(), Arc::new(AtomicUsize::new(0)));
+        let endpoint = Endpoint::new().method("work", {
+            let (gate, handled) = (gate.clone(), handled.clone());
+            move |_ctx, _: Blob| {
+                gate.pass();
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>(())
+            }
+        });
+        let listening = messaging_transports::open(&url).unwrap();
+        let flooded = rpc::server(
+            listening.clone(),
+            Target::new(topic.clone()).with_server("s1"),
+            vec![endpoint],
+            BlockingExecutor::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let flooded = ServerThread::spawn(flooded).unwrap();
+        // An echo server elsewhere: a round trip through it orders what is on the wire.
+        let echo_topic = format!("{topic}_echo");
+        let echo = server(&url, &echo_topic);
+        let echo_from = |transport: Arc<dyn messaging_core::Transport>| {
+            RpcClient::new(transport, Target::new(echo_topic.clone()))
+                .with_timeout(Duration::from_secs(30))
+        };
+        let publishing = messaging_transports::open(&url).unwrap();
+        call_until_served(&echo_from(publishing.clone()), Duration::from_secs(10));
+        call_until_served(&echo_from(listening.clone()), Duration::from_secs(10));
+
+        let before = rss();
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let sampling = sampling.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while sampling.load(Ordering::SeqCst) {
+                    peak = peak.max(rss());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            })
+        };
+        let caster = RpcClient::new(publishing.clone(), Target::new(topic.clone()));
+        let blob = Blob {
+            text: "x".repeat(SIZE),
+        };
+        let started = Instant::now();
+        for _ in 0..N {
+            caster
+                .cast_blocking(&Context::new(), "work", &blob)
+                .unwrap();
+        }
+        // The server has every cast once a call sent after them is answered, and the
+        // listening transport has read them all once a reply sent after that reaches it.
+        call_until_served(&echo_from(publishing.clone()), Duration::from_secs(30));
+        call_until_served(&echo_from(listening.clone()), Duration::from_secs(30));
+        let flooded_in = started.elapsed();
+        sampling.store(false, Ordering::SeqCst);
+        let peak = sampler.join().unwrap();
+
+        gate.open();
+        // Everything held is handled soon; wait until nothing more comes, for the count.
+        let mut last = (usize::MAX, Instant::now());
+        while last.1.elapsed() < Duration::from_secs(1) {
+            let now = handled.load(Ordering::SeqCst);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        flooded.stop_and_wait().unwrap();
+        echo.stop_and_wait().unwrap();
+        let handled = handled.load(Ordering::SeqCst);
+        let grown = peak.saturating_sub(before);
+        eprintln!(
+            "measured: {N} casts of {SIZE} bytes in {flooded_in:?} to a stuck server with \
+             prefetch={PREFETCH}: {handled} held and handled (bound {BOUND}), RSS {} MB \
+             before, peak {} MB (+{} MB)",
+            before >> 20,
+            peak >> 20,
+            grown >> 20
+        );
+        assert!(
+            (PREFETCH..=BOUND).contains(&handled),
+            "{handled} requests held, bound {BOUND}"
+        );
+        assert!(grown < 100 << 20, "RSS grew by {} MB", grown >> 20);
+    });
 }

@@ -9,7 +9,7 @@
 mod nats_admin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use messaging_core::dispatch::block_on;
@@ -20,7 +20,7 @@ use messaging_core::rpc::{self, Endpoint, HandlerError, RpcClient, RpcError};
 use messaging_core::{CallOptions, Context, Priority, Target, TransportError, ids};
 use messaging_executors::{BlockingExecutor, ThreadPoolExecutor};
 use messaging_testkit::{CapturedEvent, LogCapture, ServerThread, with_option, within};
-use nats_admin::{Streams, poolless_consumer, stream_name};
+use nats_admin::{OwnServer, Streams, poolless_consumer, stream_name};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 
@@ -578,5 +578,385 @@ fn a_notifier_recreates_its_consumer_after_the_server_removed_it() {
         let limit = CallOptions::new().timeout(Duration::from_secs(30));
         listener.stop_with(&limit).unwrap();
         listener.wait_with(&limit).unwrap();
+    });
+}
+
+/// A gate handlers wait at until it is opened.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn pass(&self) {
+        let (open, opened) = &*self.0;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        let (open, opened) = &*self.0;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+}
+
+/// The slow-consumer warnings about the connection to `server` (its URL), with the
+/// counts they give.
+fn slow_consumer_warnings(server: &str) -> Vec<u64> {
+    LOGS.events()
+        .into_iter()
+        .filter(|e| {
+            e.level == Level::WARN
+                && e.message.contains("dropped messages")
+                && field(e, "servers").is_some_and(|s| s.contains(server))
+        })
+        .map(|e| {
+            assert!(e.message.contains("at-most-once"), "{e:?}");
+            field(&e, "dropped").unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// What the client drops because a subscription's queue is full (a server slower than
+/// its callers) is reported: a warning at once, then at most one every 10 s with the
+/// number dropped since the previous one. Two bursts at a server whose only handler is
+/// stuck: the first burst's drops are reported at once, the second's ten seconds
+/// later, in one line. Before, nothing was logged (async-nats only reports each drop
+/// as an event, which the transport ignored).
+#[test]
+fn messages_the_client_drops_for_a_slow_consumer_are_reported_at_most_every_10_s() {
+    if url().is_none() {
+        return;
+    }
+    within(Duration::from_secs(120), "slow consumer", move || {
+        const BURST: u64 = 1000;
+        let own = OwnServer::start();
+        // A queue of 1 + 64 messages per subscription, a buffer of one.
+        let url = with_option(&own.url(), "prefetch", "1");
+        let topic = unique("slow");
+        let (gate, handled) = (Gate::default(), Arc::new(AtomicUsize::new(0)));
+        let endpoint = Endpoint::new().method("work", {
+            let (gate, handled) = (gate.clone(), handled.clone());
+            move |_ctx, _: u64| {
+                gate.pass();
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>(())
+            }
+        });
+        let server = rpc::server(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic.clone()).with_server("s1"),
+            vec![endpoint],
+            BlockingExecutor::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let running = ServerThread::spawn(server).unwrap();
+        let caster = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic.clone()),
+        );
+        let burst = |from: u64| {
+            for n in from..from + BURST {
+                caster.cast_blocking(&Context::new(), "work", &n).unwrap();
+            }
+        };
+        let server_url = own.url();
+        let lines = || slow_consumer_warnings(&server_url);
+        burst(0);
+        until("the first warning", Duration::from_secs(10), || {
+            !lines().is_empty()
+        });
+        let first = Instant::now();
+        burst(BURST);
+        assert_eq!(lines().len(), 1, "the second burst's drops waited");
+        until("the second warning", Duration::from_secs(20), || {
+            lines().len() >= 2
+        });
+        let apart = first.elapsed();
+        let counts = lines();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        // Seen by polling, each at most some milliseconds late: about 10 s apart.
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(15)).contains(&apart),
+            "{apart:?} apart"
+        );
+        assert!(counts.iter().all(|n| *n > 0), "{counts:?}");
+        gate.open();
+        running.stop_and_wait().unwrap();
+        let handled = handled.load(Ordering::SeqCst) as u64;
+        let dropped: u64 = counts.iter().sum();
+        eprintln!(
+            "measured: {} casts to a stuck server with prefetch=1: warnings {counts:?} \
+             {apart:?} apart ({dropped} dropped), {handled} handled",
+            2 * BURST
+        );
+        assert!(dropped + handled <= 2 * BURST, "{dropped} + {handled}");
+    });
+}
+
+/// A listener of `(exchange x, topic a-b)` and one of `(exchange x-a, topic b)` used
+/// to share a durable consumer (`n-x-a-b-info--`): whichever came second was handed
+/// the first one's notifications, and its own were never delivered. A listener of a
+/// topic with a dot (`compute.host1`) got nothing at all: its consumer's name held a
+/// `%`, which nats-server 2.9 garbles in the acknowledgement subject of every delivery
+/// (the client then drops the connection). Each now gets exactly its own.
+#[test]
+fn names_with_dashes_or_dots_get_consumers_of_their_own_that_deliver() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "dashes", move || {
+        let prefix = unique("dashes");
+        let _streams = Streams::of(&url, std::slice::from_ref(&prefix));
+        let url = with_option(&url, "subject_prefix", &prefix);
+        let x = unique("x");
+        let pairs = [
+            (x.clone(), "a-b".to_owned()),
+            (format!("{x}-a"), "b".to_owned()),
+            (x.clone(), "compute.host1".to_owned()),
+        ];
+        let (seen, received) = std::sync::mpsc::channel();
+        let listeners: Vec<_> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (exchange, topic))| {
+                let seen = seen.clone();
+                let endpoint = NotificationEndpoint::new().on(
+                    Priority::Info,
+                    move |n: Notification<String>| {
+                        let _ = seen.send((i, n.payload));
+                        NotificationResult::Handled
+                    },
+                );
+                let listener = messaging_core::notify::listener(
+                    messaging_transports::open(&url).unwrap(),
+                    vec![Target::new(topic.clone()).with_exchange(exchange.clone())],
+                    vec![endpoint],
+                    ListenerOptions::new(),
+                    ThreadPoolExecutor::new(),
+                )
+                .build()
+                .unwrap();
+                listener.start().unwrap();
+                listener
+            })
+            .collect();
+        for (exchange, topic) in &pairs {
+            let notifier = Notifier::new(messaging_transports::open(&url).unwrap(), "dashes")
+                .with_exchange(exchange.clone())
+                .with_topics([topic.as_str()]);
+            block_on(notifier.info(&Context::new(), "dash", &format!("{exchange}/{topic}")))
+                .unwrap();
+        }
+        let mut got = vec![Vec::new(); pairs.len()];
+        while let Ok((i, payload)) = received.recv_timeout(Duration::from_secs(3)) {
+            got[i].push(payload);
+        }
+        let limit = CallOptions::new().timeout(Duration::from_secs(30));
+        for listener in &listeners {
+            listener.stop_with(&limit).unwrap();
+            listener.wait_with(&limit).unwrap();
+        }
+        let names: Vec<String> = pairs
+            .iter()
+            .map(|(exchange, topic)| format!("{exchange}/{topic}"))
+            .collect();
+        eprintln!("measured: notifications per listener {got:?}");
+        let expected: Vec<Vec<String>> = names.into_iter().map(|n| vec![n]).collect();
+        assert_eq!(got, expected);
+    });
+}
+
+/// A listener applies its `prefetch` and `consumer_ttl` to the durable consumer it
+/// uses: one created with other values is updated, with a warning naming the consumer
+/// and both values. A notifier creates a missing consumer with its own values but
+/// never changes an existing one. Before, a consumer kept the values it was created
+/// with, silently.
+#[test]
+fn a_listener_updates_a_consumer_created_with_other_settings_and_says_so() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "consumer settings", move || {
+        let prefix = unique("settings");
+        let streams = Streams::of(&url, std::slice::from_ref(&prefix));
+        let base = with_option(&url, "subject_prefix", &prefix);
+        let settings = |prefetch: &str, ttl: &str| {
+            with_option(
+                &with_option(&base, "prefetch", prefetch),
+                "consumer_ttl",
+                ttl,
+            )
+        };
+        let topic = unique("settings");
+        let limit = CallOptions::new().timeout(Duration::from_secs(30));
+        let listen = |url: &str, pool: Option<&str>| {
+            let endpoint = NotificationEndpoint::new()
+                .on(Priority::Info, |_: Notification<Empty>| {
+                    NotificationResult::Handled
+                });
+            let options = match pool {
+                Some(pool) => ListenerOptions::new().pool(pool),
+                None => ListenerOptions::new(),
+            };
+            let listener = messaging_core::notify::listener(
+                messaging_transports::open(url).unwrap(),
+                vec![Target::new(topic.clone())],
+                vec![endpoint],
+                options,
+                ThreadPoolExecutor::new(),
+            )
+            .build()
+            .unwrap();
+            listener.start().unwrap();
+            listener.stop_with(&limit).unwrap();
+            listener.wait_with(&limit).unwrap();
+        };
+        let (stream, admin) = (stream_name(&prefix), streams.admin());
+        let pooled = format!("n-openstack-{topic}-info-p");
+        let of = |name: &str| {
+            let config = admin.consumer(&stream, name).expect("the consumer").config;
+            (config.max_ack_pending, config.inactive_threshold)
+        };
+        let warnings = |name: &str| {
+            LOGS.events()
+                .into_iter()
+                .filter(|e| e.level == Level::WARN && field(e, "consumer") == Some(name))
+                .collect::<Vec<_>>()
+        };
+        listen(&settings("10", "600"), Some("p"));
+        assert_eq!(of(&pooled), (10, Duration::from_secs(600)));
+        assert!(warnings(&pooled).is_empty());
+        listen(&settings("20", "300"), Some("p"));
+        assert_eq!(of(&pooled), (20, Duration::from_secs(300)), "updated");
+        let said = warnings(&pooled);
+        assert_eq!(said.len(), 1, "{said:?}");
+        for (name, value) in [
+            ("max_ack_pending", "10"),
+            ("prefetch", "20"),
+            ("inactive_threshold", "600s"),
+            ("consumer_ttl", "300s"),
+        ] {
+            assert_eq!(field(&said[0], name), Some(value), "{said:?}");
+        }
+        listen(&settings("20", "300"), Some("p"));
+        assert_eq!(
+            warnings(&pooled).len(),
+            1,
+            "nothing to update the second time"
+        );
+
+        // The notifier creates the pool-less consumer with its values; a listener
+        // updates it; the notifier leaves it so.
+        let poolless = poolless_consumer(&topic, "info");
+        let notifier = Notifier::new(
+            messaging_transports::open(&settings("5", "100")).unwrap(),
+            "settings",
+        )
+        .with_topics([topic.as_str()]);
+        block_on(notifier.info(&Context::new(), "first", &Empty {})).unwrap();
+        assert_eq!(of(&poolless), (5, Duration::from_secs(100)));
+        listen(&settings("20", "300"), None);
+        assert_eq!(of(&poolless), (20, Duration::from_secs(300)));
+        let renotifier = Notifier::new(
+            messaging_transports::open(&settings("5", "100")).unwrap(),
+            "settings",
+        )
+        .with_topics([topic.as_str()]);
+        block_on(renotifier.info(&Context::new(), "second", &Empty {})).unwrap();
+        assert_eq!(of(&poolless), (20, Duration::from_secs(300)), "kept");
+        eprintln!("measured: {pooled} updated from (10, 600s) to (20, 300s) with one warning");
+    });
+}
+
+/// Names composing to more than NATS takes are refused with `InvalidTarget` before
+/// anything reaches the server, and the transport keeps working. Before, a consumer
+/// name over 255 bytes failed on the server as a connection error, and a subject over
+/// the server's protocol line made the server drop the connection while the cast
+/// returned `Ok`.
+#[test]
+fn names_too_long_for_nats_are_refused_and_the_connection_survives() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "long names", move || {
+        let topic = unique("long");
+        let taken: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let running = blob_server(&url, &topic, taken.clone());
+        let transport = messaging_transports::open(&url).unwrap();
+        let client = RpcClient::new(transport.clone(), Target::new(topic.clone()))
+            .with_timeout(Duration::from_secs(10));
+        client
+            .cast_blocking(&Context::new(), "take", &blob(1))
+            .unwrap();
+        let dots = ".".repeat(255);
+        let long = RpcClient::new(
+            transport.clone(),
+            Target::new(dots.clone())
+                .with_exchange(dots.clone())
+                .with_server(dots),
+        );
+        match long.cast_blocking(&Context::new(), "take", &blob(1)) {
+            Err(RpcError::Transport(TransportError::InvalidTarget(e))) => {
+                assert!(
+                    e.reason().contains("subject would be 2308 bytes long"),
+                    "{e}"
+                )
+            }
+            other => panic!("cast: {other:?}"),
+        }
+        let listener = messaging_core::notify::listener(
+            transport.clone(),
+            vec![Target::new("t".repeat(250))],
+            vec![
+                NotificationEndpoint::new().on(Priority::Info, |_: Notification<Empty>| {
+                    NotificationResult::Handled
+                }),
+            ],
+            ListenerOptions::new(),
+            ThreadPoolExecutor::new(),
+        )
+        .build()
+        .unwrap();
+        let started = listener.start();
+        assert!(
+            format!("{started:?}").contains("consumer name would be"),
+            "{started:?}"
+        );
+        // The same connection still carries casts.
+        client
+            .cast_blocking(&Context::new(), "take", &blob(2))
+            .unwrap();
+        until("both casts", Duration::from_secs(10), || {
+            taken.lock().unwrap().len() == 2
+        });
+        running.stop_and_wait().unwrap();
+    });
+}
+
+/// Two subject prefixes whose stream names coincide (`a.b` and `a_2Eb` both map to
+/// `a_2Eb_NOTIFICATIONS`) cannot share the stream: the second transport's notify fails
+/// with a permanent `Refused` saying so, instead of a connection error about a
+/// consumer's filter subject.
+#[test]
+fn prefixes_mapping_to_one_stream_name_are_refused_clearly() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "stream names", move || {
+        let id = &ids::hex_id()[..10];
+        let (dotted, escaped) = (format!("c{id}.x"), format!("c{id}_2Ex"));
+        let _streams = Streams::of(&url, std::slice::from_ref(&escaped));
+        let notify = |prefix: &str| {
+            let notifier = Notifier::new(
+                messaging_transports::open(&with_option(&url, "subject_prefix", prefix)).unwrap(),
+                "streams",
+            )
+            .with_topics(["t"]);
+            block_on(notifier.info(&Context::new(), "e", &Empty {}))
+        };
+        notify(&dotted).unwrap();
+        match notify(&escaped) {
+            Err(NotifyError::Transport(e @ TransportError::Refused { .. })) => {
+                assert!(e.is_permanent());
+                assert!(e.to_string().contains("same stream name"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     });
 }

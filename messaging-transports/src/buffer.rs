@@ -1,6 +1,8 @@
 //! The buffer between a broker transport's consumer task and the executor's polls:
 //! blocking and async polls, batches filled up to a size or a timeout, and stop
-//! semantics. Shared by the broker listeners.
+//! semantics. Shared by the broker listeners. A buffer may have a capacity of its own
+//! ([`Buffer::with_capacity`]), for a broker that does not bound what it hands out:
+//! the consumer task then waits for room ([`Buffer::push_when_room`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,6 +45,10 @@ pub(crate) struct Buffer<T> {
     batch_size: usize,
     batch_timeout: Option<Duration>,
     on_stop: OnStop,
+    /// The most messages held (`None`: the broker bounds them).
+    capacity: Option<usize>,
+    /// Woken when messages leave or the buffer stops: a push waiting for room.
+    room: tokio::sync::Notify,
 }
 
 enum Step {
@@ -65,7 +71,16 @@ impl<T> Buffer<T> {
             batch_size: options.batch_size.max(1),
             batch_timeout: options.batch_timeout,
             on_stop,
+            capacity: None,
+            room: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The buffer holding at most `capacity` messages (at least 1), for
+    /// [`push_when_room`](Buffer::push_when_room).
+    pub(crate) fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity.max(1));
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -93,11 +108,42 @@ impl<T> Buffer<T> {
         self.wake(&mut state);
     }
 
+    /// Adds a message once the buffer holds fewer than its capacity, waiting for a poll
+    /// to take some; like [`push`](Buffer::push) without a capacity. Returns at once,
+    /// dropping the message, once stopped or closed (a pending wait included).
+    pub(crate) async fn push_when_room(&self, item: T) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before looking, so that no wake-up in between is missed.
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.closed || state.stopped {
+                    return;
+                }
+                if self.capacity.is_none_or(|c| state.items.len() < c) {
+                    state.items.push_back(item);
+                    self.wake(&mut state);
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// How many messages are buffered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
     /// No message will be added any more; polls follow [`OnStop`].
     pub(crate) fn stop(&self) {
         let mut state = self.lock();
         state.stopped = true;
         self.wake(&mut state);
+        self.room.notify_waiters();
     }
 
     /// Polls return `Closed` from now on; returns what was still buffered.
@@ -105,13 +151,16 @@ impl<T> Buffer<T> {
         let mut state = self.lock();
         state.closed = true;
         self.wake(&mut state);
+        self.room.notify_waiters();
         state.items.drain(..).collect()
     }
 
     /// Takes every buffered message (to give back to the broker, or because the
     /// connection that delivered them is gone).
     pub(crate) fn take_all(&self) -> Vec<T> {
-        self.lock().items.drain(..).collect()
+        let taken = self.lock().items.drain(..).collect();
+        self.room.notify_waiters();
+        taken
     }
 
     fn step(
@@ -146,9 +195,11 @@ impl<T> Buffer<T> {
         }
         *fill_since = None;
         let n = available.min(self.batch_size);
-        Step::Ready(Polled::Messages(
-            state.items.drain(..n).map(convert).collect(),
-        ))
+        let batch = state.items.drain(..n).map(convert).collect();
+        if self.capacity.is_some() {
+            self.room.notify_waiters();
+        }
+        Step::Ready(Polled::Messages(batch))
     }
 
     /// Blocks until a batch, the timeout, or the end (see [`OnStop`]).
@@ -308,6 +359,37 @@ mod tests {
         assert_eq!(count(drain.poll(None, &convert)), Some(1));
         assert_eq!(count(block_on(drain.poll_async(&convert))), Some(1));
         assert!(matches!(drain.poll(None, &convert), Polled::Closed));
+    }
+
+    /// A full buffer makes its producer wait until a poll takes something, and lets
+    /// it go (dropping its message) when the listener stops.
+    #[test]
+    fn a_full_buffer_holds_its_capacity_and_a_push_waits_for_room() {
+        let buffer = std::sync::Arc::new(
+            Buffer::new(&ListenOptions::default(), OnStop::Drain).with_capacity(2),
+        );
+        block_on(buffer.push_when_room(1));
+        block_on(buffer.push_when_room(2));
+        let (b, (done, pushed)) = (buffer.clone(), std::sync::mpsc::channel());
+        let producer = std::thread::spawn(move || {
+            for n in 3..6 {
+                block_on(b.push_when_room(n));
+                done.send(n).unwrap();
+            }
+        });
+        assert!(
+            pushed.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a third message was pushed into a full buffer"
+        );
+        assert_eq!(buffer.len(), 2);
+        assert_eq!(count(buffer.poll(None, &convert)), Some(1));
+        assert_eq!(pushed.recv_timeout(Duration::from_secs(10)), Ok(3));
+        assert_eq!(buffer.len(), 2);
+        buffer.stop();
+        assert_eq!(pushed.recv_timeout(Duration::from_secs(10)), Ok(4));
+        assert_eq!(pushed.recv_timeout(Duration::from_secs(10)), Ok(5));
+        producer.join().unwrap();
+        assert_eq!(buffer.len(), 2, "nothing taken after stop()");
     }
 
     #[test]

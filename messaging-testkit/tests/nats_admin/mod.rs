@@ -113,3 +113,79 @@ pub(crate) fn stream_name(prefix: &str) -> String {
 pub(crate) fn poolless_consumer(topic: &str, priority: &str) -> String {
     format!("n-openstack-{topic}-{priority}--")
 }
+
+/// A nats-server of the test's own, with JetStream, on a port and storage directory
+/// of its own (never the shared server on 4222): for tests that kill the server or
+/// flood it. Killed (and its directory removed) when dropped. The fault tests'
+/// `start-stop-daemon --stop --exec` stops every nats-server, this one included: a
+/// test using one takes turns with them.
+pub(crate) struct OwnServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnServer {
+    /// Starts one on the first free port from 14000 + (this process's id % 1000), and
+    /// returns once it accepts connections.
+    pub(crate) fn start() -> OwnServer {
+        let first = 14_000 + (std::process::id() % 1000) as u16;
+        let port = (first..first + 500)
+            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+            .expect("a free port for an own nats-server");
+        let dir = std::env::temp_dir().join(format!("nats3-own-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = std::process::Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let server = OwnServer {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let started = std::time::Instant::now();
+        while !server.reachable() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the own nats-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn reachable(&self) -> bool {
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+    }
+
+    /// Kills it (by its own process id) and returns once its port is closed.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        while self.reachable() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,9 +1,11 @@
 //! NATS listeners. RPC: core subscriptions (a queue group for the topic, the server's
 //! own subject, the fanout subject), at-most-once; after `stop()` the subscriptions are
-//! removed and what was already received is still handed out (core NATS cannot take a
-//! message back). Notifications: JetStream durable pull consumers, pulled one request
-//! at a time (up to `prefetch` notifications, waiting up to [`PULL_EXPIRES`]; again at
-//! once after a reconnection), acknowledged after dispatch or `Nak`ed for requeue. On
+//! removed and what was already buffered is still handed out (core NATS cannot take a
+//! message back); what the client had queued beyond the buffer is dropped, with one
+//! warning saying how many. Notifications: JetStream durable pull consumers, pulled
+//! one request at a time (up to `prefetch` notifications, waiting up to
+//! [`PULL_EXPIRES`]; again at once after a reconnection), acknowledged after dispatch
+//! or `Nak`ed for requeue. On
 //! `stop()` each pull's inbox is drained (unsubscribed, and what the server had already
 //! sent received) and everything not handed out is `Nak`ed, so it is redelivered at
 //! once; `cleanup()` returns once the server has seen all that, so nothing published
@@ -18,6 +20,14 @@
 //! is refused before any decoding, with one warning naming its size, the limit and its
 //! subject: a request or reply is dropped, a notification terminated (never
 //! redelivered).
+//!
+//! An RPC listener's buffer holds at most `prefetch` requests; when it is full the
+//! consumer task waits, the client's queue for the subscription fills (at most
+//! `prefetch + 64`) and the client drops what arrives after that, which the transport
+//! reports (see the module docs of [`crate::nats`]). Stopping waits for the server at
+//! most [`STOP_WAIT`], and not at all while the client is disconnected; settling a
+//! notification never blocks (a `Nak`, ack or termination the client cannot queue at
+//! once is queued by a task on the runtime).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +38,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_lite::{Stream, StreamExt};
-use messaging_core::dispatch::{block_on, poll_once};
+use messaging_core::dispatch::poll_once;
 use messaging_core::reply::{Replier, ReplyEvent};
 use messaging_core::{
     Acknowledger, IncomingMessage, ListenOptions, Listener, Message, Polled, TransportError,
@@ -37,7 +47,7 @@ use messaging_core::{
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::{frame, message_limit};
+use super::{STOP_WAIT, frame, message_limit};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
@@ -117,9 +127,11 @@ impl Shared {
                     None => incoming,
                 }
             }
-            Item::Notification { message, delivery } => {
-                IncomingMessage::new(message).with_acknowledger(JetStreamAck { delivery })
-            }
+            Item::Notification { message, delivery } => IncomingMessage::new(message)
+                .with_acknowledger(JetStreamAck {
+                    delivery,
+                    runtime: self.runtime.clone(),
+                }),
         }
     }
 }
@@ -156,12 +168,14 @@ impl NatsListener {
         connected: watch::Receiver<u64>,
         name: String,
     ) -> NatsListener {
-        let on_stop = match source {
-            Source::Rpc(_) => OnStop::Drain,
-            Source::Notifications(_) => OnStop::GiveBack,
+        // Core NATS does not bound what it hands out: the buffer does. JetStream does
+        // (`max_ack_pending`).
+        let buffer = match source {
+            Source::Rpc(_) => Buffer::new(listen, OnStop::Drain).with_capacity(limits.prefetch),
+            Source::Notifications(_) => Buffer::new(listen, OnStop::GiveBack),
         };
         let shared = Arc::new(Shared {
-            buffer: Buffer::new(listen, on_stop),
+            buffer,
             client,
             runtime: runtime.clone(),
             name,
@@ -251,14 +265,21 @@ async fn consume_rpc(
                         continue;
                     }
                     match frame::decode_message(&message.payload) {
-                        Ok(decoded) => shared.buffer.push(Item::Rpc {
-                            message: decoded.message,
-                            reply: message.reply.map(|r| r.to_string()),
-                            monitor: decoded.monitor,
-                            deadline: decoded
-                                .expires_in
-                                .and_then(|left| caller_deadline(arrived, left)),
-                        }),
+                        // Waits while the buffer is full: the subscriptions' queues
+                        // fill, and the client drops (and reports) what comes next.
+                        Ok(decoded) => {
+                            shared
+                                .buffer
+                                .push_when_room(Item::Rpc {
+                                    message: decoded.message,
+                                    reply: message.reply.map(|r| r.to_string()),
+                                    monitor: decoded.monitor,
+                                    deadline: decoded
+                                        .expires_in
+                                        .and_then(|left| caller_deadline(arrived, left)),
+                                })
+                                .await
+                        }
                         Err(error) => {
                             tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
                         }
@@ -267,11 +288,40 @@ async fn consume_rpc(
             }
         }
     }
-    // Take nothing new: remove the subscriptions and make sure the server knows.
-    for subscriber in &mut subscribers {
-        let _ = subscriber.unsubscribe().await;
+    // What the client received for the subscriptions but the full buffer had no room
+    // for goes with them: say how much (core NATS cannot take it back).
+    let left = tokio::task::unconstrained(async {
+        let mut left = 0usize;
+        for subscriber in &mut subscribers {
+            while let Ok(Some(_)) = poll_once(subscriber.next()) {
+                left += 1;
+            }
+        }
+        left
+    })
+    .await;
+    if left > 0 {
+        tracing::warn!(
+            listener = %shared.name,
+            dropped = left,
+            "stopped with requests received but not buffered; dropped (calls and casts \
+             are at-most-once on core NATS: their calls time out)"
+        );
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
+    // Take nothing new: remove the subscriptions and make sure the server knows, within
+    // STOP_WAIT. A disconnected client has nothing to tell: the server dropped them
+    // with the connection, and dropping the subscribers keeps the client from
+    // restoring them.
+    if is_connected(&shared.client) {
+        let _ = tokio::time::timeout(STOP_WAIT, async {
+            for subscriber in &mut subscribers {
+                let _ = subscriber.unsubscribe().await;
+            }
+            let _ = shared.client.flush().await;
+        })
+        .await;
+    }
+    drop(subscribers);
     cleaned_up(&mut phases).await;
 }
 
@@ -299,18 +349,21 @@ async fn consume_notifications(
             tokio::spawn(pull(shared.clone(), subject, pulls.clone(), phases.clone()))
         })
         .collect();
+    // The pulls end on `stop()`, each draining its inbox within STOP_WAIT.
+    stopped(&mut phases).await;
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
     for task in tasks {
         let _ = task.await;
     }
     // Give back what was pulled but not handed out: redelivered at once.
     for item in shared.buffer.take_all() {
         if let Item::Notification { delivery, .. } = item {
-            let _ = delivery.ack_with(AckKind::Nak(None)).await;
+            let _ = settle(&shared.runtime, *delivery, AckKind::Nak(None));
         }
     }
-    // The server has seen the `Nak`s before `cleanup()` returns.
-    if shared.client.connection_state() == async_nats::connection::State::Connected {
-        let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
+    // The server has seen the `Nak`s before `cleanup()` returns (within the budget).
+    if is_connected(&shared.client) {
+        let _ = tokio::time::timeout_at(deadline, shared.client.flush()).await;
     }
     cleaned_up(&mut phases).await;
 }
@@ -324,6 +377,24 @@ pub(crate) struct Pulls {
     /// Bumped each time the client (re)connects: pull requests do not survive a lost
     /// connection, so a pull asks again at once.
     pub(crate) connected: watch::Receiver<u64>,
+}
+
+/// Whether the client is connected (as far as it knows).
+fn is_connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// `future`'s output, or `None` if the listener stops first: a send to a client whose
+/// outgoing queue is full (the server away) must not keep a listener from stopping.
+async fn unless_stopped<F: std::future::Future>(
+    phases: &mut watch::Receiver<Phase>,
+    future: F,
+) -> Option<F::Output> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        stopped(phases).await;
+        None
+    })
+    .await
 }
 
 /// What a pull waits for next.
@@ -362,7 +433,12 @@ async fn pull(
             Some((reply, subscriber)) => (reply.clone(), subscriber),
             slot @ None => {
                 let reply = client.new_inbox();
-                match client.subscribe(reply.clone()).await {
+                let Some(subscribed) =
+                    unless_stopped(&mut phases, client.subscribe(reply.clone())).await
+                else {
+                    break 'pulling;
+                };
+                match subscribed {
                     Ok(subscriber) => (reply.clone(), &mut slot.insert((reply, subscriber)).1),
                     Err(error) => {
                         tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
@@ -374,10 +450,15 @@ async fn pull(
                 }
             }
         };
-        if let Err(error) = client
-            .publish_with_reply(subject.clone(), reply, request.clone())
-            .await
-        {
+        let Some(requested) = unless_stopped(
+            &mut phases,
+            client.publish_with_reply(subject.clone(), reply, request.clone()),
+        )
+        .await
+        else {
+            break 'pulling;
+        };
+        if let Err(error) = requested {
             tracing::warn!(listener = %shared.name, %error, retry_in = ?backoff, "cannot pull notifications");
             if pause(&mut phases, &mut backoff).await {
                 break 'pulling;
@@ -451,19 +532,20 @@ async fn pull(
     let Some((_, mut subscriber)) = inbox else {
         return;
     };
-    if shared.client.connection_state() != async_nats::connection::State::Connected
-        || subscriber.drain().await.is_err()
-    {
+    if !is_connected(&shared.client) {
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = tokio::time::timeout(STOP_WAIT, async {
+        if subscriber.drain().await.is_err() {
+            return;
+        }
         while let Some(message) = subscriber.next().await {
             if message.status.is_none() && message.reply.is_some() {
                 let delivery = jetstream::Message {
                     message,
                     context: context.clone(),
                 };
-                let _ = delivery.ack_with(AckKind::Nak(None)).await;
+                let _ = settle(&shared.runtime, delivery, AckKind::Nak(None));
             }
         }
     })
@@ -487,7 +569,7 @@ async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_n
         context: context.clone(),
     };
     if shared.too_large(&delivery.message, "terminating a notification") {
-        let _ = delivery.ack_with(AckKind::Term).await;
+        let _ = settle(&shared.runtime, delivery, AckKind::Term);
         return;
     }
     match frame::decode_message(&delivery.message.payload) {
@@ -497,14 +579,38 @@ async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_n
         }),
         Err(error) => {
             tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
-            let _ = delivery.ack_with(AckKind::Term).await;
+            let _ = settle(&shared.runtime, delivery, AckKind::Term);
         }
     }
 }
 
-/// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery.
+/// Sends a delivery's acknowledgement (`Ack`, `Nak`, `Term`) without waiting: the
+/// client queues it at once unless its outgoing queue is full (the server away for a
+/// while); then a task on `runtime` queues it when there is room. An error is one the
+/// client reported at once.
+fn settle(
+    runtime: &Handle,
+    delivery: jetstream::Message,
+    kind: AckKind,
+) -> Result<(), TransportError> {
+    match poll_once(async move { delivery.ack_with(kind).await }) {
+        Ok(done) => done.map_err(|e| TransportError::Acknowledge(e.to_string())),
+        Err(unfinished) => {
+            runtime.spawn(async move {
+                if let Err(error) = unfinished.await {
+                    tracing::debug!(%error, "a notification's acknowledgement was not sent");
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery; never
+/// blocks (see [`settle`]).
 struct JetStreamAck {
     delivery: Box<jetstream::Message>,
+    runtime: Handle,
 }
 
 impl std::fmt::Debug for JetStreamAck {
@@ -517,12 +623,11 @@ impl std::fmt::Debug for JetStreamAck {
 
 impl Acknowledger for JetStreamAck {
     fn acknowledge(self: Box<Self>) -> Result<(), TransportError> {
-        block_on(self.delivery.ack()).map_err(|e| TransportError::Acknowledge(e.to_string()))
+        settle(&self.runtime, *self.delivery, AckKind::Ack)
     }
 
     fn requeue(self: Box<Self>, _message: Message) -> Result<(), TransportError> {
-        block_on(self.delivery.ack_with(AckKind::Nak(None)))
-            .map_err(|e| TransportError::Acknowledge(e.to_string()))
+        settle(&self.runtime, *self.delivery, AckKind::Nak(None))
     }
 }
 

@@ -6,15 +6,18 @@
 //! `nats://user:pass@host1:4222,host2:4222?options` (`tls://` or `tls=true` for TLS).
 //! The client connects to one of the servers and fails over to the others, reconnecting
 //! on its own. Options: `codec` (`bincode`, the default, or `json`), `subject_prefix`
-//! (default `msg`), `control_exchange` (default `openstack`), `prefetch` (the most
-//! unacknowledged notifications a durable consumer hands out, JetStream's
-//! `max_ack_pending`: it bounds what a listener holds and the largest batch; default
-//! 1000), `connect_timeout` (seconds),
-//! `consumer_ttl` (seconds a durable notification consumer survives without a listener,
-//! default 7 days), `notification_max_age` (seconds, default 1 day),
-//! `max_message_size` (bytes, default and upper bound: the server's advertised
-//! `max_payload`, 1 MiB unless the server is configured otherwise). An unknown option
-//! is an error.
+//! (default `msg`; dot-separated tokens without wildcards, whitespace or control
+//! characters), `control_exchange` (default `openstack`; the rules of an exchange
+//! name), `prefetch` (1 to 100000, default 1000: the most unacknowledged
+//! notifications a durable consumer hands out, JetStream's `max_ack_pending`, and the
+//! most requests an RPC listener buffers; it bounds what a listener holds, see
+//! *Memory*, and the largest batch), `connect_timeout` (seconds, 1 to 3600, default
+//! 10), `consumer_ttl` (seconds a durable notification consumer survives without a
+//! listener, 1 to 315360000 (ten years), default 7 days), `notification_max_age`
+//! (seconds, 1 to 315360000, default 1 day), `max_message_size` (bytes, 1 to 64 MiB;
+//! default and upper bound: the server's advertised `max_payload`, 1 MiB unless the
+//! server is configured otherwise). An unknown option, or a number outside its range,
+//! is an error naming the option (and the range): nothing is silently moved into range.
 //!
 //! # Mapping
 //!
@@ -35,6 +38,42 @@
 //! the `<topic>.<priority>` queue on RabbitMQ). Interest retention removes a
 //! notification once every consumer acknowledged it; `notification_max_age` removes
 //! it in any case.
+//!
+//! ## Names
+//!
+//! A consumer's name is `n-<exchange>-<topic>-<priority>-<pool>` (`-` for no pool),
+//! each part with the bytes outside `[A-Za-z0-9_:]` written `~` and two hex digits
+//! (`a-b` → `a~2Db`, `a.b` → `a~2Eb`), so distinct triples never share a consumer.
+//! Names of `[A-Za-z0-9_:]` only map to the same consumer as in earlier versions.
+//! Others did not work: with `-` they could share one (`(topic a-b, priority info)`
+//! and `(exchange …-a, topic b)` did), and other characters were percent-encoded,
+//! which nats-server 2.9 garbles in every delivery's acknowledgement subject (it
+//! formats it with the name as a format string), so the client dropped the connection
+//! and the notification never arrived. Such a name now uses a consumer of the new
+//! name; the old one is removed after `consumer_ttl`.
+//!
+//! The stream's name is the prefix's subject token with `_` for `%`, so two prefixes
+//! can map to one stream (`a.b` and `a_2Eb`); renaming streams would orphan what they
+//! store, so instead a transport whose stream exists for another prefix's subjects
+//! fails with [`TransportError::Refused`] rather than mixing their notifications.
+//!
+//! NATS limits what names compose to: a stream or consumer name is at most 255
+//! bytes, and a subject (or queue group) here at most 2000, so that a subscription
+//! with its queue group, or a JetStream request naming stream, consumer and filter,
+//! fits the server's 4096-byte protocol line (a longer line makes the server drop the
+//! connection). A longer composed name is refused before anything is sent, with
+//! [`TransportError::InvalidTarget`] from `cast`, `call`, `notify` and `listen`; a
+//! `subject_prefix` whose stream name would be too long is a URL error.
+//!
+//! ## Consumer settings
+//!
+//! A listener applies its `prefetch` (`max_ack_pending`) and `consumer_ttl`
+//! (`inactive_threshold`) to the durable consumers it uses: one that exists with other
+//! values (created under another URL) is updated, with a warning naming the consumer
+//! and both values. Listeners of one pool started with different values update it in
+//! turn: the last one started wins. A notifier creates a missing consumer with its
+//! own values and never changes an existing one. Should the server refuse the update,
+//! the listener warns, naming both values, and uses the consumer as it is.
 //!
 //! ## Durable consumers stay, until `consumer_ttl`
 //!
@@ -97,6 +136,45 @@
 //!
 //! Wrong credentials (an authorization violation) fail the operation at once with
 //! [`TransportError::Refused`], a permanent error; nothing retries them.
+//!
+//! ## Memory
+//!
+//! What a listener holds is bounded whatever its peers send. The client queues at most
+//! `prefetch + 64` received messages per subscription (async-nats's
+//! `subscription_capacity`, 65,536 unless set). An RPC listener has three
+//! subscriptions (topic, server, fanout) and moves what they receive into a buffer of
+//! at most `prefetch` requests, waiting for room when it is full: it holds at most
+//! `prefetch + 1 + 3 × (prefetch + 64)` requests (4,193 with the default prefetch, 257
+//! with `prefetch=16`), each at most the server's `max_payload` (1 MiB by default).
+//! A notification listener holds at most `prefetch` unacknowledged notifications per
+//! consumer (one per target and priority; JetStream's `max_ack_pending`), queued or
+//! buffered. The transport's reply subscription has the same queue; what it receives
+//! is handed to the waiting calls at once.
+//!
+//! ## Slow consumers
+//!
+//! When a subscription's queue is full (its handlers are slower than its publishers),
+//! the client drops what arrives for it. Each drop is reported: one warning at once,
+//! then at most one every 10 s with the number dropped since the previous one (and one
+//! for the rest when the transport is dropped). The client reports drops through a
+//! queue of 128 events, so in a burst that overflows it the count is a lower bound.
+//! Calls and casts are at-most-once on core NATS by design: a dropped request is lost
+//! (its call times out), a dropped reply makes its call time out. A notification is
+//! never dropped this way: a pull has at most `prefetch` on their way.
+//!
+//! ## Stopping while the server is unreachable
+//!
+//! Stopping a listener and dropping the transport's last handle wait for the server at
+//! most [`STOP_WAIT`] (2 s): for the unsubscriptions, the pulls' drains and the `Nak`s
+//! to reach it, and for buffered publishes to be flushed on drop. They do not wait at
+//! all for what needs a connection while the client is disconnected: its queued
+//! commands are sent when it reconnects, if the transport is still there;
+//! notifications not `Nak`ed are redelivered after the acknowledgement wait. An
+//! acknowledgement never blocks the handler's thread. A send waits at most its timeout
+//! (60 s without one) for room in the client's outgoing queue (2048 commands, full
+//! once the server has been unreachable for a while) and then fails with a connection
+//! error; `listen` waits at most `connect_timeout` for the server to confirm its
+//! subscriptions.
 
 mod frame;
 #[cfg(feature = "fuzzing")]
@@ -106,6 +184,7 @@ mod options;
 mod subjects;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,7 +204,7 @@ use tokio::sync::OnceCell;
 pub use listener::NatsListener;
 use listener::Source;
 use options::Options;
-use subjects::Subjects;
+use subjects::{MAX_NAME_LEN, MAX_SUBJECT_LEN, Subjects, fits};
 
 use crate::pending::PendingCalls;
 
@@ -148,6 +227,103 @@ pub struct NatsTransport {
 /// notifications still exists (less if half of `consumer_ttl` is shorter).
 const CONSUMER_RECHECK: Duration = Duration::from_secs(60);
 
+/// The most that stopping a listener, or dropping the transport's last handle, waits
+/// for the NATS server (to unsubscribe, drain pulls, give notifications back, flush);
+/// nothing waits while the client is disconnected. See the module docs.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// How many messages beyond `prefetch` the client queues per subscription: room for a
+/// pull's status messages, and for bursts of replies when `prefetch` is small.
+const QUEUE_SLACK: usize = 64;
+
+/// How long a send waits for room in the client's outgoing queue when it has no
+/// timeout of its own.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// At most one slow-consumer warning this often.
+const SLOW_CONSUMER_REPORT: Duration = Duration::from_secs(10);
+
+/// Messages the client dropped because a subscription's queue was full, not yet
+/// reported.
+struct SlowConsumers {
+    /// The client's servers, to say which connection dropped them.
+    servers: String,
+    dropped: AtomicU64,
+    arrived: tokio::sync::Notify,
+}
+
+impl SlowConsumers {
+    /// Counts one drop (the client's `SlowConsumer` event).
+    fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.arrived.notify_one();
+    }
+
+    /// Warns about the drops counted since the last warning, if any.
+    fn report(&self) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                servers = %self.servers,
+                "the NATS client dropped messages: a subscription's queue was full (its \
+                 handlers are slower than its publishers). Calls and casts are at-most-once \
+                 on core NATS: a dropped request is lost, a dropped reply's call times out"
+            );
+        }
+    }
+
+    /// Reports drops as they come: at once, then at most every
+    /// [`SLOW_CONSUMER_REPORT`] with the count since the previous report.
+    async fn reporter(self: Arc<Self>) {
+        loop {
+            self.arrived.notified().await;
+            self.report();
+            tokio::time::sleep(SLOW_CONSUMER_REPORT).await;
+        }
+    }
+}
+
+/// The send's budget for room in the client's outgoing queue.
+fn send_timeout(options: &SendOptions) -> Duration {
+    options.timeout.unwrap_or(SEND_TIMEOUT)
+}
+
+/// Publishes, waiting at most `limit` for room in the client's outgoing queue (full
+/// while the client reconnects, once enough was sent meanwhile).
+async fn publish(
+    client: &async_nats::Client,
+    subject: String,
+    reply: Option<String>,
+    body: bytes::Bytes,
+    limit: Duration,
+) -> Result<(), TransportError> {
+    let publish = async {
+        match reply {
+            Some(reply) => client.publish_with_reply(subject, reply, body).await,
+            None => client.publish(subject, body).await,
+        }
+    };
+    match messaging_core::timer::timeout(limit, publish).await {
+        Ok(published) => published.map_err(|e| connection_error("publishing", e)),
+        Err(_) => Err(connection_error(
+            "publishing",
+            format!(
+                "the NATS client's outgoing queue stayed full for {limit:?} (is the server \
+                 unreachable?)"
+            ),
+        )),
+    }
+}
+
+/// Whether a durable consumer is only created if missing (a notifier) or also given
+/// this transport's settings if it exists with others (a listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ensure {
+    Create,
+    Apply,
+}
+
 struct Inner {
     url: TransportUrl,
     options: Options,
@@ -164,6 +340,8 @@ struct Inner {
     consumers: Mutex<HashMap<String, Instant>>,
     /// Bumped each time the client (re)connects; notification pulls watch it.
     connected: tokio::sync::watch::Sender<u64>,
+    /// What the client dropped for full subscription queues, to report.
+    slow: Arc<SlowConsumers>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,13 +356,13 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Publishes are buffered by the client: send them before going away (a
         // short-lived process would otherwise exit with its last casts unsent).
+        // At most STOP_WAIT: a client that is reconnecting sends them once it is back,
+        // which the server may never be.
         if let Some(client) = self.client.get().cloned() {
             let flushed = self.handle.spawn(async move { client.flush().await });
-            let _ = block_on(messaging_core::timer::timeout(
-                Duration::from_secs(5),
-                flushed,
-            ));
+            let _ = block_on(messaging_core::timer::timeout(STOP_WAIT, flushed));
         }
+        self.slow.report();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -255,13 +433,20 @@ impl Inner {
         self.client
             .get_or_try_init(|| async {
                 let connected = self.connected.clone();
+                let slow = self.slow.clone();
+                tokio::spawn(slow.clone().reporter());
                 let mut options = async_nats::ConnectOptions::new()
                     .event_callback(move |event| {
-                        if matches!(event, async_nats::Event::Connected) {
-                            connected.send_modify(|n| *n += 1);
+                        match event {
+                            async_nats::Event::Connected => connected.send_modify(|n| *n += 1),
+                            async_nats::Event::SlowConsumer(_) => slow.dropped_one(),
+                            _ => {}
                         }
                         std::future::ready(())
                     })
+                    // Bounds what a subscription holds (see the module docs); a pull
+                    // never has more than `prefetch` on its way.
+                    .subscription_capacity(self.options.prefetch + QUEUE_SLACK)
                     .name(format!("messaging-rs:{}", std::process::id()))
                     .connection_timeout(self.options.connect_timeout)
                     .require_tls(self.options.tls);
@@ -306,6 +491,20 @@ impl Inner {
                     })
                     .await
                     .map_err(|e| connection_error("cannot create the notification stream", e))?;
+                // Two prefixes can share a stream name (`a.b` and `a_2Eb`): never
+                // store, or consume, one's notifications in the other's stream.
+                let stored = &stream.cached_info().config.subjects;
+                if !stored.contains(&self.subjects.stream_subjects()) {
+                    return Err(TransportError::Refused {
+                        message: format!(
+                            "the stream {} stores {stored:?}, not {}: another subject_prefix \
+                             maps to the same stream name; choose a prefix that does not",
+                            self.subjects.stream(),
+                            self.subjects.stream_subjects()
+                        ),
+                        source: None,
+                    });
+                }
                 let retention = stream.cached_info().config.retention;
                 if purges && retention == stream::RetentionPolicy::Interest {
                     tracing::warn!(
@@ -324,31 +523,71 @@ impl Inner {
         Ok((context, stream))
     }
 
+    /// The durable consumer `name`, created if missing; with [`Ensure::Apply`], one
+    /// that exists with another `max_ack_pending` or `inactive_threshold` is updated to
+    /// this transport's `prefetch` and `consumer_ttl`, with a warning naming both.
     async fn consumer(
         &self,
         stream: &stream::Stream,
         name: String,
         subject: String,
+        ensure: Ensure,
     ) -> Result<consumer::Consumer<consumer::pull::Config>, TransportError> {
-        stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subject,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    // A new consumer starts with what is published from now on, as a
-                    // queue declared now does: on a limits-retention stream it must not
-                    // replay the stream's history.
-                    deliver_policy: consumer::DeliverPolicy::New,
-                    ack_wait: Duration::from_secs(300),
-                    max_ack_pending: (self.options.prefetch as i64).max(1),
-                    inactive_threshold: self.options.consumer_ttl,
-                    ..consumer::pull::Config::default()
-                },
-            )
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subject,
+            ack_policy: consumer::AckPolicy::Explicit,
+            // A new consumer starts with what is published from now on, as a
+            // queue declared now does: on a limits-retention stream it must not
+            // replay the stream's history.
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_wait: Duration::from_secs(300),
+            max_ack_pending: self.options.prefetch as i64,
+            inactive_threshold: self.options.consumer_ttl,
+            ..consumer::pull::Config::default()
+        };
+        let existing = stream
+            .get_or_create_consumer(&name, config.clone())
             .await
-            .map_err(|e| connection_error(&format!("cannot create consumer {name}"), e))
+            .map_err(|e| connection_error(&format!("cannot create consumer {name}"), e))?;
+        let had = &existing.cached_info().config;
+        let (max_ack_pending, inactive_threshold) = (had.max_ack_pending, had.inactive_threshold);
+        if ensure == Ensure::Create
+            || (max_ack_pending, inactive_threshold)
+                == (config.max_ack_pending, config.inactive_threshold)
+        {
+            return Ok(existing);
+        }
+        let (prefetch, consumer_ttl) = (config.max_ack_pending, config.inactive_threshold);
+        // JetStream updates these on a create with the same name and settings otherwise.
+        match stream.create_consumer(config).await {
+            Ok(updated) => {
+                tracing::warn!(
+                    consumer = %name,
+                    max_ack_pending,
+                    prefetch,
+                    ?inactive_threshold,
+                    ?consumer_ttl,
+                    "the durable consumer had another max_ack_pending or inactive_threshold; \
+                     updated to this listener's prefetch and consumer_ttl"
+                );
+                Ok(updated)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    consumer = %name,
+                    max_ack_pending,
+                    prefetch,
+                    ?inactive_threshold,
+                    ?consumer_ttl,
+                    %error,
+                    "the durable consumer has another max_ack_pending or inactive_threshold \
+                     than this listener's prefetch and consumer_ttl, and the server did not \
+                     update it; using it as it is"
+                );
+                Ok(existing)
+            }
+        }
     }
 
     /// The transport's reply subscription, started on first use: routes each reply to
@@ -411,7 +650,6 @@ impl NatsTransport {
             inner: Arc::new(Inner {
                 url: url.clone(),
                 subjects: Subjects::new(&options.prefix),
-                options,
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
                 client: OnceCell::new(),
@@ -420,6 +658,12 @@ impl NatsTransport {
                 stream: OnceCell::new(),
                 consumers: Mutex::new(HashMap::new()),
                 connected: tokio::sync::watch::Sender::new(0),
+                slow: Arc::new(SlowConsumers {
+                    servers: options.servers.join(","),
+                    dropped: AtomicU64::new(0),
+                    arrived: tokio::sync::Notify::new(),
+                }),
+                options,
             }),
         })
     }
@@ -431,18 +675,50 @@ impl NatsTransport {
             .unwrap_or(&self.inner.options.control_exchange)
     }
 
-    fn subject(&self, target: &Target) -> String {
+    /// Where a cast or call to `target` goes; [`TransportError::InvalidTarget`] if that
+    /// subject would be longer than NATS takes.
+    fn subject(&self, target: &Target) -> Result<String, TransportError> {
         let (exchange, topic) = (
             self.exchange(target),
             target.topic.as_deref().unwrap_or_default(),
         );
-        if target.fanout {
+        let subject = if target.fanout {
             self.inner.subjects.fanout(exchange, topic)
         } else if let Some(server) = &target.server {
             self.inner.subjects.server(exchange, topic, server)
         } else {
             self.inner.subjects.topic(exchange, topic)
-        }
+        };
+        fits("subject", subject, MAX_SUBJECT_LEN, target)
+    }
+
+    /// The subject and durable consumer of `target`'s notifications of `priority` for
+    /// `pool`, or [`TransportError::InvalidTarget`] if either is too long for NATS.
+    fn notification_names(
+        &self,
+        target: &Target,
+        priority: Priority,
+        pool: Option<&str>,
+    ) -> Result<(String, String), TransportError> {
+        let (exchange, topic) = (
+            self.exchange(target),
+            target.topic.as_deref().unwrap_or_default(),
+        );
+        let subjects = &self.inner.subjects;
+        Ok((
+            fits(
+                "notification subject",
+                subjects.notification(exchange, topic, priority),
+                MAX_SUBJECT_LEN,
+                target,
+            )?,
+            fits(
+                "consumer name",
+                subjects.consumer(exchange, topic, priority, pool),
+                MAX_NAME_LEN,
+                target,
+            )?,
+        ))
     }
 
     async fn run<T: Send + 'static>(
@@ -475,11 +751,12 @@ impl Transport for NatsTransport {
         &self,
         target: &Target,
         message: Message,
-        _options: &SendOptions,
+        options: &SendOptions,
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
-        let (inner, subject) = (self.inner.clone(), self.subject(target));
+        let (inner, subject) = (self.inner.clone(), self.subject(target)?);
         let body = frame::encode_message(&message, None, None);
+        let limit = send_timeout(options);
         // Once connected, a publish is a send on the client's command channel, which
         // works from any thread: no hand-off to the runtime.
         if let Some(client) = self.inner.client.get() {
@@ -487,10 +764,7 @@ impl Transport for NatsTransport {
                 &body,
                 message_limit(self.inner.options.max_message_size, client),
             )?;
-            return client
-                .publish(subject, body)
-                .await
-                .map_err(|e| connection_error("publishing", e));
+            return publish(client, subject, None, body, limit).await;
         }
         self.run(async move {
             let client = inner.client().await?;
@@ -498,10 +772,7 @@ impl Transport for NatsTransport {
                 &body,
                 message_limit(inner.options.max_message_size, &client),
             )?;
-            client
-                .publish(subject, body)
-                .await
-                .map_err(|e| connection_error("publishing", e))
+            publish(&client, subject, None, body, limit).await
         })
         .await
     }
@@ -514,7 +785,7 @@ impl Transport for NatsTransport {
     ) -> Result<ReplyReceiver, TransportError> {
         target.validate_for_call()?;
         let started = Instant::now();
-        let (inner, subject) = (self.inner.clone(), self.subject(target));
+        let (inner, subject) = (self.inner.clone(), self.subject(target)?);
         let (client, inbox) = match (self.inner.client.get(), self.inner.replies.get()) {
             (Some(client), Some(inbox)) => (client.clone(), inbox.clone()),
             _ => {
@@ -539,13 +810,19 @@ impl Transport for NatsTransport {
         let id = ids::hex_id();
         let (sender, receiver) = reply_channel();
         inner.pending.expect(id.clone(), sender);
-        if let Err(error) = client
-            .publish_with_reply(subject, format!("{inbox}.{id}"), body)
-            .await
-        {
-            inner.pending.forget(&id);
-            return Err(connection_error("publishing", error));
+        // Forgets the call unless it was published (also if this future is dropped).
+        struct Unsent<'a>(&'a PendingCalls, Option<&'a str>);
+        impl Drop for Unsent<'_> {
+            fn drop(&mut self) {
+                if let Some(id) = self.1 {
+                    self.0.forget(id);
+                }
+            }
         }
+        let mut unsent = Unsent(&inner.pending, Some(&id));
+        let reply = format!("{inbox}.{id}");
+        publish(&client, subject, Some(reply), body, send_timeout(options)).await?;
+        unsent.1 = None;
         Ok(receiver)
     }
 
@@ -557,19 +834,14 @@ impl Transport for NatsTransport {
     ) -> Result<(), TransportError> {
         target.validate_for_send()?;
         let inner = self.inner.clone();
-        let (exchange, topic) = (
-            self.exchange(target).to_owned(),
-            target.topic.clone().unwrap_or_default(),
-        );
+        let (subject, name) = self.notification_names(target, priority, None)?;
         let body = frame::encode_message(&message, None, None);
-        self.run(async move {
+        let notify = async move {
             let (context, stream) = inner.jetstream().await?;
             check_size(
                 &body,
                 message_limit(inner.options.max_message_size, &context.client()),
             )?;
-            let subject = inner.subjects.notification(&exchange, &topic, priority);
-            let name = inner.subjects.consumer(&exchange, &topic, priority, None);
             let recheck = CONSUMER_RECHECK.min(inner.options.consumer_ttl / 2);
             let known = inner
                 .consumers
@@ -579,7 +851,7 @@ impl Transport for NatsTransport {
                 .is_some_and(|ensured| ensured.elapsed() < recheck);
             if !known {
                 inner
-                    .consumer(&stream, name.clone(), subject.clone())
+                    .consumer(&stream, name.clone(), subject.clone(), Ensure::Create)
                     .await?;
                 inner
                     .consumers
@@ -594,6 +866,18 @@ impl Transport for NatsTransport {
                 .await
                 .map_err(|e| connection_error("storing a notification", e))?;
             Ok(())
+        };
+        // Each JetStream request is bounded by the client's request timeout, but room
+        // in its outgoing queue is not.
+        self.run(async move {
+            tokio::time::timeout(SEND_TIMEOUT, notify)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(connection_error(
+                        "publishing a notification",
+                        format!("not done within {SEND_TIMEOUT:?} (is the server unreachable?)"),
+                    ))
+                })
         })
         .await
     }
@@ -613,36 +897,50 @@ impl Transport for NatsTransport {
                 "batches are capped by the consumer's prefetch (max_ack_pending)"
             );
         }
+        let connect_timeout = self.inner.options.connect_timeout;
+        // Every name is composed and checked before anything is sent.
         let source = match subscription {
             Subscription::Rpc(target) => {
-                let exchange = self.exchange(target).to_owned();
-                let topic = target.topic.clone().unwrap_or_default();
-                let server = target.server.clone().unwrap_or_default();
+                let exchange = self.exchange(target);
+                let topic = target.topic.as_deref().unwrap_or_default();
+                let server = target.server.as_deref().unwrap_or_default();
+                let subjects = &self.inner.subjects;
+                let subject =
+                    |what: &str, subject: String| fits(what, subject, MAX_SUBJECT_LEN, target);
+                let topic_subject = subject("subject", subjects.topic(exchange, topic))?;
+                let group = subject("queue group", subjects.group(exchange, topic))?;
+                let server_subject = subject("subject", subjects.server(exchange, topic, server))?;
+                let fanout_subject = subject("subject", subjects.fanout(exchange, topic))?;
                 block_on(self.inner.handle.spawn(async move {
                     let client = inner.client().await?;
-                    let subjects = &inner.subjects;
                     let subscribe_error =
                         |e: async_nats::SubscribeError| connection_error("subscribing", e);
                     let subscribers = vec![
                         client
-                            .queue_subscribe(
-                                subjects.topic(&exchange, &topic),
-                                subjects.group(&exchange, &topic),
-                            )
+                            .queue_subscribe(topic_subject, group)
                             .await
                             .map_err(subscribe_error)?,
                         client
-                            .subscribe(subjects.server(&exchange, &topic, &server))
+                            .subscribe(server_subject)
                             .await
                             .map_err(subscribe_error)?,
                         client
-                            .subscribe(subjects.fanout(&exchange, &topic))
+                            .subscribe(fanout_subject)
                             .await
                             .map_err(subscribe_error)?,
                     ];
-                    client
-                        .flush()
+                    // The server confirms them, within connect_timeout: a reconnecting
+                    // client would otherwise wait for as long as the server is away.
+                    tokio::time::timeout(connect_timeout, client.flush())
                         .await
+                        .map_err(|_| {
+                            connection_error(
+                                "subscribing",
+                                format!(
+                                    "the NATS server did not confirm within {connect_timeout:?}"
+                                ),
+                            )
+                        })?
                         .map_err(|e| connection_error("subscribing", e))?;
                     Ok::<_, TransportError>(Source::Rpc(subscribers))
                 }))
@@ -652,27 +950,25 @@ impl Transport for NatsTransport {
                 priorities,
                 pool,
             } => {
-                let bindings: Vec<(String, String, Priority)> = targets
-                    .iter()
-                    .flat_map(|t| {
-                        let exchange = self.exchange(t).to_owned();
-                        let topic = t.topic.clone().unwrap_or_default();
-                        priorities
-                            .iter()
-                            .map(move |p| (exchange.clone(), topic.clone(), *p))
-                    })
-                    .collect();
-                let pool = pool.clone();
+                let mut bindings = Vec::new();
+                for target in targets {
+                    for priority in priorities {
+                        bindings.push(self.notification_names(
+                            target,
+                            *priority,
+                            pool.as_deref(),
+                        )?);
+                    }
+                }
                 block_on(self.inner.handle.spawn(async move {
                     let (_, stream) = inner.jetstream().await?;
                     let mut consumers = Vec::new();
-                    for (exchange, topic, priority) in bindings {
-                        let subject = inner.subjects.notification(&exchange, &topic, priority);
-                        let name =
+                    for (subject, name) in bindings {
+                        consumers.push(
                             inner
-                                .subjects
-                                .consumer(&exchange, &topic, priority, pool.as_deref());
-                        consumers.push(inner.consumer(&stream, name, subject).await?);
+                                .consumer(&stream, name, subject, Ensure::Apply)
+                                .await?,
+                        );
                     }
                     Ok::<_, TransportError>(Source::Notifications(consumers))
                 }))
@@ -735,6 +1031,69 @@ mod tests {
         assert!(
             matches!(down, TransportError::Connection { .. }),
             "{down:?}"
+        );
+    }
+
+    /// Names that compose to more than NATS takes are refused before anything is
+    /// sent: the URL points at a closed port, so reaching the network would be a
+    /// connection error instead. Before, they went to the server, which refused a long
+    /// consumer name after connecting and dropped the connection over a long subject.
+    #[test]
+    fn composed_names_too_long_for_nats_are_invalid_targets_before_connecting() {
+        let url = TransportUrl::parse("nats://127.0.0.1:1?connect_timeout=1").unwrap();
+        let transport = NatsTransport::open(&url).unwrap();
+        let dots = ".".repeat(255); // each dot is three bytes in a subject token
+        let long_subject = Target::new(dots.clone())
+            .with_exchange(dots.clone())
+            .with_server(dots.clone());
+        let long_consumer = Target::new("t".repeat(240));
+        let invalid = |what: &str, result: Result<(), TransportError>, part: &str| match result {
+            Err(TransportError::InvalidTarget(e)) => {
+                assert!(e.reason().contains(part), "{what}: {e}")
+            }
+            other => panic!("{what}: {other:?}"),
+        };
+        let message = || Message::new("m");
+        let send = SendOptions::default();
+        invalid(
+            "cast",
+            block_on(transport.cast(&long_subject, message(), &send)),
+            "subject would be 2308 bytes long (at most 2000)",
+        );
+        invalid(
+            "call",
+            block_on(transport.call(&long_subject, message(), &send)).map(drop),
+            "subject would be 2308 bytes long",
+        );
+        invalid(
+            "notify",
+            block_on(transport.notify(&long_consumer, Priority::Info, message())),
+            "consumer name would be 259 bytes long (at most 255)",
+        );
+        let listen = |subscription: Subscription| {
+            transport
+                .listen(&subscription, &ListenOptions::default())
+                .map(drop)
+        };
+        invalid(
+            "listen rpc",
+            listen(Subscription::Rpc(long_subject.clone())),
+            "bytes long (at most 2000)",
+        );
+        invalid(
+            "listen notifications",
+            listen(Subscription::Notifications {
+                targets: vec![Target::new("t"), Target::new("t".repeat(200))],
+                priorities: vec![Priority::Info],
+                pool: Some("p".repeat(60)),
+            }),
+            "consumer name would be 278 bytes long",
+        );
+        // Within the limits, the same calls do reach for the (closed) port.
+        let reached = block_on(transport.cast(&Target::new("t"), message(), &send));
+        assert!(
+            matches!(reached, Err(TransportError::Connection { .. })),
+            "{reached:?}"
         );
     }
 }

@@ -2,8 +2,22 @@
 
 use std::time::Duration;
 
+use std::ops::RangeInclusive;
+
 use messaging_core::codec::CodecKind;
-use messaging_core::{InvalidTransportUrl, Secret, TransportError, TransportUrl};
+use messaging_core::{InvalidTransportUrl, Secret, Target, TransportError, TransportUrl};
+
+use super::subjects::{MAX_NAME_LEN, Subjects};
+
+/// What `prefetch` may be: at least one notification handed out at a time.
+pub(crate) const PREFETCH: RangeInclusive<u64> = 1..=100_000;
+/// What the options in seconds may be (`consumer_ttl`, `notification_max_age`): ten
+/// years at most.
+const SECONDS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
+/// What `connect_timeout` may be (seconds).
+const CONNECT_TIMEOUT: RangeInclusive<u64> = 1..=3600;
+/// What `max_message_size` may be (bytes): NATS's `max_payload` is at most 64 MiB.
+const MESSAGE_SIZE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -48,13 +62,21 @@ impl Options {
                 KNOWN.join(", ")
             )));
         }
-        let number = |key: &str, default: u64| -> Result<u64, TransportError> {
-            match url.option(key) {
-                None => Ok(default),
-                Some(value) => value
-                    .parse::<u64>()
-                    .map_err(|_| bad(format!("`{key}` must be a whole number, got `{value}`"))),
-            }
+        // A number out of its range is an error naming the option and the range, never
+        // silently moved into it.
+        let number = |key: &str, default: u64, range: RangeInclusive<u64>| match url.option(key) {
+            None => Ok(default),
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|v| range.contains(v))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`{key}` must be a whole number from {} to {}, got `{value}`",
+                        range.start(),
+                        range.end()
+                    ))
+                }),
         };
         let tls = match url.option("tls") {
             None => url.scheme() == "tls",
@@ -69,11 +91,32 @@ impl Options {
                 .map_err(|e: messaging_core::codec::UnknownCodec| bad(e.to_string()))?,
         };
         let prefix = url.option("subject_prefix").unwrap_or("msg").to_owned();
-        if prefix.is_empty() || prefix.contains(['*', '>', ' ', '\t']) {
+        if prefix.split('.').any(|t| {
+            t.is_empty()
+                || t.contains(|c: char| {
+                    matches!(c, '*' | '>') || c.is_whitespace() || c.is_control()
+                })
+        }) {
             return Err(bad(format!(
-                "`subject_prefix` `{prefix}` is not a valid subject prefix"
+                "`subject_prefix` `{}` is not a valid subject prefix (dot-separated \
+                 non-empty tokens without `*`, `>`, spaces or control characters)",
+                prefix.escape_debug()
             )));
         }
+        let stream = Subjects::new(&prefix).stream();
+        if stream.len() > MAX_NAME_LEN {
+            return Err(bad(format!(
+                "`subject_prefix` is too long: its stream name would be {} bytes long \
+                 (NATS allows at most {MAX_NAME_LEN})",
+                stream.len()
+            )));
+        }
+        let control_exchange = url.option("control_exchange").unwrap_or("openstack");
+        // The control exchange follows the rules of an exchange name in a target.
+        Target::new("t")
+            .with_exchange(control_exchange)
+            .validate_names()
+            .map_err(|e| bad(format!("`control_exchange`: {}", e.reason())))?;
         let first = url.hosts().first();
         let servers = if url.hosts().is_empty() {
             vec!["nats://127.0.0.1:4222".to_owned()]
@@ -102,24 +145,14 @@ impl Options {
             tls,
             codec,
             prefix,
-            control_exchange: url
-                .option("control_exchange")
-                .unwrap_or("openstack")
-                .to_owned(),
-            prefetch: number("prefetch", 1000)?.clamp(1, 100_000) as usize,
-            connect_timeout: Duration::from_secs(number("connect_timeout", 10)?.max(1)),
-            consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600)?.max(1)),
-            max_age: Duration::from_secs(number("notification_max_age", 24 * 3600)?.max(1)),
+            control_exchange: control_exchange.to_owned(),
+            prefetch: number("prefetch", 1000, PREFETCH)? as usize,
+            connect_timeout: Duration::from_secs(number("connect_timeout", 10, CONNECT_TIMEOUT)?),
+            consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600, SECONDS)?),
+            max_age: Duration::from_secs(number("notification_max_age", 24 * 3600, SECONDS)?),
             max_message_size: match url.option("max_message_size") {
                 None => None,
-                Some(_) => match usize::try_from(number("max_message_size", 0)?) {
-                    Ok(size) if size > 0 => Some(size),
-                    _ => {
-                        return Err(bad(
-                            "`max_message_size` must be a positive number of bytes".to_owned()
-                        ));
-                    }
-                },
+                Some(_) => Some(number("max_message_size", 0, MESSAGE_SIZE)? as usize),
             },
         })
     }
@@ -169,16 +202,79 @@ mod tests {
             ),
             (
                 "nats://u:secret@h?max_message_size=0",
-                "`max_message_size` must be a positive number",
+                "`max_message_size` must be a whole number from 1 to 67108864, got `0`",
             ),
             (
                 "nats://u:secret@h?max_message_size=-1",
                 "`max_message_size` must be a whole number",
+            ),
+            (
+                "nats://u:secret@h?subject_prefix=a..b",
+                "not a valid subject prefix",
+            ),
+            (
+                "nats://u:secret@h?subject_prefix=a%0D%0AUNSUB",
+                "not a valid subject prefix",
+            ),
+            (
+                "nats://u:secret@h?control_exchange=%23",
+                "`control_exchange`",
             ),
         ] {
             let err = options(url).unwrap_err().to_string();
             assert!(err.contains(expected), "{url}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
+    }
+
+    /// `prefetch=0`, `consumer_ttl=0` and the like used to be moved into range
+    /// silently (`prefetch=0` became 1, `notification_max_age=0`, which means "no
+    /// limit" to JetStream, became one second).
+    #[test]
+    fn numbers_out_of_range_are_errors_naming_the_option_and_its_range() {
+        for (option, value, range) in [
+            ("prefetch", "0", "from 1 to 100000"),
+            ("prefetch", "100001", "from 1 to 100000"),
+            ("consumer_ttl", "0", "from 1 to 315360000"),
+            ("consumer_ttl", "315360001", "from 1 to 315360000"),
+            ("notification_max_age", "0", "from 1 to 315360000"),
+            ("connect_timeout", "0", "from 1 to 3600"),
+            ("connect_timeout", "99999999999999999999", "from 1 to 3600"),
+            ("max_message_size", "67108865", "from 1 to 67108864"),
+        ] {
+            let url = format!("nats://h?{option}={value}");
+            match options(&url) {
+                Err(TransportError::InvalidUrl(e)) => assert_eq!(
+                    e.reason(),
+                    format!("`{option}` must be a whole number {range}, got `{value}`")
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        for (option, value) in [
+            ("prefetch", "1"),
+            ("prefetch", "100000"),
+            ("consumer_ttl", "1"),
+            ("notification_max_age", "315360000"),
+            ("connect_timeout", "3600"),
+            ("max_message_size", "1"),
+        ] {
+            assert!(
+                options(&format!("nats://h?{option}={value}")).is_ok(),
+                "{option}={value}"
+            );
+        }
+    }
+
+    /// A subject prefix whose stream name NATS would refuse is refused with the URL.
+    #[test]
+    fn a_subject_prefix_too_long_for_a_stream_name_is_a_url_error() {
+        assert!(options(&format!("nats://h?subject_prefix={}", "p".repeat(241))).is_ok());
+        let err = options(&format!("nats://h?subject_prefix={}", "p".repeat(242))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("stream name would be 256 bytes long"),
+            "{err}"
+        );
     }
 }
