@@ -7,7 +7,20 @@
 //! [`Shutdown`] and calls [`run`]; everything else is here, so that the commands are
 //! tested in-process (over `memory://`, which only works inside one process).
 //!
-//! Results go to stdout, progress and logs to stderr. Exit codes: see [`exit`].
+//! Results go to stdout, progress and logs to stderr. Exit codes: see [`exit`]. A
+//! result that cannot be written (a closed pipe, a full disk) is a failure, never a
+//! success: `call`, `demo` and the `simulate` summaries fail with exit 1; `listen` and
+//! `serve` requeue the notification or cast they could not print (before acknowledging
+//! it, before its handler runs), and every one taken after it, stop, and fail.
+//! Errors, usage errors included, are one line on stderr.
+//!
+//! SIGINT/SIGTERM (the binary turns each into a [`Shutdown`] request): the first one
+//! ends what the command is waiting for at once, exit 1 ("interrupted"): reading a
+//! JSON argument from stdin or a file (a FIFO without a writer), connecting (a
+//! server or listener starting on a broker that does not answer), a send; `serve`,
+//! `listen` and the `simulate` servers stop taking messages and drain within
+//! `--grace`. A second one always exits at once with status 1: it ends a drain, and
+//! the binary exits by itself if the command has not returned shortly after.
 //!
 //! Inputs are checked before anything is sent: targets with core's
 //! [`Target`](messaging_core::Target) name rules, seconds within
@@ -31,14 +44,21 @@ pub use output::{Output, Shutdown};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// A failure other than the ones below (transport, connection, codec), an
-    /// interrupted send, or a server that had to exit before its handlers finished.
+    /// A failure other than the ones below (transport, connection, codec; a message
+    /// no queue took), a result that could not be written to stdout, an interruption
+    /// (SIGINT/SIGTERM while reading input, connecting or sending; a second one,
+    /// whatever the command was doing), or a server that had to exit before its
+    /// handlers finished.
     pub const FAILURE: u8 = 1;
-    /// Bad usage or input: arguments, JSON, URL, target, a message too large.
+    /// Bad usage or input: arguments (one line on stderr, as every error), JSON, URL,
+    /// target, a message too large, `-` (stdin) given to two options.
     pub const USAGE: u8 = 2;
     /// The remote handler raised an error.
     pub const REMOTE: u8 = 3;
-    /// No reply (call) or no acceptance by the broker (cast, notify) in time.
+    /// No reply (call) or no acceptance by the broker (cast, notify) within
+    /// `--timeout`, with no other failure seen (a broker that does not answer): a
+    /// failure the transport saw before giving up at the timeout (a refused connection,
+    /// a message no queue took) is reported as itself, exit 1.
     pub const TIMEOUT: u8 = 4;
 }
 
@@ -46,8 +66,10 @@ const EXIT_CODES: &str = "\
 The URL comes from --url, or else from the MESSAGING_URL environment variable (keeps the \
 password out of `ps`).
 
-Exit codes: 0 success, 1 failure (transport, connection, interrupted), 2 usage error \
-(arguments, JSON, URL, target, message too large), 3 remote error, 4 timeout.";
+Exit codes: 0 success, 1 failure (transport, connection, output not written, \
+interrupted), 2 usage error (arguments, JSON, URL, target, message too large), 3 remote \
+error, 4 timeout (nothing else seen). SIGINT/SIGTERM interrupt reading input, connecting \
+and sending at once; a second one always exits at once.";
 
 /// The largest number of seconds any option takes (a year): larger values would only
 /// overflow clocks.
@@ -138,13 +160,15 @@ pub struct SendArgs {
     #[arg(long)]
     pub version: Option<String>,
     /// Seconds the whole send may take, connection retries included: until the reply
-    /// (call) or until the broker took the message (cast).
+    /// (call) or until the broker took the message (cast); a failure seen by then (a
+    /// refused connection, no queue for the cast) is reported instead of a timeout.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
     /// Send to every server of the topic (casts only).
     #[arg(long)]
     pub fanout: bool,
-    /// Request context, as a JSON object (inline, @FILE or - for stdin).
+    /// Request context, as a JSON object (inline, @FILE or - for stdin; not - with
+    /// JSON_KWARGS - as well).
     #[arg(long, value_name = "JSON")]
     pub context: Option<String>,
     /// The method.
@@ -175,7 +199,8 @@ pub struct NotifyArgs {
     #[arg(long, default_value = "messaging-cli")]
     pub publisher_id: String,
     /// Seconds the whole send may take (until the broker took it, connection retries
-    /// included).
+    /// included); a failure seen by then (a refused connection) is reported instead of
+    /// a timeout.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
     /// The payload, as JSON: inline, @FILE, or - for stdin (at most 64 MiB). Sent
@@ -454,12 +479,16 @@ impl CliError {
 }
 
 /// Runs a parsed command. Returns the exit code, having written results to `out` and
-/// errors to `err` (one line, control characters escaped). `serve`, `listen` and the
-/// `simulate` servers run until `shutdown` is triggered, then drain (a further trigger
-/// ends the drain at once); `call`, `cast` and `notify` abandon their send when it is
-/// triggered; `demo` stops early; the `simulate` clients stop sending. Every transport and server the
-/// command opened is dropped before this returns, except a server that was told to
-/// exit without waiting for its handlers.
+/// errors to `err` (one line, control characters escaped); a result `out` did not
+/// take is a failure. `serve`, `listen` and the `simulate` servers run until
+/// `shutdown` is triggered (or `out` fails), then drain (a further trigger ends the
+/// drain at once); `call`, `cast` and `notify` abandon their send when it is
+/// triggered; `demo` stops early; the `simulate` clients abandon their sends. A
+/// trigger while a command reads a JSON argument (stdin, a file) or starts a server
+/// (connecting) fails it at once, leaving that read or connection to a thread that
+/// ends with the process. Every transport and server the command opened is dropped
+/// before this returns, except a server that was told to exit without waiting for its
+/// handlers, or one still connecting.
 pub fn run(cli: Cli, out: &Output, err: &Output, shutdown: &Shutdown) -> u8 {
     let result = match cli.command {
         Command::Demo(args) => commands::demo::run(&args, out, err, shutdown),
@@ -473,9 +502,118 @@ pub fn run(cli: Cli, out: &Output, err: &Output, shutdown: &Shutdown) -> u8 {
     match result {
         Ok(()) => exit::OK,
         Err(error) => {
-            err.line(&format!("error: {}", one_line(&error.message)));
+            err.note(&format!("error: {}", one_line(&error.message)));
             error.code
         }
+    }
+}
+
+/// What the binary does with SIGINT/SIGTERM, each item of `signals` being one: one
+/// more [`Shutdown::trigger`] (the first stops the command, the second ends a drain).
+/// From the second one on, if `returned` (the command returned) is not set within
+/// `forced_after`, `exit_now` is called: the command is stuck where it cannot be
+/// abandoned (a destructor, a call with no deadline), and the binary exits 1 at once.
+/// Returns when `signals` ends.
+pub fn handle_signals<I: IntoIterator>(
+    signals: I,
+    shutdown: &Shutdown,
+    returned: &std::sync::atomic::AtomicBool,
+    forced_after: Duration,
+    exit_now: impl Fn(),
+) {
+    for _ in signals {
+        shutdown.trigger();
+        if shutdown.requests() >= 2 {
+            std::thread::sleep(forced_after);
+            if !returned.load(std::sync::atomic::Ordering::SeqCst) {
+                exit_now();
+            }
+        }
+    }
+}
+
+/// A command-line parsing error (one that clap reports on stderr, exit [`exit::USAGE`])
+/// as one line, `error: ...`, control characters escaped: its message, with any list
+/// or tip on the same line, without the usage paragraph, ending with clap's
+/// "try '--help'" advice. (`--help` and `--version` are not errors: clap prints them
+/// as they are.)
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use messaging_cli::{Cli, usage_error_line};
+///
+/// let error = Cli::try_parse_from(["messaging", "call", "--url", "memory://"]).unwrap_err();
+/// assert_eq!(
+///     usage_error_line(&error),
+///     "error: the following required arguments were not provided: --topic <TOPIC>, \
+///      <METHOD>; for more information, try '--help'"
+/// );
+/// ```
+pub fn usage_error_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts = Vec::new();
+    let mut advice = "for more information, try '--help'".to_owned();
+    if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // The whole help, for a command given without its subcommand.
+        let command = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Usage: "))
+            .map(|usage| {
+                usage
+                    .split_whitespace()
+                    .take_while(|w| !w.starts_with(['[', '<', '-']))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| "messaging".to_owned());
+        let subcommands: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim_end() != "Commands:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .collect();
+        parts.push(format!(
+            "error: `{command}` needs a command: {}",
+            subcommands.join(", ")
+        ));
+    } else {
+        for paragraph in text.split("\n\n") {
+            let lines: Vec<&str> = paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let Some((first, rest)) = lines.split_first() else {
+                continue;
+            };
+            if first.starts_with("Usage:") {
+                continue;
+            }
+            if let Some(more) = first.strip_prefix("For more information, ") {
+                advice = format!("for more information, {}", more.trim_end_matches('.'));
+                continue;
+            }
+            let separator = if first.ends_with(':') { ", " } else { " " };
+            parts.push(if rest.is_empty() {
+                (*first).to_owned()
+            } else {
+                format!("{first} {}", rest.join(separator))
+            });
+        }
+    }
+    if parts.is_empty() {
+        parts.push(format!("error: {}", error.kind()));
+    }
+    parts.push(advice);
+    let line = one_line(&parts.join("; "));
+    if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
     }
 }
 

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 /// A shared, line-oriented writer (stdout, stderr, or a buffer in tests). Lines are
 /// written whole and flushed, so lines from several threads never interleave.
+///
+/// Results (stdout) go through [`line`](Output::line), whose error the command must
+/// act on: output that was not written is a failure, never a success. Diagnostics
+/// (stderr) go through [`note`](Output::note), which has nowhere left to report a
+/// failure.
 #[derive(Clone)]
 pub struct Output {
     inner: Arc<Mutex<Box<dyn Write + Send>>>,
@@ -23,11 +28,19 @@ impl Output {
         }
     }
 
-    /// Writes one line and flushes.
-    pub fn line(&self, line: &str) {
+    /// Writes one line and flushes it. `Ok` means the whole line reached the writer's
+    /// destination (the pipe, file or terminal); an error (a closed pipe, a full disk)
+    /// means it may not have, wholly or at all.
+    pub fn line(&self, line: &str) -> std::io::Result<()> {
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(w, "{line}");
-        let _ = w.flush();
+        writeln!(w, "{line}")?;
+        w.flush()
+    }
+
+    /// [`line`](Output::line) for diagnostics (progress, errors on stderr): a failure
+    /// to write is ignored, as there is nowhere left to report it.
+    pub fn note(&self, line: &str) {
+        let _ = self.line(line);
     }
 }
 
@@ -43,7 +56,9 @@ impl std::fmt::Debug for Output {
 /// The first request asks `serve`, `listen` and the `simulate` servers to stop taking
 /// messages and drain; a further request while they drain means "exit at once". `call`,
 /// `cast` and `notify` abandon their send on the first request; the `simulate` clients
-/// stop sending.
+/// abandon theirs. A command reading a JSON argument or starting a server (connecting)
+/// fails at once with "interrupted". (The binary also exits by itself shortly after a
+/// second request that the command did not answer.)
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     inner: Arc<Inner>,

@@ -1054,3 +1054,436 @@ fn notify_reports_a_bad_topic_as_a_usage_error() {
     assert_eq!(ran.code, exit::USAGE, "{}", ran.err);
     assert_eq!(ran.err, "error: the topic name is empty: <Target topic=>\n");
 }
+
+// ---------------------------------------------------------------- output not written
+
+/// A writer that fails the way stdout does on a full disk (`StorageFull`) or a closed
+/// pipe (`BrokenPipe`).
+struct Failing(std::io::ErrorKind);
+
+impl Write for Failing {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(self.0.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(self.0.into())
+    }
+}
+
+/// [`messaging`] with a stdout that fails with `kind`, failing the test if it has not
+/// returned within 60 s (a watchdog: `listen` and `serve` run until stopped).
+fn messaging_failing_stdout(args: &[&str], kind: std::io::ErrorKind) -> Ran {
+    let (err, shutdown) = (Buffer::default(), Shutdown::new());
+    let cli = Cli::try_parse_from(std::iter::once("messaging").chain(args.iter().copied()))
+        .expect("valid arguments");
+    let (done, code) = std::sync::mpsc::channel();
+    {
+        let (err, shutdown) = (Output::new(err.clone()), shutdown.clone());
+        thread::spawn(move || {
+            let _ = done.send(run(cli, &Output::new(Failing(kind)), &err, &shutdown));
+        });
+    }
+    let code = code
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            shutdown.trigger();
+            shutdown.trigger();
+            panic!("{args:?} still running: {}", err.text())
+        });
+    Ran {
+        code,
+        out: String::new(),
+        err: err.text(),
+    }
+}
+
+/// The last line of `err`: the error, one line.
+fn last_line(err: &str) -> &str {
+    err.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn call_and_demo_fail_when_stdout_takes_nothing() {
+    use std::io::ErrorKind::{BrokenPipe, StorageFull};
+    let bus = "memory:///cli-unwritten-call";
+    let _server = serve(bus, "thread-pool");
+    for kind in [StorageFull, BrokenPipe] {
+        let call = [
+            "call",
+            "--url",
+            bus,
+            "--topic",
+            "svc",
+            "echo",
+            r#"{"value": 1}"#,
+        ];
+        let ran = messaging_failing_stdout(&call, kind);
+        assert_eq!(ran.code, exit::FAILURE, "{kind:?}: {}", ran.err);
+        assert_eq!(ran.err.lines().count(), 1, "{}", ran.err);
+        assert!(
+            ran.err.starts_with("error: cannot write to stdout: "),
+            "{}",
+            ran.err
+        );
+        let ran = messaging_failing_stdout(&["demo", "--duration", "0.3"], kind);
+        assert_eq!(ran.code, exit::FAILURE, "{kind:?}: {}", ran.err);
+        assert!(
+            last_line(&ran.err).starts_with("error: cannot write to stdout: "),
+            "{}",
+            ran.err
+        );
+    }
+}
+
+/// Notifies `n` notifications with payloads `{"n": 0}`, `{"n": 1}`, ... on `bus`.
+fn notify_numbered(bus: &str, topic: &str, n: usize) {
+    for i in 0..n {
+        let payload = format!("{{\"n\": {i}}}");
+        let ran = messaging(&[
+            "notify",
+            "--url",
+            bus,
+            "--topic",
+            topic,
+            "--priority",
+            "info",
+            "--event-type",
+            "e",
+            &payload,
+        ]);
+        assert_eq!(ran.code, exit::OK, "{}", ran.err);
+    }
+}
+
+/// The `n` payload numbers of `lines` (printed notifications), sorted.
+fn numbers(lines: &[String]) -> Vec<u64> {
+    let mut numbers: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["payload"]["n"].as_u64().unwrap()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[test]
+fn listen_requeues_what_it_cannot_print_and_fails() {
+    let bus = "memory:///cli-unwritten-listen";
+    // The bus (and the notifications stored on it) lives while a transport does.
+    let _bus = messaging_transports::open(bus).unwrap();
+    notify_numbered(bus, "events", 5);
+    let ran = messaging_failing_stdout(
+        &["listen", "--url", bus, "--topic", "events"],
+        std::io::ErrorKind::StorageFull,
+    );
+    assert_eq!(ran.code, exit::FAILURE, "{}", ran.err);
+    assert!(
+        last_line(&ran.err).starts_with("error: cannot write to stdout: ")
+            && last_line(&ran.err).ends_with("the notification was requeued"),
+        "{}",
+        ran.err
+    );
+    // None was consumed unseen: the next listener prints all of them.
+    let listener = Background::start(&["listen", "--url", bus, "--topic", "events"], "listening");
+    let lines = listener.wait_lines(5);
+    assert_eq!(numbers(&lines), [0, 1, 2, 3, 4]);
+    assert_eq!(listener.stop(), exit::OK);
+}
+
+#[test]
+fn serve_requeues_a_cast_it_cannot_print_and_fails() {
+    let bus = "memory:///cli-unwritten-serve";
+    let _bus = messaging_transports::open(bus).unwrap();
+    let (err, shutdown) = (Buffer::default(), Shutdown::new());
+    let (done, exited) = std::sync::mpsc::channel();
+    {
+        let cli = Cli::try_parse_from([
+            "messaging",
+            "serve",
+            "--url",
+            bus,
+            "--topic",
+            "svc",
+            "--server",
+            "s1",
+        ])
+        .unwrap();
+        let (err, shutdown) = (Output::new(err.clone()), shutdown.clone());
+        thread::spawn(move || {
+            let failing = Output::new(Failing(std::io::ErrorKind::BrokenPipe));
+            let _ = done.send(run(cli, &failing, &err, &shutdown));
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !err.text().contains("serving") {
+        assert!(Instant::now() < deadline, "not ready: {}", err.text());
+        thread::sleep(Duration::from_millis(5));
+    }
+    let cast = [
+        "cast",
+        "--url",
+        bus,
+        "--topic",
+        "svc",
+        "echo",
+        r#"{"value": 42}"#,
+    ];
+    assert_eq!(messaging(&cast).code, exit::OK);
+    let code = exited
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            shutdown.trigger();
+            shutdown.trigger();
+            panic!("serve still running: {}", err.text())
+        });
+    assert_eq!(code, exit::FAILURE, "{}", err.text());
+    assert!(
+        last_line(&err.text()).ends_with("the cast was requeued"),
+        "{}",
+        err.text()
+    );
+    // The next server takes it.
+    let server = serve(bus, "thread-pool");
+    let lines = server.wait_lines(1);
+    assert!(lines[0].contains("\"value\":42"), "{}", lines[0]);
+}
+
+#[test]
+fn simulate_fails_when_its_summary_cannot_be_printed_but_writes_its_json() {
+    let json = std::env::temp_dir().join(format!(
+        "messaging-cli-unwritten-{}.json",
+        std::process::id()
+    ));
+    let json_arg = json.to_str().unwrap().to_owned();
+    let ran = messaging_failing_stdout(
+        &[
+            "simulate",
+            "rpc-client",
+            "--url",
+            "memory:///cli-unwritten-simulate",
+            "--with-server",
+            "-m",
+            "5",
+            "--json",
+            &json_arg,
+        ],
+        std::io::ErrorKind::BrokenPipe,
+    );
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(ran.code, exit::FAILURE, "{}", ran.err);
+    assert!(
+        last_line(&ran.err).starts_with("error: cannot write to stdout: "),
+        "{}",
+        ran.err
+    );
+    assert!(text.contains("\"count\": 5"), "{text}");
+}
+
+/// Runs the binary with stdout on /dev/full, or on a pipe whose reading end is closed.
+#[cfg(target_os = "linux")]
+fn binary_unwritten_stdout(args: &[&str], closed_pipe: bool) -> (Option<i32>, String) {
+    use std::process::Stdio;
+    let mut command = Process::new(env!("CARGO_BIN_EXE_messaging"));
+    command
+        .args(args)
+        .env_remove("MESSAGING_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    if closed_pipe {
+        // Closed before the child starts: its first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        command.stdout(writer);
+    } else {
+        command.stdout(std::fs::File::create("/dev/full").unwrap());
+    }
+    let child = command.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            let _ = Process::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("messaging {args:?} still running");
+        })
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_fails_when_stdout_is_full_or_closed() {
+    for closed_pipe in [false, true] {
+        let (code, err) = binary_unwritten_stdout(&["demo", "--duration", "0.3"], closed_pipe);
+        assert_eq!(code, Some(1), "demo, closed pipe {closed_pipe}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            last_line(&err).starts_with("error: cannot write to stdout: "),
+            "{err}"
+        );
+        // --help and --version that nobody could read are not a success either.
+        for args in [&["--help"][..], &["--version"], &["call", "--help"]] {
+            let (code, err) = binary_unwritten_stdout(args, closed_pipe);
+            assert_eq!(code, Some(1), "{args:?}, closed pipe {closed_pipe}: {err}");
+            assert!(
+                err.starts_with("error: cannot write to stdout: ") && err.lines().count() == 1,
+                "{err}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- usage errors
+
+#[test]
+fn usage_errors_are_one_line_and_help_is_whole() {
+    let limit = Duration::from_secs(20);
+    for (args, expected) in [
+        (&[][..], "`messaging` needs a command: demo, call, cast"),
+        (
+            &["simulate"][..],
+            "`messaging simulate` needs a command: rpc-server",
+        ),
+        (
+            &["call", "--url", "memory://"][..],
+            "the following required arguments were not provided: --topic <TOPIC>, <METHOD>",
+        ),
+        (
+            &["call", "--bogus"][..],
+            "unexpected argument '--bogus' found",
+        ),
+        (&["bogus"][..], "unrecognized subcommand 'bogus'"),
+        (
+            &["serve", "--executor", "nope"][..],
+            "[possible values: blocking, thread-pool, event-loop]",
+        ),
+        (
+            &["simulate", "rpc-client", "-m", "1", "-d", "2"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let ran = binary(args, &[], b"", limit);
+        assert_eq!(ran.code, USAGE, "{args:?}: {}", ran.err);
+        assert_one_error_line(&ran, &format!("{args:?}"));
+        assert!(ran.err.contains(expected), "{args:?}: {}", ran.err);
+        assert!(
+            ran.err
+                .trim_end()
+                .ends_with("for more information, try '--help'"),
+            "{args:?}: {}",
+            ran.err
+        );
+        assert!(ran.out.is_empty(), "{args:?}: {}", ran.out);
+    }
+    for args in [
+        &["--help"][..],
+        &["call", "--help"],
+        &["simulate", "rpc-client", "--help"],
+    ] {
+        let ran = binary(args, &[], b"", limit);
+        assert_eq!(ran.code, Some(0), "{args:?}");
+        assert!(
+            ran.out.contains("Usage:") && ran.out.lines().count() > 5,
+            "{}",
+            ran.out
+        );
+        assert!(ran.err.is_empty(), "{}", ran.err);
+    }
+    let ran = binary(&["--version"], &[], b"", limit);
+    assert_eq!(ran.code, Some(0));
+    assert!(ran.out.starts_with("messaging "), "{}", ran.out);
+}
+
+#[test]
+fn context_and_kwargs_cannot_both_read_stdin() {
+    for send in ["call", "cast"] {
+        let ran = binary(
+            &[
+                send,
+                "--url",
+                "memory://",
+                "--topic",
+                "t",
+                "--context",
+                "-",
+                "m",
+                "-",
+            ],
+            &[],
+            b"{}",
+            Duration::from_secs(20),
+        );
+        assert_eq!(ran.code, USAGE, "{send}: {}", ran.err);
+        assert_one_error_line(&ran, send);
+        assert!(
+            ran.err.contains("--context -") && ran.err.contains("JSON_KWARGS -"),
+            "{send}: {}",
+            ran.err
+        );
+    }
+}
+
+// ---------------------------------------------------------------- the transport's own error
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn cast_and_notify_to_a_closed_port_report_the_connection_error() {
+    let port = closed_port();
+    for url in [
+        format!("rabbit://guest:guest@127.0.0.1:{port}/"),
+        format!("nats://127.0.0.1:{port}"),
+    ] {
+        let sends: [&[&str]; 2] = [
+            &["cast", "--topic", "t", "m"],
+            &["notify", "--priority", "info", "--event-type", "e", "{}"],
+        ];
+        for send in sends {
+            let mut args = send.to_vec();
+            args.extend(["--url", &url, "--timeout", "2"]);
+            let ran = binary(&args, &[], b"", Duration::from_secs(30));
+            assert_eq!(
+                ran.code,
+                Some(i32::from(exit::FAILURE)),
+                "{args:?}: {}",
+                ran.err
+            );
+            // The error, after the transport's warning that it retries.
+            let error = last_line(&ran.err);
+            let errors = ran.err.lines().filter(|l| l.starts_with("error: ")).count();
+            assert_eq!(errors, 1, "{}", ran.err);
+            assert!(
+                error.starts_with("error: connection failed"),
+                "{args:?}: {}",
+                ran.err
+            );
+            assert!(
+                error.contains("Connection refused"),
+                "{args:?}: {}",
+                ran.err
+            );
+            assert!(
+                ran.took < Duration::from_secs(3),
+                "{args:?}: took {:?}",
+                ran.took
+            );
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Stopping a busy `serve`, `listen` or `simulate` server, in-process over `memory://`:
 //! the first stop request drains within `--grace` (with the lifecycle's "possible hang"
 //! warning while it is stuck), a further request or the end of the grace period exits
-//! 1 at once, naming the messages left unfinished. (The binary's signals are tested
-//! against the brokers in `cli_brokers.rs`.)
+//! 1 at once, naming the messages left unfinished. The binary's signals while it
+//! reads its input or connects end it at once (below, against a broker that never
+//! answers); busy servers stopped by signals are tested against the brokers in
+//! `cli_brokers.rs`.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -378,4 +380,293 @@ fn a_stop_request_ends_the_demo_early() {
         "{}",
         demo.err.text()
     );
+}
+
+// ---------------------------------------------------------------- signals while blocked
+
+/// The binary, running.
+#[cfg(target_os = "linux")]
+struct Binary {
+    child: std::process::Child,
+}
+
+#[cfg(target_os = "linux")]
+impl Binary {
+    /// Starts `messaging ARGS` with `stdin` (a pipe kept open, never written, if
+    /// `None`), and waits until it handles SIGINT and SIGTERM.
+    fn start(args: &[&str], stdin: Option<std::process::Stdio>) -> Binary {
+        use std::process::{Command, Stdio};
+        let child = Command::new(env!("CARGO_BIN_EXE_messaging"))
+            .args(args)
+            .env_remove("MESSAGING_URL")
+            .env("RUST_LOG", "off")
+            .stdin(stdin.unwrap_or_else(Stdio::piped))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !catches_sigint_and_sigterm(child.id()) {
+            assert!(Instant::now() < deadline, "no signal handlers");
+            thread::sleep(Duration::from_millis(5));
+        }
+        Binary { child }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The exit code and stderr, failing the test (and killing the process) if it is
+    /// still running after `limit` (a watchdog).
+    fn exited_within(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err)
+                    .unwrap();
+                return (status.code(), err);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("still running {limit:?} after the signal");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `pid` has handlers for SIGINT and SIGTERM installed (Linux).
+#[cfg(target_os = "linux")]
+fn catches_sigint_and_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0 && mask & (1 << (15 - 1)) != 0)
+}
+
+/// How soon a signal must end a blocked command.
+const AT_ONCE: Duration = Duration::from_secs(3);
+
+/// A FIFO nobody opens for writing: opening it for reading blocks.
+#[cfg(target_os = "linux")]
+fn fifo(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("messaging-stop-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    path
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_ends_the_reading_of_an_argument_at_once() {
+    let fifo = fifo("args");
+    let from_fifo = format!("@{}", fifo.display());
+    let notify = [
+        "notify",
+        "--url",
+        "memory://",
+        "--priority",
+        "info",
+        "--event-type",
+        "e",
+    ];
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["call", "--url", "memory://", "--topic", "t", "m", "-"],
+            "-INT",
+            "error: interrupted while reading JSON_KWARGS from stdin\n",
+        ),
+        (
+            vec![
+                "cast",
+                "--url",
+                "memory://",
+                "--topic",
+                "t",
+                "--context",
+                "-",
+                "m",
+            ],
+            "-TERM",
+            "error: interrupted while reading the context from stdin\n",
+        ),
+        (
+            [&notify[..], &["-"]].concat(),
+            "-INT",
+            "error: interrupted while reading JSON_PAYLOAD from stdin\n",
+        ),
+        (
+            vec![
+                "call",
+                "--url",
+                "memory://",
+                "--topic",
+                "t",
+                "m",
+                &from_fifo,
+            ],
+            "-TERM",
+            "", // checked below: names the FIFO
+        ),
+    ];
+    for (args, signal, expected) in cases {
+        // stdin: a pipe the test keeps open and never writes to.
+        let binary = Binary::start(&args, None);
+        thread::sleep(Duration::from_millis(200)); // let it block in the read
+        let sent = Instant::now();
+        binary.signal(signal);
+        let (code, err) = binary.exited_within(Duration::from_secs(20));
+        assert!(sent.elapsed() < AT_ONCE, "{args:?}: {:?}", sent.elapsed());
+        assert_eq!(code, Some(i32::from(exit::FAILURE)), "{args:?}: {err}");
+        if expected.is_empty() {
+            assert_eq!(
+                err,
+                format!(
+                    "error: interrupted while reading JSON_KWARGS from {}\n",
+                    fifo.display()
+                )
+            );
+        } else {
+            assert_eq!(err, expected, "{args:?}");
+        }
+    }
+    let _ = std::fs::remove_file(&fifo);
+}
+
+/// A TCP port that accepts connections and never answers: a broker that hangs.
+fn silent_broker() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_ends_connecting_to_a_broker_that_does_not_answer_at_once() {
+    let silent = silent_broker();
+    let port = silent.local_addr().unwrap().port();
+    let rabbit = format!("rabbit://guest:guest@127.0.0.1:{port}/");
+    let nats = format!("nats://127.0.0.1:{port}");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["listen", "--url", &rabbit],
+        vec!["serve", "--url", &rabbit, "--topic", "t", "--server", "s"],
+        vec!["serve", "--url", &nats, "--topic", "t", "--server", "s"],
+        vec!["simulate", "rpc-server", "--url", &rabbit],
+        vec!["simulate", "notify-server", "--url", &nats],
+        // The clients connect with their first sends.
+        vec!["simulate", "notify-client", "--url", &rabbit, "-m", "1"],
+        vec![
+            "simulate",
+            "rpc-client",
+            "--url",
+            &rabbit,
+            "--cast",
+            "-m",
+            "1",
+        ],
+        vec![
+            "simulate",
+            "rpc-client",
+            "--url",
+            &nats,
+            "--timeout",
+            "120",
+            "-m",
+            "1",
+        ],
+    ];
+    for args in cases {
+        let binary = Binary::start(&args, Some(std::process::Stdio::null()));
+        thread::sleep(Duration::from_millis(300)); // let it connect
+        let sent = Instant::now();
+        binary.signal("-INT");
+        let (code, err) = binary.exited_within(Duration::from_secs(30));
+        assert!(
+            sent.elapsed() < AT_ONCE,
+            "{args:?}: {:?}: {err}",
+            sent.elapsed()
+        );
+        if args[0] == "simulate" && args[1].ends_with("client") {
+            // A client stopped early reports what it did (nothing) and exits 0.
+            assert_eq!(code, Some(i32::from(exit::OK)), "{args:?}: {err}");
+        } else {
+            assert_eq!(code, Some(i32::from(exit::FAILURE)), "{args:?}: {err}");
+            assert!(
+                err.ends_with("error: interrupted while connecting\n"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+/// The binary's signal handling: from the second signal on, a command that does not
+/// return at once (stuck where nothing can abandon it) is left behind: the process
+/// exits.
+#[test]
+fn a_second_signal_exits_even_when_the_command_does_not_return() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::mpsc;
+    for returned in [false, true] {
+        let (signals, signalled) = mpsc::channel::<()>();
+        let (shutdown, returned_flag, exits) = (
+            Shutdown::new(),
+            Arc::new(AtomicBool::new(returned)),
+            Arc::new(AtomicU32::new(0)),
+        );
+        let handler = {
+            let (shutdown, returned_flag, exits) =
+                (shutdown.clone(), returned_flag.clone(), exits.clone());
+            thread::spawn(move || {
+                messaging_cli::handle_signals(
+                    signalled,
+                    &shutdown,
+                    &returned_flag,
+                    Duration::from_millis(50),
+                    || {
+                        exits.fetch_add(1, Ordering::SeqCst);
+                    },
+                );
+            })
+        };
+        signals.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shutdown.requests() < 1 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(1));
+        }
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            exits.load(Ordering::SeqCst),
+            0,
+            "the first signal is a request"
+        );
+        signals.send(()).unwrap();
+        drop(signals);
+        handler.join().unwrap();
+        assert_eq!(shutdown.requests(), 2);
+        assert_eq!(
+            exits.load(Ordering::SeqCst),
+            u32::from(!returned),
+            "returned: {returned}"
+        );
+    }
 }

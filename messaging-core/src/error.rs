@@ -137,6 +137,13 @@ pub enum TransportError {
     /// broker restart). The message was not delivered.
     #[error("not delivered: {0}")]
     Undeliverable(String),
+    /// The sender's deadline (its [`SendOptions::timeout`](crate::SendOptions)) passed
+    /// before the broker took the message, with no failure seen on the way (a broker
+    /// that does not answer): the message may or may not have been taken. A failure
+    /// seen before the deadline (a refused connection, a message no queue took) is
+    /// reported as itself instead.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// Acknowledging or requeueing a message failed; the message's fate is up to the broker.
     #[error("acknowledge failed: {0}")]
     Acknowledge(String),
@@ -183,6 +190,12 @@ impl TransportError {
             message: message.into(),
             source: Some(Arc::new(source)),
         }
+    }
+
+    /// Whether the sender's deadline passed with nothing else to report
+    /// ([`TimedOut`](TransportError::TimedOut)).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransportError::TimedOut(_))
     }
 
     /// Whether the error says something is closed.

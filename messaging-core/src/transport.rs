@@ -128,7 +128,10 @@ impl ListenOptions {
 #[non_exhaustive]
 pub struct SendOptions {
     /// How long the caller will wait for a reply; brokers may use it to expire the
-    /// request.
+    /// request. For a cast or a notification ([`Transport::notify_with`]): how long
+    /// the transport may take to have the message taken, connection retries included
+    /// (a transport that retries gives up then, with the last failure it saw, or
+    /// [`TransportError::TimedOut`] if it saw none).
     pub timeout: Option<Duration>,
     /// For a call: ask the server to heartbeat every half of this while the handler
     /// runs (oslo's `call_monitor_timeout`, sent as `_timeout`).
@@ -218,6 +221,21 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         priority: Priority,
         message: Message,
     ) -> Result<(), TransportError>;
+
+    /// [`notify`](Transport::notify) within `options`: a transport that retries a
+    /// publish (RabbitMQ) gives up at their `timeout` (connection retries included)
+    /// and after their `retry` retries, with the last failure it saw, or
+    /// [`TransportError::TimedOut`] if it saw none. The default ignores the options.
+    async fn notify_with(
+        &self,
+        target: &Target,
+        priority: Priority,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<(), TransportError> {
+        let _ = options;
+        self.notify(target, priority, message).await
+    }
 
     /// Creates a listener for a subscription. Called by a server's `start()`.
     fn listen(

@@ -240,6 +240,19 @@ impl Transport for FakeTransport {
         self.inner.notify(target, priority, message).await
     }
 
+    async fn notify_with(
+        &self,
+        target: &Target,
+        priority: Priority,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<(), TransportError> {
+        self.record(SentKind::Notify(priority), target, &message);
+        self.inner
+            .notify_with(target, priority, message, options)
+            .await
+    }
+
     fn listen(
         &self,
         subscription: &Subscription,

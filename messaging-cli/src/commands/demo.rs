@@ -15,7 +15,7 @@ use messaging_core::{Context, Priority, Target, Transport, ids};
 use serde::{Deserialize, Serialize};
 
 use super::serve::executor;
-use super::transport_error;
+use super::{transport_error, unwritten};
 use crate::{CliError, DemoArgs, ExecutorChoice, Output, Shutdown, positive_seconds};
 
 /// The most `--clients` (each one is a thread).
@@ -128,7 +128,7 @@ fn one(
     };
 
     // Calls: `clients` threads, each calling in sequence.
-    err.line(&format!(
+    err.note(&format!(
         "{name}: {clients} clients calling for {phase:.1?}"
     ));
     let client = RpcClient::new(transport.clone(), Target::new("demo"))
@@ -190,7 +190,7 @@ fn one(
     };
 
     // Casts: one sender; the rate is what the server processed.
-    err.line(&format!("{name}: casting for {phase:.1?}"));
+    err.note(&format!("{name}: casting for {phase:.1?}"));
     let started = Instant::now();
     let mut sent = 0;
     while started.elapsed() < phase && !shutdown.is_triggered() {
@@ -210,7 +210,7 @@ fn one(
     let cast_rate = rate(casts.load(Ordering::Relaxed), cast_done - started);
 
     // Notifications: one notifier; the rate is what the listener handled.
-    err.line(&format!("{name}: notifying for {phase:.1?}"));
+    err.note(&format!("{name}: notifying for {phase:.1?}"));
     let notifier = Notifier::new(transport.clone(), "demo").with_topics(["demo-notifications"]);
     let started = Instant::now();
     let mut notes = 0;
@@ -242,7 +242,7 @@ fn one(
             "interrupted: the demo stopped during {name}"
         )));
     }
-    err.line(&format!("{name}: stopped cleanly"));
+    err.note(&format!("{name}: stopped cleanly"));
     Ok(Row {
         executor: name,
         calls: latencies.len() as u64,
@@ -279,7 +279,8 @@ pub(crate) fn run(
     out.line(&format!(
         "{:<12} {:>10} {:>11} {:>12} {:>12} {:>10} {:>16}",
         "executor", "calls", "calls/s", "call p50 µs", "call p99 µs", "casts/s", "notifications/s"
-    ));
+    ))
+    .map_err(unwritten)?;
     for row in rows {
         out.line(&format!(
             "{:<12} {:>10} {:>11.0} {:>12.1} {:>12.1} {:>10.0} {:>16.0}",
@@ -290,7 +291,8 @@ pub(crate) fn run(
             row.p99.as_secs_f64() * 1e6,
             row.cast_rate,
             row.notify_rate,
-        ));
+        ))
+        .map_err(unwritten)?;
     }
     Ok(())
 }

@@ -1,4 +1,9 @@
 //! `listen`: print notifications as JSON lines.
+//!
+//! A notification is acknowledged only once its line was written: one that cannot be
+//! printed (a closed pipe, a full disk) is requeued, and so is every one taken after
+//! it, once the listener has stopped (see `Unprinted`); the command then fails.
+//! Nothing is consumed unseen.
 
 use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
@@ -8,7 +13,7 @@ use messaging_executors::ThreadPoolExecutor;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::running::Serving;
+use super::running::{Serving, Unprinted};
 use super::{compact, invalid_target, open_json};
 use crate::{CliError, ListenArgs, MAX_SECONDS, Output, Shutdown, positive_seconds, seconds};
 
@@ -42,10 +47,15 @@ pub(crate) fn run(
             target
         })
         .collect();
+    // Once a line could not be printed, every notification is requeued.
+    let unprinted = Unprinted::default();
     let mut endpoint = NotificationEndpoint::new();
     for priority in Priority::ALL {
-        let out = out.clone();
+        let (out, unprinted, shutdown) = (out.clone(), unprinted.clone(), shutdown.clone());
         endpoint = endpoint.on(priority, move |n: Notification<Box<RawValue>>| {
+            if unprinted.is_set() {
+                return NotificationResult::Requeue;
+            }
             let line = NotificationLine {
                 priority: n.priority,
                 event_type: &n.event_type,
@@ -55,8 +65,12 @@ pub(crate) fn run(
                 timestamp: &n.timestamp,
                 context: &n.context,
             };
-            if let Ok(line) = serde_json::to_string(&line) {
-                out.line(&compact(&line));
+            let printed = serde_json::to_string(&line)
+                .map_err(std::io::Error::other)
+                .and_then(|line| out.line(&compact(&line)));
+            if let Err(error) = printed {
+                unprinted.set(error, &shutdown);
+                return NotificationResult::Requeue;
             }
             if !delay.is_zero() {
                 std::thread::sleep(delay);
@@ -64,7 +78,9 @@ pub(crate) fn run(
             NotificationResult::Handled
         });
     }
-    let dispatcher = NotificationDispatcher::new(vec![endpoint], false);
+    // Requeue allowed: for the notifications that could not be printed (held until
+    // the listener is stopped, see `Unprinted`).
+    let dispatcher = NotificationDispatcher::new(vec![endpoint], true);
     let subscription = Subscription::Notifications {
         targets,
         priorities: dispatcher.priorities(),
@@ -75,11 +91,20 @@ pub(crate) fn run(
     let transport = open_json(&args.url)?;
     // One worker keeps the printed lines in the order received.
     let executor = ThreadPoolExecutor::new().with_max_workers(1);
-    let (serving, _) = Serving::start(transport, subscription, dispatcher, executor)?;
-    err.line(&format!(
+    let dispatcher = unprinted.deferring(dispatcher);
+    // Kept until the requeues held back are made, after the listener's cleanup.
+    let (serving, _) = Serving::start(
+        transport.clone(),
+        subscription,
+        dispatcher,
+        executor,
+        shutdown,
+    )?;
+    err.note(&format!(
         "listening on {}; stop with Ctrl-C",
         args.topic.join(", ")
     ));
-    shutdown.wait();
-    serving.stop(grace, err, shutdown)
+    let served = serving.serve(grace, err, shutdown, &unprinted, "notification");
+    drop(transport);
+    served
 }

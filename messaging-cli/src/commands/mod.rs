@@ -12,7 +12,8 @@ pub(crate) mod simulate;
 use std::future::Future;
 use std::io::Read;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -68,6 +69,12 @@ pub(crate) fn transport_error(error: TransportError) -> CliError {
     }
 }
 
+/// A result that could not be written to stdout (a closed pipe, a full disk): the
+/// command fails rather than report a success nobody saw.
+pub(crate) fn unwritten(error: impl std::fmt::Display) -> CliError {
+    CliError::failure(format!("cannot write to stdout: {error}"))
+}
+
 pub(crate) fn invalid_target(error: InvalidTarget) -> CliError {
     CliError::usage(error.to_string())
 }
@@ -92,10 +99,75 @@ pub(crate) fn rpc_error(error: RpcError) -> CliError {
     CliError { code, message }
 }
 
+/// Runs `work`, which blocks (reading input, connecting), on a thread of its own and
+/// returns its result; or, at once, an "interrupted while {doing}" failure if a stop
+/// is requested first (or was already). The abandoned thread is left to finish its
+/// work, or to end with the process.
+pub(crate) fn interruptible<T: Send + 'static>(
+    shutdown: &Shutdown,
+    doing: &str,
+    work: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+) -> Result<T, CliError> {
+    let interrupted = || CliError::failure(format!("interrupted while {doing}"));
+    if shutdown.is_triggered() {
+        return Err(interrupted());
+    }
+    /// Marks the work done when dropped: after sending its result, or in a panic.
+    struct Done(Arc<AtomicBool>, Shutdown);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            self.1.wake();
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let (sender, result) = mpsc::channel();
+    let marker = Done(done.clone(), shutdown.clone());
+    std::thread::Builder::new()
+        .name("blocking".to_owned())
+        .spawn(move || {
+            let _marker = marker;
+            let _ = sender.send(work());
+        })
+        .map_err(|e| CliError::failure(format!("cannot start a thread: {e}")))?;
+    shutdown.wait_until(None, |requests| requests > 0 || done.load(Ordering::SeqCst));
+    if !done.load(Ordering::SeqCst) {
+        return Err(interrupted());
+    }
+    result.try_recv().unwrap_or_else(|_| {
+        Err(CliError::failure(format!(
+            "a thread panicked while {doing}"
+        )))
+    })
+}
+
+/// Whether a JSON argument is read from stdin.
+pub(crate) fn reads_stdin(arg: &str) -> bool {
+    arg == "-"
+}
+
 /// The text of a JSON argument: inline, `@FILE`, or `-` for stdin; at most
-/// [`MAX_JSON_INPUT`] bytes from a file or stdin.
-fn argument_text(arg: &str, what: &str) -> Result<String, CliError> {
-    let (source, reader): (String, Box<dyn Read>) = if arg == "-" {
+/// [`MAX_JSON_INPUT`] bytes from a file or stdin. Reading (and opening: a FIFO waits
+/// for its writer) is abandoned at a stop request.
+fn argument_text(arg: &str, what: &str, shutdown: &Shutdown) -> Result<String, CliError> {
+    let source = if reads_stdin(arg) {
+        "stdin"
+    } else if let Some(path) = arg.strip_prefix('@') {
+        path
+    } else {
+        return Ok(arg.to_owned());
+    };
+    let (arg, what_owned) = (arg.to_owned(), what.to_owned());
+    interruptible(
+        shutdown,
+        &format!("reading {what} from {source}"),
+        move || read_argument(&arg, &what_owned),
+    )
+}
+
+/// [`argument_text`] from a file or stdin, blocking.
+fn read_argument(arg: &str, what: &str) -> Result<String, CliError> {
+    let (source, reader): (String, Box<dyn Read>) = if reads_stdin(arg) {
         ("stdin".to_owned(), Box::new(std::io::stdin().lock()))
     } else if let Some(path) = arg.strip_prefix('@') {
         let file = std::fs::File::open(path)
@@ -120,26 +192,34 @@ fn argument_text(arg: &str, what: &str) -> Result<String, CliError> {
 
 /// A JSON argument (see [`argument_text`]), checked and kept verbatim: numbers stay
 /// exactly as written, whatever their size. Errors never quote the JSON.
-pub(crate) fn json_argument(arg: &str, what: &str) -> Result<Box<RawValue>, CliError> {
-    let text = argument_text(arg, what)?;
+pub(crate) fn json_argument(
+    arg: &str,
+    what: &str,
+    shutdown: &Shutdown,
+) -> Result<Box<RawValue>, CliError> {
+    let text = argument_text(arg, what, shutdown)?;
     serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("{what} is not valid JSON: {e}")))
 }
 
 /// [`json_argument`], which must be an object.
-pub(crate) fn json_object(arg: &str, what: &str) -> Result<Box<RawValue>, CliError> {
-    let json = json_argument(arg, what)?;
+pub(crate) fn json_object(
+    arg: &str,
+    what: &str,
+    shutdown: &Shutdown,
+) -> Result<Box<RawValue>, CliError> {
+    let json = json_argument(arg, what, shutdown)?;
     if !json.get().starts_with('{') {
         return Err(CliError::usage(format!("{what} must be a JSON object")));
     }
     Ok(json)
 }
 
-pub(crate) fn parse_context(arg: Option<&str>) -> Result<Context, CliError> {
+pub(crate) fn parse_context(arg: Option<&str>, shutdown: &Shutdown) -> Result<Context, CliError> {
     let Some(arg) = arg else {
         return Ok(Context::new());
     };
-    let json = json_object(arg, "the context")?;
+    let json = json_object(arg, "the context", shutdown)?;
     serde_json::from_str(json.get())
         .map_err(|e| CliError::usage(format!("the context is not valid JSON: {e}")))
 }
@@ -203,6 +283,22 @@ pub(crate) fn bounded<T>(
     }))
 }
 
+/// Drives `send` on the calling thread until it completes (`Some`) or a stop is
+/// requested (`None`: the send was dropped, abandoned, before this returns).
+pub(crate) fn unless_stopped<T>(send: impl Future<Output = T>, shutdown: &Shutdown) -> Option<T> {
+    let mut send = pin!(send);
+    let mut requested = pin!(shutdown.requested());
+    block_on(std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = send.as_mut().poll(cx) {
+            Poll::Ready(Some(output))
+        } else if requested.as_mut().poll(cx).is_ready() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +315,8 @@ mod tests {
 
     #[test]
     fn json_arguments_are_verbatim_and_errors_do_not_quote_them() {
-        let raw = json_object("{\"n\": 123456789012345678901234567890}", "X").unwrap();
+        let shutdown = Shutdown::new();
+        let raw = json_object("{\"n\": 123456789012345678901234567890}", "X", &shutdown).unwrap();
         assert_eq!(raw.get(), "{\"n\": 123456789012345678901234567890}");
         for (bad, expected) in [
             ("\"s3cret\"", "X must be a JSON object"),
@@ -227,13 +324,49 @@ mod tests {
             ("{\"s3cret\"", "X is not valid JSON"),
             ("@/nonexistent/s", "cannot read /nonexistent/s"),
         ] {
-            let error = json_object(bad, "X").unwrap_err();
+            let error = json_object(bad, "X", &shutdown).unwrap_err();
             assert_eq!(error.code, exit::USAGE);
             assert!(error.message.contains(expected), "{}", error.message);
             assert!(!error.message.contains("s3cret"), "{}", error.message);
         }
-        let error = parse_context(Some("\"s3cret\"")).unwrap_err();
+        let error = parse_context(Some("\"s3cret\""), &shutdown).unwrap_err();
         assert!(!error.message.contains("s3cret"), "{}", error.message);
+    }
+
+    #[test]
+    fn blocking_work_is_abandoned_at_a_stop_request() {
+        let shutdown = Shutdown::new();
+        assert_eq!(interruptible(&shutdown, "x", || Ok(7)).unwrap(), 7);
+        let error = interruptible(&shutdown, "x", || -> Result<(), _> {
+            Err(CliError::usage("bad"))
+        })
+        .unwrap_err();
+        assert_eq!((error.code, error.message.as_str()), (exit::USAGE, "bad"));
+        let error = interruptible(&shutdown, "reading", || -> Result<(), _> { panic!("boom") })
+            .unwrap_err();
+        assert_eq!(error.message, "a thread panicked while reading");
+        // Work that never ends: the request ends the wait.
+        let (_keep, never) = mpsc::channel::<()>();
+        let trigger = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                shutdown.trigger();
+            })
+        };
+        let error = interruptible(&shutdown, "reading stdin", move || {
+            let _ = never.recv();
+            Ok(())
+        })
+        .unwrap_err();
+        trigger.join().unwrap();
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (exit::FAILURE, "interrupted while reading stdin")
+        );
+        // Already requested: not even started.
+        let error = interruptible(&shutdown, "connecting", || Ok(())).unwrap_err();
+        assert_eq!(error.message, "interrupted while connecting");
     }
 
     #[test]

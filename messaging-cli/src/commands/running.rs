@@ -7,19 +7,19 @@
 //! at a further stop request, the command gives up waiting and fails with the number
 //! of messages still being handled.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use messaging_core::codec::{CodecKind, UnsupportedCodec};
 use messaging_core::server::DEFAULT_LOG_AFTER;
 use messaging_core::{
-    CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, Server, ServerError,
-    Subscription, Transport,
+    Acknowledger, CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, Message,
+    Server, ServerError, Subscription, Transport, TransportError,
 };
 
-use super::transport_error;
+use super::{interruptible, transport_error, unwritten};
 use crate::{CliError, Output, Shutdown};
 
 /// Counts the messages a server took and has not finished handling.
@@ -78,6 +78,109 @@ impl<D: Dispatcher> Dispatcher for Counted<D> {
     }
 }
 
+/// Set by a server's handlers when a line could not be written to stdout (a closed
+/// pipe, a full disk): from then on they requeue what they take instead of handling
+/// it, and [`Serving::serve`] stops the server and fails.
+///
+/// Those requeues are held ([`hold`](Unprinted::hold), [`deferring`](Unprinted::deferring))
+/// until the server is stopped and its listener cleaned up, then made: a message
+/// requeued earlier would come straight back to the same server, again and again
+/// until it stops, and on NATS a redelivery racing the end of the listener's pull is
+/// held back by the server for the acknowledgement wait.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Unprinted(Arc<UnprintedState>);
+
+#[derive(Debug, Default)]
+struct UnprintedState {
+    error: OnceLock<std::io::Error>,
+    /// Messages to requeue once the server is stopped.
+    held: Mutex<Vec<IncomingMessage>>,
+}
+
+impl Unprinted {
+    /// Whether a line could not be written.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.error.get().is_some()
+    }
+
+    /// Records `error` (the first one counts) and wakes the command's thread, which
+    /// stops the server ([`Serving::serve`]).
+    pub(crate) fn set(&self, error: std::io::Error, shutdown: &Shutdown) {
+        let _ = self.0.error.set(error);
+        shutdown.wake();
+    }
+
+    /// Keeps `message`, unsettled, to requeue once the server is stopped.
+    pub(crate) fn hold(&self, message: IncomingMessage) {
+        self.held().push(message);
+    }
+
+    fn held(&self) -> MutexGuard<'_, Vec<IncomingMessage>> {
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `inner`, whose requeues are held (see [`hold`](Unprinted::hold)) once a line
+    /// could not be written; before that they are made at once.
+    pub(crate) fn deferring(&self, inner: impl Dispatcher) -> impl Dispatcher {
+        Deferring {
+            inner,
+            unprinted: self.clone(),
+        }
+    }
+}
+
+/// See [`Unprinted::deferring`].
+struct Deferring<D> {
+    inner: D,
+    unprinted: Unprinted,
+}
+
+/// Settles a message as its transport's acknowledger does, except a requeue once a
+/// line could not be written, which it hands to [`Unprinted::hold`].
+#[derive(Debug)]
+struct Deferred {
+    inner: Option<Box<dyn Acknowledger>>,
+    unprinted: Unprinted,
+}
+
+impl Acknowledger for Deferred {
+    fn acknowledge(self: Box<Self>) -> Result<(), TransportError> {
+        self.inner.map_or(Ok(()), |inner| inner.acknowledge())
+    }
+
+    fn requeue(self: Box<Self>, message: Message) -> Result<(), TransportError> {
+        if self.unprinted.is_set() {
+            let mut parts = IncomingMessage::new(message).into_parts();
+            parts.acknowledger = self.inner;
+            self.unprinted.hold(IncomingMessage::from_parts(parts));
+            Ok(())
+        } else {
+            self.inner.map_or(Ok(()), |inner| inner.requeue(message))
+        }
+    }
+}
+
+impl<D: Dispatcher> Dispatcher for Deferring<D> {
+    fn check_codec(&self, codec: CodecKind) -> Result<(), UnsupportedCodec> {
+        self.inner.check_codec(codec)
+    }
+
+    fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
+        let batch = batch
+            .into_iter()
+            .map(|incoming| {
+                let mut parts = incoming.into_parts();
+                parts.acknowledger = Some(Box::new(Deferred {
+                    inner: parts.acknowledger.take(),
+                    unprinted: self.unprinted.clone(),
+                }));
+                IncomingMessage::from_parts(parts)
+            })
+            .collect();
+        self.inner.dispatch(batch)
+    }
+}
+
 /// A started server and the thread serving it.
 pub(crate) struct Serving {
     server: Server,
@@ -87,9 +190,23 @@ pub(crate) struct Serving {
 
 impl Serving {
     /// Builds the server for `subscription` on `transport`, counting the messages
-    /// `dispatcher` has in progress, starts it and serves it on a new thread. Returns
-    /// with the server running, and the epoch it runs.
+    /// `dispatcher` has in progress, starts it (which connects) and serves it on a new
+    /// thread. Returns with the server running, and the epoch it runs; or, at once, an
+    /// "interrupted while connecting" failure at a stop request before that.
     pub(crate) fn start(
+        transport: Arc<dyn Transport>,
+        subscription: Subscription,
+        dispatcher: impl Dispatcher,
+        executor: impl Executor,
+        shutdown: &Shutdown,
+    ) -> Result<(Serving, Epoch), CliError> {
+        interruptible(shutdown, "connecting", move || {
+            Serving::start_blocking(transport, subscription, dispatcher, executor)
+        })
+    }
+
+    /// [`start`](Serving::start), uninterruptible.
+    fn start_blocking(
         transport: Arc<dyn Transport>,
         subscription: Subscription,
         dispatcher: impl Dispatcher,
@@ -136,6 +253,40 @@ impl Serving {
         &self.server
     }
 
+    /// Serves until a stop is requested or `unprinted` is set, then [`stop`]s and
+    /// requeues the messages `unprinted` holds (the transport must still be open:
+    /// keep a reference to it). Fails as `stop` does, or, when a line could not be
+    /// printed, with that error: the message (`what`) was requeued and the server
+    /// stopped.
+    ///
+    /// [`stop`]: Serving::stop
+    pub(crate) fn serve(
+        self,
+        grace: Duration,
+        err: &Output,
+        shutdown: &Shutdown,
+        unprinted: &Unprinted,
+        what: &str,
+    ) -> Result<(), CliError> {
+        shutdown.wait_until(None, |requests| requests > 0 || unprinted.is_set());
+        let stopped = self.stop(grace, err, shutdown);
+        // Stopped (or giving up on it): what could not be printed goes back.
+        for message in std::mem::take(&mut *unprinted.held()) {
+            if let Err(error) = message.requeue() {
+                tracing::warn!(%error, "cannot requeue a message that was not printed");
+            }
+        }
+        let Some(error) = unprinted.0.error.get() else {
+            return stopped;
+        };
+        let mut failure = unwritten(error);
+        failure.message = format!("{}: the {what} was requeued", failure.message);
+        if let Err(also) = stopped {
+            failure.message = format!("{}; {}", failure.message, also.message);
+        }
+        Err(failure)
+    }
+
     /// Stops taking messages and waits for the ones taken to be handled, at most
     /// `grace`, and only until a stop request beyond those already made. Says on
     /// `err` what it does. On success the server is drained, its listener cleaned up
@@ -150,7 +301,7 @@ impl Serving {
         let requests = shutdown.requests();
         let seconds = grace.as_secs_f64();
         let again = if requests > 0 { " again" } else { "" };
-        err.line(&format!(
+        err.note(&format!(
             "stopping: taking no new messages; waiting up to {seconds} s for {} in progress \
              (Ctrl-C{again} to exit at once)",
             messages(self.in_flight.get())
@@ -193,7 +344,7 @@ impl Serving {
         };
         joined(draining)?;
         joined(self.serving)?;
-        err.line("stopped: every message taken was handled");
+        err.note("stopped: every message taken was handled");
         Ok(())
     }
 }

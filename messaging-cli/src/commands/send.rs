@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use messaging_core::notify::{Notifier, NotifyError};
-use messaging_core::rpc::RpcClient;
+use messaging_core::rpc::{RpcClient, RpcError};
 use messaging_core::{Context, Priority, Target};
 use serde_json::value::RawValue;
 
 use super::{
     Bounded, bounded, compact, invalid_target, json_argument, json_object, open_json,
-    parse_context, rpc_error, transport_error,
+    parse_context, reads_stdin, rpc_error, transport_error, unwritten,
 };
 use crate::{CliError, NotifyArgs, Output, SendArgs, Shutdown, exit, seconds};
 
@@ -23,7 +23,14 @@ struct Request {
     context: Context,
 }
 
-fn request(args: &SendArgs) -> Result<Request, CliError> {
+fn request(args: &SendArgs, shutdown: &Shutdown) -> Result<Request, CliError> {
+    // Both from stdin cannot be told apart: refused before anything is read.
+    if reads_stdin(&args.kwargs) && args.context.as_deref().is_some_and(reads_stdin) {
+        return Err(CliError::usage(
+            "--context - and JSON_KWARGS - cannot both read stdin: give one of them \
+             inline or as @FILE",
+        ));
+    }
     let mut target = Target::new(args.topic.clone()).with_fanout(args.fanout);
     target.server = args.server.clone();
     target.exchange = args.exchange.clone();
@@ -33,10 +40,15 @@ fn request(args: &SendArgs) -> Result<Request, CliError> {
     Ok(Request {
         target,
         timeout: seconds(args.timeout, "--timeout")?,
-        kwargs: json_object(&args.kwargs, "JSON_KWARGS")?,
-        context: parse_context(args.context.as_deref())?,
+        kwargs: json_object(&args.kwargs, "JSON_KWARGS", shutdown)?,
+        context: parse_context(args.context.as_deref(), shutdown)?,
     })
 }
+
+/// How long after `--timeout` a send stops waiting for a transport that does not end
+/// it itself (RabbitMQ does, with what it saw: a refused connection, a message no
+/// queue took; NATS casts and memory:// do not retry, so need no deadline).
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 fn interrupted(what: &str) -> CliError {
     CliError::failure(format!("interrupted: the {what} was abandoned"))
@@ -50,15 +62,14 @@ fn timed_out(timeout: Duration, what: String) -> CliError {
 }
 
 pub(crate) fn call(args: &SendArgs, out: &Output, shutdown: &Shutdown) -> Result<(), CliError> {
-    let request = request(args)?;
+    let request = request(args, shutdown)?;
     request.target.validate_for_call().map_err(invalid_target)?;
     let client =
         RpcClient::new(open_json(&args.url)?, request.target.clone()).with_timeout(request.timeout);
     // The client's own deadline ends the call with its timeout error; the bound here
     // is a backstop.
     let call = client.call::<_, Box<RawValue>>(&request.context, &args.method, &request.kwargs);
-    let backstop = request.timeout.saturating_add(Duration::from_secs(1));
-    let result = match bounded(call, backstop, shutdown) {
+    let result = match bounded(call, request.timeout.saturating_add(BACKSTOP), shutdown) {
         Bounded::Done(result) => result.map_err(rpc_error)?,
         Bounded::Interrupted => return Err(interrupted("call")),
         Bounded::TimedOut => {
@@ -71,24 +82,29 @@ pub(crate) fn call(args: &SendArgs, out: &Output, shutdown: &Shutdown) -> Result
             ));
         }
     };
-    out.line(&compact(result.get()));
-    Ok(())
+    out.line(&compact(result.get())).map_err(unwritten)
 }
 
 pub(crate) fn cast(args: &SendArgs, shutdown: &Shutdown) -> Result<(), CliError> {
-    let request = request(args)?;
-    // The transport's own deadline comes a little later, so that the bound below
-    // decides: a cast that took too long is a timeout, whatever the transport was doing.
-    let client = RpcClient::new(open_json(&args.url)?, request.target.clone())
-        .with_timeout(request.timeout.saturating_add(Duration::from_secs(1)));
+    let request = request(args, shutdown)?;
+    // The transport gives up at the timeout with what it saw (a refused connection, a
+    // message no queue took) or a timeout; the bound is a backstop for transports
+    // that do not retry.
+    let client =
+        RpcClient::new(open_json(&args.url)?, request.target.clone()).with_timeout(request.timeout);
     let cast = client.cast(&request.context, &args.method, &request.kwargs);
-    match bounded(cast, request.timeout, shutdown) {
-        Bounded::Done(result) => result.map_err(rpc_error),
-        Bounded::Interrupted => Err(interrupted("cast")),
-        Bounded::TimedOut => Err(timed_out(
+    let timed_out = || {
+        timed_out(
             request.timeout,
             format!("casting {} to {}", args.method, request.target),
-        )),
+        )
+    };
+    match bounded(cast, request.timeout.saturating_add(BACKSTOP), shutdown) {
+        Bounded::Done(Ok(())) => Ok(()),
+        Bounded::Done(Err(RpcError::Transport(e))) if e.is_timeout() => Err(timed_out()),
+        Bounded::Done(Err(e)) => Err(rpc_error(e)),
+        Bounded::Interrupted => Err(interrupted("cast")),
+        Bounded::TimedOut => Err(timed_out()),
     }
 }
 
@@ -103,20 +119,26 @@ pub(crate) fn notify(args: &NotifyArgs, shutdown: &Shutdown) -> Result<(), CliEr
             .map_err(invalid_target)?;
     }
     let timeout = seconds(args.timeout, "--timeout")?;
-    let payload = json_argument(&args.payload, "JSON_PAYLOAD")?;
+    let payload = json_argument(&args.payload, "JSON_PAYLOAD", shutdown)?;
+    // As for casts: the transport gives up at the timeout, the bound is a backstop.
     let notifier = Notifier::new(open_json(&args.url)?, args.publisher_id.clone())
-        .with_topics(args.topic.iter().cloned());
+        .with_topics(args.topic.iter().cloned())
+        .with_timeout(timeout);
     let context = Context::new();
     let notification = notifier.notify(&context, priority, &args.event_type, &payload);
-    match bounded(notification, timeout, shutdown) {
+    let timed_out = || {
+        timed_out(
+            timeout,
+            format!("sending the notification to {}", args.topic.join(", ")),
+        )
+    };
+    match bounded(notification, timeout.saturating_add(BACKSTOP), shutdown) {
         Bounded::Done(Ok(())) => Ok(()),
         Bounded::Done(Err(NotifyError::InvalidTarget(e))) => Err(invalid_target(e)),
+        Bounded::Done(Err(NotifyError::Transport(e))) if e.is_timeout() => Err(timed_out()),
         Bounded::Done(Err(NotifyError::Transport(e))) => Err(transport_error(e)),
         Bounded::Done(Err(e)) => Err(CliError::failure(e.to_string())),
         Bounded::Interrupted => Err(interrupted("notification")),
-        Bounded::TimedOut => Err(timed_out(
-            timeout,
-            format!("sending the notification to {}", args.topic.join(", ")),
-        )),
+        Bounded::TimedOut => Err(timed_out()),
     }
 }

@@ -11,7 +11,7 @@ use messaging_executors::{BlockingExecutor, EventLoopExecutor, ThreadPoolExecuto
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::running::Serving;
+use super::running::{Serving, Unprinted};
 use super::{compact, invalid_target, open_json};
 use crate::{CliError, ExecutorChoice, MAX_SECONDS, Output, ServeArgs, Shutdown, positive_seconds};
 
@@ -71,34 +71,65 @@ struct CastLine<'a> {
     context: &'a Context,
 }
 
-/// Prints a JSON line per cast, then dispatches it like any request.
+/// Prints a JSON line per cast, then dispatches it like any request. A cast whose
+/// line cannot be written is requeued before its handler runs, and so is every cast
+/// taken after it (calls, which print nothing, are still answered) while the server
+/// stops: see [`run`].
 struct PrintCasts {
     rpc: RpcDispatcher,
     out: Output,
+    /// Set once a line could not be printed.
+    unprinted: Unprinted,
+    shutdown: Shutdown,
+}
+
+impl PrintCasts {
+    /// The line printed for a cast.
+    fn line(incoming: &IncomingMessage) -> Option<Result<String, std::io::Error>> {
+        let message = incoming.message();
+        let Meta::Request(meta) = &message.meta else {
+            return None;
+        };
+        let args: Box<RawValue> = message.codec.decode(&message.body).unwrap_or_else(|e| {
+            let text = format!("<undecodable: {e}>");
+            serde_json::value::to_raw_value(&text).expect("strings serialize")
+        });
+        let line = CastLine {
+            method: &meta.method,
+            namespace: meta.namespace.as_deref(),
+            version: meta.version.as_deref(),
+            args: &args,
+            context: &message.context,
+        };
+        Some(
+            serde_json::to_string(&line)
+                .map(|line| compact(&line))
+                .map_err(std::io::Error::other),
+        )
+    }
 }
 
 impl Dispatcher for PrintCasts {
     fn dispatch(&self, batch: Vec<IncomingMessage>) -> Dispatch {
-        for incoming in batch.iter().filter(|m| !m.is_call()) {
-            let message = incoming.message();
-            if let Meta::Request(meta) = &message.meta {
-                let args: Box<RawValue> = message.codec.decode(&message.body).unwrap_or_else(|e| {
-                    let text = format!("<undecodable: {e}>");
-                    serde_json::value::to_raw_value(&text).expect("strings serialize")
-                });
-                let line = CastLine {
-                    method: &meta.method,
-                    namespace: meta.namespace.as_deref(),
-                    version: meta.version.as_deref(),
-                    args: &args,
-                    context: &message.context,
-                };
-                if let Ok(line) = serde_json::to_string(&line) {
-                    self.out.line(&compact(&line));
-                }
+        let mut handled = Vec::with_capacity(batch.len());
+        for incoming in batch {
+            if incoming.is_call() {
+                handled.push(incoming);
+                continue;
             }
+            if !self.unprinted.is_set()
+                && let Some(printed) = Self::line(&incoming)
+                && let Err(error) = printed.and_then(|line| self.out.line(&line))
+            {
+                self.unprinted.set(error, &self.shutdown);
+            }
+            if self.unprinted.is_set() {
+                self.unprinted.hold(incoming);
+                continue;
+            }
+            handled.push(incoming);
         }
-        self.rpc.dispatch(batch)
+        self.rpc.dispatch(handled)
     }
 }
 
@@ -113,20 +144,26 @@ pub(crate) fn run(
     target.exchange = args.exchange.clone();
     target.validate_for_listen().map_err(invalid_target)?;
     let transport = open_json(&args.url)?;
+    let unprinted = Unprinted::default();
     let dispatcher = PrintCasts {
         rpc: RpcDispatcher::new(vec![endpoint()]).map_err(|e| CliError::failure(e.to_string()))?,
         out: out.clone(),
+        unprinted: unprinted.clone(),
+        shutdown: shutdown.clone(),
     };
+    // Kept until the requeues held back are made, after the listener's cleanup.
     let (serving, epoch) = Serving::start(
-        transport,
+        transport.clone(),
         Subscription::Rpc(target.clone()),
         dispatcher,
         executor(args.executor),
+        shutdown,
     )?;
-    err.line(&format!(
+    err.note(&format!(
         "serving {target} on {} ({epoch}); stop with Ctrl-C",
         serving.server().executor_name()
     ));
-    shutdown.wait();
-    serving.stop(grace, err, shutdown)
+    let served = serving.serve(grace, err, shutdown, &unprinted, "cast");
+    drop(transport);
+    served
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::Instrument;
@@ -12,7 +13,7 @@ use crate::error::{InvalidTarget, TransportError};
 use crate::ids;
 use crate::message::{Context, Message, Meta, NotificationMeta, Priority};
 use crate::target::Target;
-use crate::transport::Transport;
+use crate::transport::{SendOptions, Transport};
 
 /// oslo's default notification topic.
 pub const DEFAULT_TOPIC: &str = "notifications";
@@ -91,6 +92,7 @@ pub struct Notifier {
     driver: NotifyDriver,
     topics: Vec<String>,
     exchange: Option<String>,
+    timeout: Option<Duration>,
 }
 
 impl Notifier {
@@ -102,6 +104,7 @@ impl Notifier {
             driver: NotifyDriver::Messaging,
             topics: vec![DEFAULT_TOPIC.to_owned()],
             exchange: None,
+            timeout: None,
         }
     }
 
@@ -130,6 +133,15 @@ impl Notifier {
     /// Sends to another exchange.
     pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
         self.exchange = Some(exchange.into());
+        self
+    }
+
+    /// How long sending one notification (to all its topics) may take, connection
+    /// retries included; see [`Transport::notify_with`] (default: the transport's own
+    /// limit, 60 s on RabbitMQ). A transport that retries fails at the deadline with
+    /// the last failure it saw, or [`TransportError::TimedOut`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -192,13 +204,21 @@ impl Notifier {
                     .with_context(context.clone())
                     .with_meta(Meta::Notification(meta))
                     .with_codec(codec);
+                // One deadline for every topic (`None`: too far to represent).
+                let deadline = self.timeout.map(|t| Instant::now().checked_add(t));
                 for topic in &self.topics {
                     let mut target = Target::new(topic.clone());
                     target.exchange = self.exchange.clone();
                     target.validate_for_send()?;
                     tracing::debug!(%target, %priority, event_type, "notify");
+                    let options = SendOptions::with_timeout(match deadline {
+                        Some(Some(deadline)) => {
+                            Some(deadline.saturating_duration_since(Instant::now()))
+                        }
+                        Some(None) | None => self.timeout,
+                    });
                     self.transport
-                        .notify(&target, priority, message.clone())
+                        .notify_with(&target, priority, message.clone(), &options)
                         .await?;
                 }
                 Ok(())
@@ -274,6 +294,113 @@ impl fmt::Debug for Notifier {
             .field("driver", &self.driver)
             .field("topics", &self.topics)
             .field("exchange", &self.exchange)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::codec::CodecKind;
+    use crate::dispatch::block_on;
+    use crate::reply::ReplyReceiver;
+    use crate::transport::{ListenOptions, Listener};
+    use crate::url::TransportUrl;
+    use crate::{Subscription, TransportError};
+
+    /// Records the timeout each notification was sent with.
+    #[derive(Debug)]
+    struct Recording {
+        url: TransportUrl,
+        timeouts: Mutex<Vec<Option<Duration>>>,
+    }
+
+    #[async_trait]
+    impl Transport for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+
+        fn url(&self) -> &TransportUrl {
+            &self.url
+        }
+
+        fn codec(&self) -> CodecKind {
+            CodecKind::Json
+        }
+
+        async fn cast(
+            &self,
+            _: &Target,
+            _: Message,
+            _: &SendOptions,
+        ) -> Result<(), TransportError> {
+            Err(TransportError::other("not here"))
+        }
+
+        async fn call(
+            &self,
+            _: &Target,
+            _: Message,
+            _: &SendOptions,
+        ) -> Result<ReplyReceiver, TransportError> {
+            Err(TransportError::other("not here"))
+        }
+
+        async fn notify(&self, _: &Target, _: Priority, _: Message) -> Result<(), TransportError> {
+            panic!("the notifier sends with its options")
+        }
+
+        async fn notify_with(
+            &self,
+            _: &Target,
+            _: Priority,
+            _: Message,
+            options: &SendOptions,
+        ) -> Result<(), TransportError> {
+            self.timeouts.lock().unwrap().push(options.timeout);
+            Ok(())
+        }
+
+        fn listen(
+            &self,
+            _: &Subscription,
+            _: &ListenOptions,
+        ) -> Result<Box<dyn Listener>, TransportError> {
+            Err(TransportError::other("not here"))
+        }
+    }
+
+    /// `with_timeout` bounds the whole notification: each topic's send gets what is
+    /// left of it; without it, the transport's own limit applies.
+    #[test]
+    fn the_timeout_goes_to_the_transport_for_every_topic() {
+        let recording = Arc::new(Recording {
+            url: TransportUrl::parse("recording://").unwrap(),
+            timeouts: Mutex::new(Vec::new()),
+        });
+        let notifier = Notifier::new(recording.clone(), "p").with_topics(["a", "b"]);
+        let timeout = Duration::from_secs(10);
+        block_on(notifier.clone().with_timeout(timeout).info(
+            &Context::new(),
+            "e",
+            &serde_json::json!({}),
+        ))
+        .unwrap();
+        let sent = std::mem::take(&mut *recording.timeouts.lock().unwrap());
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let (first, second) = (sent[0].unwrap(), sent[1].unwrap());
+        assert!(
+            first <= timeout && first > timeout - Duration::from_secs(5),
+            "{first:?}"
+        );
+        assert!(second <= first, "{second:?} after {first:?}");
+        block_on(notifier.info(&Context::new(), "e", &serde_json::json!({}))).unwrap();
+        assert_eq!(*recording.timeouts.lock().unwrap(), [None, None]);
     }
 }

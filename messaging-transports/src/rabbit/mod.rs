@@ -112,14 +112,17 @@
 //! within the send's budget: [`SendOptions::retry`] retries (`None`: no limit) and its
 //! deadline ([`SendOptions::timeout`], 60 s when unset). When the budget runs out a
 //! returned message fails with [`TransportError::Undeliverable`], anything else with
-//! the last error. A call retries until its own timeout, so a call nobody takes ends
-//! in the caller's timeout, as in oslo; with a retry limit it fails with
-//! `Undeliverable` as soon as the limit is reached; with
+//! the last error, or [`TransportError::TimedOut`] when no attempt ended before the
+//! deadline (a broker that does not answer). A call retries until its own timeout, so
+//! a call nobody takes ends in the caller's timeout, as in oslo; with a retry limit it
+//! fails with `Undeliverable` as soon as the limit is reached; with
 //! [`SendOptions::at_least_once`] (oslo's `TransportOptions(at_least_once=True)`,
 //! `RpcClient::with_at_least_once`) a call or cast no queue takes fails with
-//! `Undeliverable` at once (measured: 0.7–180 ms against a 20 s timeout). A fanout cast is not mandatory: a
-//! fanout to no server at all is not an error. Notifications are confirmed too (60 s
-//! budget). Receivers drop the rare duplicate a retry makes by `_unique_id`. A send
+//! `Undeliverable` at once (measured: 0.7–180 ms against a 20 s timeout). A fanout
+//! cast is not mandatory: a fanout to no server at all is not an error. Notifications
+//! are confirmed too, within the budget of [`Transport::notify_with`]'s options (60 s
+//! for [`Transport::notify`]). Receivers drop the rare duplicate a retry makes by
+//! `_unique_id`. A send
 //! dropped before it returns (a caller's timeout) may or may not have been delivered,
 //! and is not retried further.
 //!
@@ -575,8 +578,21 @@ impl Transport for RabbitTransport {
         priority: Priority,
         message: Message,
     ) -> Result<(), TransportError> {
+        self.notify_with(target, priority, message, &SendOptions::default())
+            .await
+    }
+
+    /// [`notify`](Transport::notify), retried within the options' timeout (60 s when
+    /// none) and retries.
+    async fn notify_with(
+        &self,
+        target: &Target,
+        priority: Priority,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<(), TransportError> {
         target.validate_for_send()?;
-        let budget = Budget::new(None, Some(Duration::from_secs(60)));
+        let budget = Budget::new(options.retry, options.timeout);
         let exchange = self.exchange(target)?;
         let key = notification_key(target, priority)?;
         let body = wire::encode_notification(&message, &ids::hex_id()).map_err(wire_error)?;
@@ -700,5 +716,74 @@ mod tests {
         );
         let listened = rabbit.listen(&Subscription::Rpc(listen), &ListenOptions::default());
         assert!(matches!(listened, Err(TransportError::InvalidTarget(_))));
+    }
+
+    fn notification() -> Message {
+        Message::new("{}")
+            .with_meta(messaging_core::Meta::Notification(
+                messaging_core::NotificationMeta::new(
+                    ids::uuid4(),
+                    "p",
+                    "e",
+                    Priority::Info,
+                    ids::utc_timestamp(),
+                ),
+            ))
+            .with_codec(CodecKind::Json)
+    }
+
+    /// `notify_with` gives up at the options' timeout (not the 60 s of `notify`), with
+    /// the failure it saw: a refused connection.
+    #[test]
+    fn a_notification_ends_at_its_timeout_with_the_failure_seen() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let rabbit = transport(&format!("rabbit://guest:guest@127.0.0.1:{port}/"));
+        let started = std::time::Instant::now();
+        let sent = block_on(rabbit.notify_with(
+            &Target::new("t"),
+            Priority::Info,
+            notification(),
+            &SendOptions::with_timeout(Some(Duration::from_millis(800))),
+        ));
+        let took = started.elapsed();
+        assert!(
+            matches!(&sent, Err(TransportError::Connection { message, .. })
+                if message.contains("Connection refused")),
+            "{sent:?}"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    /// A broker that accepts the connection and never answers: nothing seen before the
+    /// deadline, a `TimedOut` error (not a made-up connection failure), at the deadline.
+    #[test]
+    fn a_broker_that_never_answers_is_a_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let rabbit = transport(&format!("rabbit://guest:guest@127.0.0.1:{port}/"));
+        let timeout = Some(Duration::from_millis(500));
+        let message = Message::new("{}")
+            .with_meta(messaging_core::Meta::Request(
+                messaging_core::RequestMeta::new("m"),
+            ))
+            .with_codec(CodecKind::Json);
+        let cast = block_on(rabbit.cast(
+            &Target::new("t"),
+            message,
+            &SendOptions::with_timeout(timeout),
+        ));
+        assert!(matches!(&cast, Err(e) if e.is_timeout()), "{cast:?}");
+        let notified = block_on(rabbit.notify_with(
+            &Target::new("t"),
+            Priority::Info,
+            notification(),
+            &SendOptions::with_timeout(timeout),
+        ));
+        assert!(
+            matches!(&notified, Err(e) if e.is_timeout()),
+            "{notified:?}"
+        );
     }
 }

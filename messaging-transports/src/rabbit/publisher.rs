@@ -6,7 +6,8 @@
 //! queue is bound to its routing key), nacks, or loses with its channel is published
 //! again with backoff (100 ms doubling to 5 s) until its [`Budget`] runs out: its
 //! retries and its deadline. Then the publish fails, a returned message with
-//! [`TransportError::Undeliverable`], anything else with the last error. Errors no retry
+//! [`TransportError::Undeliverable`], anything else with the last error
+//! ([`TransportError::TimedOut`] if no attempt ended before the deadline). Errors no retry
 //! can fix ([`TransportError::is_permanent`]) fail at once. Receivers drop the rare
 //! duplicate a retry makes by `_unique_id` (what oslo's duplicate filter is for).
 //!
@@ -157,10 +158,10 @@ impl Publisher {
         let mut last: Option<TransportError> = None;
         loop {
             if Instant::now() >= budget.deadline {
+                // Nothing else seen: the broker does not answer.
                 return Err(last.unwrap_or_else(|| {
-                    connection_error(
-                        "publishing",
-                        "the deadline passed before the broker confirmed",
+                    TransportError::TimedOut(
+                        "publishing: the deadline passed before the broker confirmed".to_owned(),
                     )
                 }));
             }

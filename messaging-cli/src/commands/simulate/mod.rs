@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use messaging_core::dispatch::block_on;
 use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult, Notifier,
 };
@@ -38,7 +37,7 @@ use self::payload::{MAX_PAYLOAD, PayloadSpec, Rng};
 use self::stats::{Collector, ErrorKind, LatencyKind, Recorder, Summary, micros};
 use super::running::Serving;
 use super::serve::executor;
-use super::{invalid_target, open_json};
+use super::{invalid_target, open_json, unless_stopped, unwritten};
 use crate::{
     CliError, DEFAULT_GRACE, ExecutorChoice, MAX_SECONDS, Output, Shutdown, SimClientArgs,
     SimCommon, SimServerArgs, SimulateArgs, SimulateMode, positive_seconds, seconds,
@@ -243,6 +242,7 @@ impl Running {
         server_name: &str,
         choice: ExecutorChoice,
         wait: Duration,
+        shutdown: &Shutdown,
     ) -> Result<Running, CliError> {
         let transport = open_json(&common.url)?;
         let recorder = Recorder::new();
@@ -305,7 +305,13 @@ impl Running {
             }
         };
         let dispatcher = move |batch| dispatcher.dispatch(batch);
-        let (serving, _) = Serving::start(transport, subscription, dispatcher, executor(choice))?;
+        let (serving, _) = Serving::start(
+            transport,
+            subscription,
+            dispatcher,
+            executor(choice),
+            shutdown,
+        )?;
         Ok(Running {
             serving,
             recorder,
@@ -355,8 +361,15 @@ fn serve(
     }
     let url = redacted(&args.common.url)?;
     let json_file = JsonFile::create(args.common.json.as_deref())?;
-    let running = Running::start(side, &args.common, &args.common.server, args.executor, wait)?;
-    err.line(&format!(
+    let running = Running::start(
+        side,
+        &args.common,
+        &args.common.server,
+        args.executor,
+        wait,
+        shutdown,
+    )?;
+    err.note(&format!(
         "{label}: {} on {}; stop with Ctrl-C",
         running.description,
         executor_name(args.executor)
@@ -385,7 +398,8 @@ fn serve(
     running.stop(grace, err, shutdown)?;
     collector.finish(err);
     let summary = collector.summary(None);
-    out.line(&summary.line(label, LatencyKind::OneWay));
+    // The JSON file is written even when stdout fails.
+    let printed = out.line(&summary.line(label, LatencyKind::OneWay));
     json_file.write(&json!({
         "mode": label,
         "url": url,
@@ -401,7 +415,8 @@ fn serve(
         "summary": summary.json(),
         "series": collector.series_json(),
         "server_side": null,
-    }))
+    }))?;
+    printed.map_err(unwritten)
 }
 
 // ---------------------------------------------------------------- the clients
@@ -432,28 +447,36 @@ enum Sender {
 }
 
 impl Sender {
-    fn send(&self, context: &Context, message: &Outgoing<'_>) -> Result<(), (ErrorKind, String)> {
+    /// Sends one message; `None` if a stop request abandoned the send (connecting to
+    /// a broker that does not answer, waiting for a reply, ...).
+    fn send(
+        &self,
+        context: &Context,
+        message: &Outgoing<'_>,
+        shutdown: &Shutdown,
+    ) -> Option<Result<(), (ErrorKind, String)>> {
         let rpc = |e: messaging_core::rpc::RpcError| (ErrorKind::of_rpc(&e), e.to_string());
-        match self {
+        let kwargs = InfoKwargs { message };
+        Some(match self {
             Sender::Call(client) => {
-                let echo: Echo = client
-                    .call_blocking(context, "info", &InfoKwargs { message })
-                    .map_err(rpc)?;
-                if echo.seq == message.seq {
-                    Ok(())
-                } else {
-                    Err((
+                let call = client.call::<_, Echo>(context, "info", &kwargs);
+                match unless_stopped(call, shutdown)?.map_err(rpc) {
+                    Ok(echo) if echo.seq == message.seq => Ok(()),
+                    Ok(echo) => Err((
                         ErrorKind::Mismatch,
                         format!("sent seq {}, the reply has {}", message.seq, echo.seq),
-                    ))
+                    )),
+                    Err(e) => Err(e),
                 }
             }
-            Sender::Cast(client) => client
-                .cast_blocking(context, "info", &InfoKwargs { message })
-                .map_err(rpc),
-            Sender::Notify(notifier) => block_on(notifier.info(context, EVENT_TYPE, message))
-                .map_err(|e| (ErrorKind::of_notify(&e), e.to_string())),
-        }
+            Sender::Cast(client) => {
+                unless_stopped(client.cast(context, "info", &kwargs), shutdown)?.map_err(rpc)
+            }
+            Sender::Notify(notifier) => {
+                unless_stopped(notifier.info(context, EVENT_TYPE, message), shutdown)?
+                    .map_err(|e| (ErrorKind::of_notify(&e), e.to_string()))
+            }
+        })
     }
 }
 
@@ -472,6 +495,8 @@ struct Worker {
     limit: Limit,
     wait_after: Duration,
     stop: Arc<AtomicBool>,
+    /// A stop request abandons the send in progress.
+    shutdown: Shutdown,
     recorder: Arc<Recorder>,
     first_error: Arc<Mutex<Option<String>>>,
 }
@@ -497,7 +522,9 @@ impl Worker {
                 server_ts: 0.0,
             };
             let sent = Instant::now();
-            let outcome = self.sender.send(&context, &message);
+            let Some(outcome) = self.sender.send(&context, &message, &self.shutdown) else {
+                break; // abandoned: neither a success nor an error
+            };
             let done = Instant::now();
             match outcome {
                 Ok(()) => self
@@ -570,8 +597,9 @@ fn send_load(
                 server_name,
                 args.executor,
                 Duration::ZERO,
+                shutdown,
             )?;
-            err.line(&format!(
+            err.note(&format!(
                 "{}: {} on {} (in-process)",
                 load.side().label(),
                 running.description,
@@ -602,7 +630,7 @@ fn send_load(
     if load != Load::Fanout && !args.common.server.is_empty() {
         target.server = Some(args.common.server.clone());
     }
-    err.line(&format!(
+    err.note(&format!(
         "{label}: {} clients sending {} to {} ({})",
         args.clients,
         load.name(),
@@ -637,6 +665,7 @@ fn send_load(
             limit,
             wait_after,
             stop: stop.clone(),
+            shutdown: shutdown.clone(),
             recorder: recorder.clone(),
             first_error: first_error.clone(),
         };
@@ -719,9 +748,11 @@ fn send_load(
         }
     };
 
-    out.line(&client_summary.line(&format!("{label} ({})", load.name()), load.latency_kind()));
-    if let Some((_, _, summary)) = &server {
-        out.line(&summary.line(load.side().label(), LatencyKind::OneWay));
+    // The JSON file is written even when stdout fails.
+    let mut printed =
+        out.line(&client_summary.line(&format!("{label} ({})", load.name()), load.latency_kind()));
+    if let (Ok(()), Some((_, _, summary))) = (&printed, &server) {
+        printed = out.line(&summary.line(load.side().label(), LatencyKind::OneWay));
     }
     let payload = match spec {
         PayloadSpec::Fixed(size) => json!({"kind": "fixed", "size": size}),
@@ -752,6 +783,7 @@ fn send_load(
         "series": collector.series_json(),
         "server_side": server_json,
     }))?;
+    printed.map_err(unwritten)?;
 
     if panicked {
         return Err(CliError::failure("a client thread panicked"));

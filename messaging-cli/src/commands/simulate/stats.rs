@@ -541,7 +541,7 @@ impl Collector {
                 ));
             }
             line.push_str(&format!("  errors {}", self.errors.iter().sum::<u64>()));
-            err.line(&line);
+            err.note(&line);
         }
         self.series.push(second);
     }
