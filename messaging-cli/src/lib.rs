@@ -11,7 +11,9 @@
 //! result that cannot be written (a closed pipe, a full disk) is a failure, never a
 //! success: `call`, `demo` and the `simulate` summaries fail with exit 1; `listen` and
 //! `serve` requeue the notification or cast they could not print (before acknowledging
-//! it, before its handler runs), and every one taken after it, stop, and fail.
+//! it, before its handler runs), and every one taken after it, stop, and fail (on NATS
+//! a cast cannot be given back: calls and casts there are at-most-once, and the error
+//! says it was lost).
 //! Errors, usage errors included, are one line on stderr.
 //!
 //! SIGINT/SIGTERM (the binary turns each into a [`Shutdown`] request): the first one

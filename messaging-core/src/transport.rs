@@ -455,8 +455,16 @@ impl IncomingMessage {
         }
     }
 
+    /// Whether [`requeue`](IncomingMessage::requeue) can give the message back: false
+    /// once it was acknowledged, and for messages of transports without
+    /// acknowledgements (calls and casts on core NATS are at-most-once: a message taken
+    /// is a message delivered).
+    pub fn can_requeue(&self) -> bool {
+        self.acknowledger.is_some()
+    }
+
     /// Returns the message to the end of its queue. Does nothing if it was already
-    /// acknowledged.
+    /// acknowledged, or cannot be given back ([`can_requeue`](IncomingMessage::can_requeue)).
     pub fn requeue(mut self) -> Result<(), TransportError> {
         match self.acknowledger.take() {
             Some(acknowledger) => acknowledger.requeue(std::mem::take(&mut self.message)),

@@ -1111,44 +1111,46 @@ fn at_least_once_calls_and_casts_to_nobody_fail_at_once() {
 
 /// `direct_mandatory_flag=false` (oslo's deprecated switch): replies are published
 /// without `mandatory`, so a reply to a queue that is gone is dropped by the broker,
-/// neither returned nor retried.
+/// neither returned nor retried — where with the flag on (the default) it is returned,
+/// retried until the caller's deadline and then reported.
 #[test]
 fn without_direct_mandatory_flag_replies_to_missing_queues_are_not_retried() {
-    let Some(url) = url() else { return };
+    let Some(base) = url() else { return };
     let logs = LogCapture::global();
-    let url = messaging_testkit::with_option(&url, "direct_mandatory_flag", "false");
     within(
         Duration::from_secs(60),
         "non-mandatory replies",
         move || {
-            let topic = unique("hard_nomand");
-            let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-            let running = echo_server(&url, &topic, calls.clone());
-            let raw = Raw::connect();
-            let reply_q = unique("reply_nomand");
-            raw.publish(
-                "openstack",
-                &topic,
-                &oslo_request(
-                    "echo",
-                    serde_json::json!({ "text": "hi" }),
-                    Some((&ids::hex_id(), &reply_q)),
-                ),
-                Some(3_000),
-            );
-            eventually("the request is handled", Duration::from_secs(10), || {
-                calls.lock().unwrap().len() == 1
-            });
-            std::thread::sleep(Duration::from_millis(500));
-            let about = events_about(&logs, &reply_q);
-            assert!(
-                about
-                    .iter()
-                    .all(|e| !e.message.contains("retrying")
-                        && !e.message.contains("does not exist")),
-                "not returned, not retried: {about:?}"
-            );
-            running.stop_and_wait().unwrap();
+            for (flag, reported) in [("false", false), ("true", true)] {
+                let url = messaging_testkit::with_option(&base, "direct_mandatory_flag", flag);
+                let topic = unique("hard_nomand");
+                let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+                let running = echo_server(&url, &topic, calls.clone());
+                let raw = Raw::connect();
+                let reply_q = unique("reply_nomand");
+                raw.publish(
+                    "openstack",
+                    &topic,
+                    &oslo_request(
+                        "echo",
+                        serde_json::json!({ "text": "hi" }),
+                        Some((&ids::hex_id(), &reply_q)),
+                    ),
+                    Some(1_000),
+                );
+                eventually("the request is handled", Duration::from_secs(10), || {
+                    calls.lock().unwrap().len() == 1
+                });
+                // Past the caller's 1 s deadline: a returned reply has been given up on.
+                std::thread::sleep(Duration::from_millis(2_500));
+                let about = events_about(&logs, &reply_q);
+                let said = about.iter().any(|e| e.message.contains("does not exist"));
+                assert_eq!(
+                    said, reported,
+                    "direct_mandatory_flag={flag}: reported missing queue: {about:?}"
+                );
+                running.stop_and_wait().unwrap();
+            }
         },
     );
 }

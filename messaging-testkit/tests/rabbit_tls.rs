@@ -116,13 +116,15 @@ fn tls_with_the_right_ca_works_and_wrong_certificates_fail_at_once() {
         return;
     }
     let logs = LogCapture::global();
+    let node = RabbitNode::start(
+        "tls",
+        TLS_CONFIG,
+        &["rabbitmq_auth_mechanism_ssl"],
+        make_pki,
+    );
+    // Stops the node from this thread should the watchdog give up on the worker.
+    let _guard = node.guard();
     within(Duration::from_secs(240), "TLS node", move || {
-        let node = RabbitNode::start(
-            "tls",
-            TLS_CONFIG,
-            &["rabbitmq_auth_mechanism_ssl"],
-            make_pki,
-        );
         let password = format!("pw{}", &ids::hex_id()[..12]);
         node.must(&["add_user", "tlsuser", &password]);
         node.must(&["set_permissions", "-p", "/", "tlsuser", ".*", ".*", ".*"]);

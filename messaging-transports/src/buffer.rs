@@ -77,7 +77,9 @@ impl<T> Buffer<T> {
     }
 
     /// The buffer holding at most `capacity` messages (at least 1), for
-    /// [`push_when_room`](Buffer::push_when_room).
+    /// [`push_when_room`](Buffer::push_when_room). (RabbitMQ's listeners need none:
+    /// the broker's prefetch bounds what they hold.)
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity.max(1));
         self
@@ -111,6 +113,7 @@ impl<T> Buffer<T> {
     /// Adds a message once the buffer holds fewer than its capacity, waiting for a poll
     /// to take some; like [`push`](Buffer::push) without a capacity. Returns at once,
     /// dropping the message, once stopped or closed (a pending wait included).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) async fn push_when_room(&self, item: T) {
         loop {
             let notified = self.room.notified();

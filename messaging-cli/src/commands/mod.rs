@@ -267,9 +267,32 @@ pub(crate) fn bounded<T>(
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Bounded<T> {
+    drive(send, Some(timeout), shutdown)
+}
+
+/// Drives `send` on the calling thread until it completes (`Some`) or a stop is
+/// requested (`None`: the send was dropped, abandoned, before this returns).
+pub(crate) fn unless_stopped<T>(send: impl Future<Output = T>, shutdown: &Shutdown) -> Option<T> {
+    match drive(send, None, shutdown) {
+        Bounded::Done(output) => Some(output),
+        Bounded::Interrupted | Bounded::TimedOut => None,
+    }
+}
+
+/// [`bounded`], or without a timeout when `timeout` is `None`.
+fn drive<T>(
+    send: impl Future<Output = T>,
+    timeout: Option<Duration>,
+    shutdown: &Shutdown,
+) -> Bounded<T> {
     let mut send = pin!(send);
     let mut requested = pin!(shutdown.requested());
-    let mut sleep = pin!(messaging_core::timer::sleep(timeout));
+    let mut sleep = pin!(async {
+        match timeout {
+            Some(timeout) => messaging_core::timer::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    });
     block_on(std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = send.as_mut().poll(cx) {
             Poll::Ready(Bounded::Done(output))
@@ -277,22 +300,6 @@ pub(crate) fn bounded<T>(
             Poll::Ready(Bounded::Interrupted)
         } else if sleep.as_mut().poll(cx).is_ready() {
             Poll::Ready(Bounded::TimedOut)
-        } else {
-            Poll::Pending
-        }
-    }))
-}
-
-/// Drives `send` on the calling thread until it completes (`Some`) or a stop is
-/// requested (`None`: the send was dropped, abandoned, before this returns).
-pub(crate) fn unless_stopped<T>(send: impl Future<Output = T>, shutdown: &Shutdown) -> Option<T> {
-    let mut send = pin!(send);
-    let mut requested = pin!(shutdown.requested());
-    block_on(std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = send.as_mut().poll(cx) {
-            Poll::Ready(Some(output))
-        } else if requested.as_mut().poll(cx).is_ready() {
-            Poll::Ready(None)
         } else {
             Poll::Pending
         }

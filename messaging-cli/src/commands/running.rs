@@ -256,8 +256,8 @@ impl Serving {
     /// Serves until a stop is requested or `unprinted` is set, then [`stop`]s and
     /// requeues the messages `unprinted` holds (the transport must still be open:
     /// keep a reference to it). Fails as `stop` does, or, when a line could not be
-    /// printed, with that error: the message (`what`) was requeued and the server
-    /// stopped.
+    /// printed, with that error, saying whether the message (`what`) was requeued or,
+    /// where the transport cannot take it back (core NATS), lost.
     ///
     /// [`stop`]: Serving::stop
     pub(crate) fn serve(
@@ -270,17 +270,34 @@ impl Serving {
     ) -> Result<(), CliError> {
         shutdown.wait_until(None, |requests| requests > 0 || unprinted.is_set());
         let stopped = self.stop(grace, err, shutdown);
-        // Stopped (or giving up on it): what could not be printed goes back.
+        // Stopped (or giving up on it): what could not be printed goes back, where the
+        // transport can take it back.
+        let (mut requeued, mut lost) = (0usize, 0usize);
         for message in std::mem::take(&mut *unprinted.held()) {
-            if let Err(error) = message.requeue() {
+            if !message.can_requeue() {
+                lost += 1;
+            } else if let Err(error) = message.requeue() {
                 tracing::warn!(%error, "cannot requeue a message that was not printed");
+                lost += 1;
+            } else {
+                requeued += 1;
             }
         }
         let Some(error) = unprinted.0.error.get() else {
             return stopped;
         };
         let mut failure = unwritten(error);
-        failure.message = format!("{}: the {what} was requeued", failure.message);
+        failure.message = match (requeued, lost) {
+            (_, 0) => format!("{}: the {what} was requeued", failure.message),
+            (0, _) => format!(
+                "{}: the {what} was lost (this transport cannot take it back: calls and casts on NATS are at-most-once)",
+                failure.message
+            ),
+            (requeued, lost) => format!(
+                "{}: {requeued} requeued, {lost} lost (not taken back by the transport)",
+                failure.message
+            ),
+        };
         if let Err(also) = stopped {
             failure.message = format!("{}; {}", failure.message, also.message);
         }

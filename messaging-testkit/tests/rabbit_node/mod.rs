@@ -161,16 +161,56 @@ impl RabbitNode {
     }
 }
 
-impl Drop for RabbitNode {
-    fn drop(&mut self) {
-        let _ = Command::new("timeout")
-            .args(["20", "rabbitmqctl", "-n", &self.node, "stop"])
-            .output();
-        if let Some(pid) = self.beam_pid() {
+/// Stops a node and removes its directory; for a test's own thread, so that a node a
+/// timed-out worker still holds is stopped when the test fails
+/// ([`guard`](RabbitNode::guard)).
+pub(crate) struct NodeGuard {
+    node: String,
+    dir: PathBuf,
+}
+
+impl RabbitNode {
+    /// A guard that stops this node when dropped (as dropping the node does).
+    pub(crate) fn guard(&self) -> NodeGuard {
+        NodeGuard {
+            node: self.node.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+/// Stops the node: `rabbitmqctl stop` (which waits for it to end), then, should its
+/// Erlang VM still run, kills it — after checking that the pid is still a beam process
+/// (not a pid reused by another), and removes its directory.
+fn stop_node(node: &str, dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = Command::new("timeout")
+        .args(["20", "rabbitmqctl", "-n", node, "stop"])
+        .output();
+    let pid = std::fs::read_to_string(dir.join("pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    if let Some(pid) = pid {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("beam") {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        stop_node(&self.node, &self.dir);
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        stop_node(&self.node, &self.dir);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -45,12 +45,15 @@
 //! each part with the bytes outside `[A-Za-z0-9_:]` written `~` and two hex digits
 //! (`a-b` → `a~2Db`, `a.b` → `a~2Eb`), so distinct triples never share a consumer.
 //! Names of `[A-Za-z0-9_:]` only map to the same consumer as in earlier versions.
-//! Others did not work: with `-` they could share one (`(topic a-b, priority info)`
-//! and `(exchange …-a, topic b)` did), and other characters were percent-encoded,
-//! which nats-server 2.9 garbles in every delivery's acknowledgement subject (it
-//! formats it with the name as a format string), so the client dropped the connection
-//! and the notification never arrived. Such a name now uses a consumer of the new
-//! name; the old one is removed after `consumer_ttl`.
+//! Others changed: names with `-` could share a consumer (`(topic a-b, priority
+//! info)` and `(exchange …-a, topic b)` did), and other characters were
+//! percent-encoded, which nats-server 2.9 garbles in every delivery's acknowledgement
+//! subject (it formats it with the name as a format string), so the client dropped
+//! the connection and the notification never arrived. **Upgrading:** a name with `-`
+//! (which worked when it collided with no other) now uses a consumer of the new name,
+//! created empty: notifications its old consumer stored are not delivered to it. Let
+//! the previous version's listeners drain them first; the old consumer is removed
+//! after `consumer_ttl`.
 //!
 //! The stream's name is the prefix's subject token with `_` for `%`, so two prefixes
 //! can map to one stream (`a.b` and `a_2Eb`); renaming streams would orphan what they
@@ -148,8 +151,12 @@
 //! with `prefetch=16`), each at most the server's `max_payload` (1 MiB by default).
 //! A notification listener holds at most `prefetch` unacknowledged notifications per
 //! consumer (one per target and priority; JetStream's `max_ack_pending`), queued or
-//! buffered. The transport's reply subscription has the same queue; what it receives
-//! is handed to the waiting calls at once.
+//! buffered. The transport's reply subscription has the same queue (the client sets
+//! one capacity for all): what it receives is handed to the waiting calls at once,
+//! but with a small `prefetch` a burst of more than `prefetch + 64` replies and
+//! heartbeats arriving together can overflow it, and the calls whose replies were
+//! dropped time out (reported as slow-consumer drops). Keep `prefetch` at least the
+//! number of calls a transport has outstanding at once.
 //!
 //! ## Slow consumers
 //!
@@ -434,7 +441,7 @@ impl Inner {
             .get_or_try_init(|| async {
                 let connected = self.connected.clone();
                 let slow = self.slow.clone();
-                tokio::spawn(slow.clone().reporter());
+                let reporter = slow.clone();
                 let mut options = async_nats::ConnectOptions::new()
                     .event_callback(move |event| {
                         match event {
@@ -462,7 +469,10 @@ impl Inner {
                     .map_err(|e| {
                         TransportError::other(format!("invalid NATS server address: {e}"))
                     })?;
-                options.connect(servers).await.map_err(connect_error)
+                let client = options.connect(servers).await.map_err(connect_error)?;
+                // Once per transport: a failed attempt leaves no task behind.
+                tokio::spawn(reporter.reporter());
+                Ok(client)
             })
             .await
             .cloned()

@@ -55,8 +55,13 @@ pub(crate) struct Topology {
     /// A queue of this listener alone, deleted at cleanup (an RPC server's fanout
     /// queue).
     pub(crate) own_queue: Option<ShortString>,
-    /// Where a stream queue's consumer starts after a reconnect: one past the last
-    /// offset delivered (oslo's `next_stream_offset`), or at its end before any.
+    /// The stream queue among `queues` (an RPC server's fanout queue with
+    /// `rabbit_stream_fanout`), if any.
+    pub(crate) stream_queue: Option<ShortString>,
+    /// Where the stream queue's consumer starts after a reconnect: one past the last
+    /// offset handed out (oslo's `next_stream_offset`), or at its last chunk before any.
+    /// Deliveries still buffered when a connection drops were not handed out, so they
+    /// are read again.
     pub(crate) stream_offset: Arc<Mutex<Option<i64>>>,
 }
 
@@ -133,6 +138,8 @@ struct Item {
     client_timeout: Option<Duration>,
     /// When the caller stops waiting (its request's `expiration` after delivery).
     deadline: Option<Instant>,
+    /// Its offset, if it came from the stream queue.
+    stream_offset: Option<i64>,
 }
 
 /// The lifecycle the consumer task follows.
@@ -144,11 +151,17 @@ struct Shared {
     max_message_size: usize,
     direct_mandatory: bool,
     reply_retry_for: Duration,
+    /// The topology's [`stream_offset`](Topology::stream_offset).
+    stream_offset: Arc<Mutex<Option<i64>>>,
     name: String,
 }
 
 impl Shared {
     fn incoming(self: &Arc<Self>, item: Item) -> IncomingMessage {
+        if let Some(offset) = item.stream_offset {
+            let mut next = self.stream_offset.lock().unwrap_or_else(|p| p.into_inner());
+            *next = Some(next.unwrap_or(0).max(offset.saturating_add(1)));
+        }
         let incoming = IncomingMessage::new(item.message)
             .with_acknowledger(RabbitAck {
                 acker: item.acker,
@@ -208,6 +221,7 @@ impl RabbitListener {
             max_message_size: spec.options.max_message_size,
             direct_mandatory: spec.options.direct_mandatory,
             reply_retry_for: spec.options.missing_consumer_retry_timeout,
+            stream_offset: spec.topology.stream_offset.clone(),
             name: spec.name,
         });
         let consumer = {
@@ -359,13 +373,14 @@ async fn consume(
                     break 'session;
                 }
                 Some(Some(Ok((queue, delivery)))) => {
-                    if let Some(offset) = stream_offset(&delivery) {
-                        *topology
-                            .stream_offset
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some(offset.saturating_add(1));
-                    }
-                    handle(&shared, rpc, &queue, delivery).await;
+                    // Only the stream queue's own deliveries carry a trusted offset (a
+                    // peer may set the header on anything it publishes).
+                    let offset = if topology.stream_queue.as_ref() == Some(&queue) {
+                        stream_offset(&delivery)
+                    } else {
+                        None
+                    };
+                    handle(&shared, rpc, &queue, delivery, offset).await;
                 }
                 Some(Some(Err(error))) => {
                     tracing::warn!(listener = %shared.name, %error, "consumer failed");
@@ -465,6 +480,7 @@ async fn handle(
     rpc: bool,
     queue: &ShortString,
     delivery: lapin::message::Delivery,
+    offset: Option<i64>,
 ) {
     let limit = shared.max_message_size;
     if delivery.data.len() > limit {
@@ -517,6 +533,7 @@ async fn handle(
                     client_timeout: request
                         .timeout
                         .and_then(|t| Duration::try_from_secs_f64(t).ok()),
+                    stream_offset: offset,
                 });
             }
             Err(error) => {
@@ -539,6 +556,7 @@ async fn handle(
                     reply: None,
                     client_timeout: None,
                     deadline: None,
+                    stream_offset: offset,
                 });
             }
             Err(error) => {

@@ -22,8 +22,8 @@
 //! `rabbit_transient_quorum_queue`, as in oslo) and `enable_cancel_on_failover`.
 //! Booleans are oslo.config's (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any
 //! case). An unknown option, or a combination oslo refuses (quorum with HA queues), is
-//! an error. `direct_mandatory_flag` (default true): see Delivery. Reconnecting, as
-//! oslo: a lost connection is retried at once, then after `rabbit_retry_interval` (1 s)
+//! an error. `direct_mandatory_flag` (default true): see Delivery. Listeners and the
+//! reply consumer reconnect as oslo does: a lost connection is retried at once, then after `rabbit_retry_interval` (1 s)
 //! growing by `rabbit_retry_backoff` (2 s) up to `rabbit_interval_max` (30 s); after the
 //! broker cancelled a consumer (its queue deleted, its node down) a listener waits
 //! `kombu_reconnect_delay` (1 s, at most 4.5) plus up to `kombu_reconnect_splay` (0)
@@ -70,8 +70,10 @@
 //! to declare an existing exchange or queue with other properties; see Migrating);
 //! `rabbit_transient_quorum_queue` makes reply and fanout queues quorum queues. The
 //! notifier declares the `<topic>.<priority>` queue so notifications persist before a
-//! listener. A stream fanout consumer starts at the stream's end, and after a
-//! reconnect one past the last offset it was given.
+//! listener. A stream fanout consumer starts at the stream's last chunk (oslo's
+//! `x-stream-offset: last`: a server that starts may be handed fanouts published
+//! shortly before it did), and after a reconnect one past the last offset it handed
+//! out.
 //!
 //! ## Migrating
 //!
@@ -152,7 +154,7 @@
 //! without blocking the handler. A reply whose queue
 //! is missing is retried with backoff (at most 15 times) while the caller still waits
 //! — until the deadline its request carried (the AMQP expiration), and never longer
-//! than 60 s — then dropped with one log line, never with its contents. A reply queue
+//! than `kombu_missing_consumer_retry_timeout` (60 s) — then dropped with one log line, never with its contents. A reply queue
 //! found missing is remembered for 60 s (the last 200, as oslo's
 //! `ObsoleteReplyQueuesCache`), so later replies to it are dropped at once.
 //!
@@ -168,8 +170,9 @@
 //!
 //! # Faults and cleanup
 //!
-//! When a connection drops, listeners reconnect with backoff (100 ms doubling to 5 s)
-//! and consume again; sends retry within their budget; a pending call gets its reply
+//! When a connection drops, listeners and the reply consumer reconnect on oslo's
+//! schedule (see URL) and consume again; sends retry within their budget (100 ms
+//! doubling to 5 s between attempts, as they must also meet their deadline); a pending call gets its reply
 //! or fails with a timeout, never later. `stop()` + `wait()` during a reconnect
 //! complete. Cleaning up a server's listener deletes its fanout queue (as oslo does
 //! when it closes the listener's connection). Dropping the last clone of the transport
@@ -326,7 +329,7 @@ impl RabbitTransport {
                 url: url.clone(),
                 publisher: Arc::new(Publisher::new(options.clone(), handle.clone())),
                 replies: Arc::new(Replies::new(options.clone())?),
-                replies_sent: Arc::new(ReplyLedger::new(options.max_message_size)),
+                replies_sent: Arc::new(ReplyLedger::new()),
                 options,
                 runtime: Some(runtime),
                 handle,
@@ -439,6 +442,7 @@ impl RabbitTransport {
                 },
             ],
             rpc: true,
+            stream_queue: (!declares.fanout_queue_is_own()).then(|| fanout_queue.clone()),
             own_queue: declares.fanout_queue_is_own().then_some(fanout_queue),
             stream_offset: Arc::default(),
         })
@@ -472,6 +476,7 @@ impl RabbitTransport {
             queues,
             rpc: false,
             own_queue: None,
+            stream_queue: None,
             stream_offset: Arc::default(),
         })
     }

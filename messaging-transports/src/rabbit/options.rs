@@ -158,6 +158,7 @@ fn quote(s: &str) -> String {
 fn tls_files(
     url: &TransportUrl,
     tls: bool,
+    verify_hostname: bool,
     bad: &dyn Fn(String) -> TransportError,
 ) -> Result<Tls, TransportError> {
     let path = |key: &str| url.option(key).filter(|p| !p.is_empty());
@@ -172,23 +173,11 @@ fn tls_files(
         }
         return Ok(Tls::default());
     }
-    match url
-        .option("ssl_enforce_hostname_verification")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("true" | "1" | "yes" | "on") => {}
-        Some("false" | "0" | "no" | "off") => {
-            return Err(bad(
-                "`ssl_enforce_hostname_verification=false` is not supported: rustls always checks that the broker's certificate names the host it connects to (give it a subjectAltName for that host or IP address)"
-                    .to_owned(),
-            ));
-        }
-        Some(other) => {
-            return Err(bad(format!(
-                "`ssl_enforce_hostname_verification` must be true or false, got `{other}`"
-            )));
-        }
+    if !verify_hostname {
+        return Err(bad(
+            "`ssl_enforce_hostname_verification=false` is not supported: rustls always checks that the broker's certificate names the host it connects to (give it a subjectAltName for that host or IP address)"
+                .to_owned(),
+        ));
     }
     match url
         .option("ssl_version")
@@ -203,28 +192,47 @@ fn tls_files(
             )));
         }
     }
-    let read = |key: &str,
-                what: &str,
-                marker: &str|
-     -> Result<Option<(String, Vec<u8>)>, TransportError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |key: &str| -> Result<Option<(String, Vec<u8>)>, TransportError> {
         let Some(file) = path(key) else {
             return Ok(None);
         };
         let bytes =
             std::fs::read(file).map_err(|e| bad(format!("`{key}`: cannot read `{file}`: {e}")))?;
-        if !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
-            return Err(bad(format!("`{key}`: `{file}` holds no PEM {what}")));
-        }
         Ok(Some((file.to_owned(), bytes)))
     };
-    let ca = read("ssl_ca_file", "certificate", "-----BEGIN CERTIFICATE-----")?
-        .map(|(file, bytes)| (file, String::from_utf8_lossy(&bytes).into_owned()));
-    let cert = read(
-        "ssl_cert_file",
-        "certificate",
-        "-----BEGIN CERTIFICATE-----",
-    )?;
-    let key = read("ssl_key_file", "private key", "PRIVATE KEY-----")?;
+    // Parsed now, so that a bad file is a clear error when the transport opens, not a
+    // failed handshake later. The parsers' errors are not quoted: they could carry
+    // bytes of a key.
+    let certificates = |key: &str, file: &str, bytes: &[u8]| -> Result<(), TransportError> {
+        let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(bytes).collect();
+        match parsed {
+            Ok(certs) if !certs.is_empty() => Ok(()),
+            _ => Err(bad(format!(
+                "`{key}`: `{file}` holds no readable PEM certificate"
+            ))),
+        }
+    };
+    let ca = match read("ssl_ca_file")? {
+        Some((file, bytes)) => {
+            certificates("ssl_ca_file", &file, &bytes)?;
+            Some((file, String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        None => None,
+    };
+    let cert = read("ssl_cert_file")?;
+    if let Some((file, bytes)) = &cert {
+        certificates("ssl_cert_file", file, bytes)?;
+    }
+    let key = read("ssl_key_file")?;
+    if let Some((file, bytes)) = &key
+        && PrivateKeyDer::from_pem_slice(bytes).is_err()
+    {
+        return Err(bad(format!(
+            "`ssl_key_file`: `{file}` holds no readable, unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)"
+        )));
+    }
     let identity = match (cert, key) {
         (Some((file, pem)), Some((_, key))) => Some((file, pem, key)),
         (None, None) => None,
@@ -304,7 +312,12 @@ impl Options {
             }
         };
         let tls = url.scheme() == "amqps" || flag("ssl")?;
-        let files = tls_files(url, tls, &bad)?;
+        let files = tls_files(
+            url,
+            tls,
+            flag_or("ssl_enforce_hostname_verification", true)?,
+            &bad,
+        )?;
         let mechanism = match url
             .option("rabbit_login_method")
             .map(str::to_ascii_uppercase)
@@ -729,6 +742,13 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
+        let encrypted = dir.join("encrypted.key");
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nS3CRETKEYBYTES\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let encrypted = encrypted.display().to_string();
         let (key, cert) = (key.display().to_string(), cert.display().to_string());
         let o = options(&format!(
             "amqps://h/?ssl_cert_file={cert}&ssl_key_file={key}&ssl_ca_file={cert}\
@@ -758,11 +778,15 @@ mod tests {
             ),
             (
                 format!("amqps://h/?ssl_ca_file={key}"),
-                format!("`{key}` holds no PEM certificate"),
+                format!("`{key}` holds no readable PEM certificate"),
             ),
             (
                 format!("amqps://h/?ssl_cert_file={cert}"),
                 "needs `ssl_key_file`".to_owned(),
+            ),
+            (
+                format!("amqps://h/?ssl_cert_file={cert}&ssl_key_file={encrypted}"),
+                format!("`{encrypted}` holds no readable, unencrypted PEM private key"),
             ),
             (
                 "amqps://h/?rabbit_login_method=EXTERNAL".to_owned(),

@@ -10,8 +10,8 @@
 //! its contents; heartbeats are never retried nor logged.
 //!
 //! Replies being published (awaiting their confirm, or retried) hold at most
-//! [`PENDING_REPLY_BYTES`] (or one reply of `max_message_size`, if larger) per
-//! transport: beyond that a new reply is dropped at once, and the drops are counted
+//! [`PENDING_REPLY_BYTES`] per transport (one larger reply, up to `max_message_size`,
+//! only when nothing else is pending): beyond that a new reply is dropped at once, and the drops are counted
 //! in one warning per 10 s. Calls whose reply queues do not exist can thus not make a
 //! server hold their replies without bound.
 
@@ -79,13 +79,12 @@ pub(crate) struct ReplyLedger {
 }
 
 impl ReplyLedger {
-    /// A ledger holding at most [`PENDING_REPLY_BYTES`], or one reply of
-    /// `max_message_size` if that is more.
-    pub(crate) fn new(max_message_size: usize) -> Self {
+    /// A ledger holding at most [`PENDING_REPLY_BYTES`] (one larger reply alone).
+    pub(crate) fn new() -> Self {
         ReplyLedger {
             obsolete: ObsoleteReplyQueues::default(),
             pending: AtomicUsize::new(0),
-            limit: PENDING_REPLY_BYTES.max(max_message_size),
+            limit: PENDING_REPLY_BYTES,
             dropped: AtomicU64::new(0),
             reported: Mutex::new(None),
         }
@@ -264,7 +263,7 @@ mod tests {
 
     #[test]
     fn replies_being_published_hold_a_bounded_number_of_bytes() {
-        let ledger = Arc::new(ReplyLedger::new(1000));
+        let ledger = Arc::new(ReplyLedger::new());
         assert_eq!(ledger.limit, PENDING_REPLY_BYTES);
         let mut held = Vec::new();
         for _ in 0..64 {
@@ -289,11 +288,10 @@ mod tests {
         );
         drop(held);
         assert_eq!(ledger.pending.load(Ordering::Relaxed), 0);
-        let big = Arc::new(ReplyLedger::new(PENDING_REPLY_BYTES * 2));
-        assert!(
-            big.reserve(PENDING_REPLY_BYTES * 2).is_some(),
-            "one reply of max_message_size always fits alone"
-        );
+        let big = Arc::new(ReplyLedger::new());
+        let alone = big.reserve(PENDING_REPLY_BYTES * 2);
+        assert!(alone.is_some(), "one larger reply fits alone");
+        assert!(big.reserve(1).is_none(), "but nothing beside it");
     }
 
     #[test]
