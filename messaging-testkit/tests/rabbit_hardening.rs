@@ -1154,3 +1154,42 @@ fn without_direct_mandatory_flag_replies_to_missing_queues_are_not_retried() {
         },
     );
 }
+
+/// oslo's `use_queue_manager`: reply and fanout queues are named
+/// `<hostname>:<processname>:<n>`, counted per service generation, instead of random
+/// hex, so that a restarted service reuses them.
+#[test]
+fn the_queue_manager_names_reply_and_fanout_queues_after_host_and_process() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "queue manager", move || {
+        let process = unique("qm_proc");
+        let url = messaging_testkit::with_option(
+            &messaging_testkit::with_option(
+                &messaging_testkit::with_option(&url, "use_queue_manager", "true"),
+                "hostname",
+                "qmhost",
+            ),
+            "processname",
+            &process,
+        );
+        let topic = unique("qm_topic");
+        let (running, _) = recording_server(&url, &topic);
+        let client = RpcClient::new(
+            messaging_transports::open(&url).unwrap(),
+            Target::new(topic.clone()),
+        )
+        .with_timeout(Duration::from_secs(10));
+        let n: u64 = client
+            .call_blocking(&Context::new(), "record", &Value { n: 5 })
+            .unwrap();
+        assert_eq!(n, 5);
+        let raw = Raw::connect();
+        let fanout = format!("{topic}_fanout_qmhost:{process}:1");
+        let reply = format!("reply_qmhost:{process}:2");
+        assert!(raw.messages_in(&fanout).is_some(), "{fanout} exists");
+        assert!(raw.messages_in(&reply).is_some(), "{reply} exists");
+        drop(client);
+        running.stop_and_wait().unwrap();
+        let _ = std::fs::remove_file(format!("/dev/shm/qmhost_{process}_qmanager"));
+    });
+}

@@ -19,7 +19,12 @@
 //! `rabbit_quorum_queue`, `rabbit_transient_quorum_queue`,
 //! `rabbit_quorum_delivery_limit`, `rabbit_quorum_max_memory_length`,
 //! `rabbit_quorum_max_memory_bytes`, `rabbit_stream_fanout` (needs
-//! `rabbit_transient_quorum_queue`, as in oslo) and `enable_cancel_on_failover`.
+//! `rabbit_transient_quorum_queue`, as in oslo) and `enable_cancel_on_failover`;
+//! `use_queue_manager` (with `hostname`, default the machine's, and `processname`,
+//! default the program's file name) names reply and fanout queues
+//! `reply_<hostname>:<processname>:<n>` and `<topic>_fanout_<hostname>:<processname>:<n>`
+//! instead of random hex, `n` counted per service generation as oslo's `QManager`
+//! does, so a restarted service uses the same queues again.
 //! Booleans are oslo.config's (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any
 //! case). An unknown option, or a combination oslo refuses (quorum with HA queues), is
 //! an error. `direct_mandatory_flag` (default true): see Delivery. Listeners and the
@@ -192,6 +197,7 @@ pub(crate) mod fuzzing;
 mod listener;
 mod options;
 mod publisher;
+mod queue_manager;
 mod replier;
 mod replies;
 mod wire;
@@ -414,13 +420,19 @@ impl RabbitTransport {
             &format!("{topic_name}_fanout"),
             target,
         )?;
+        let unique = match &self.inner.options.queue_manager {
+            Some(manager) => manager.next().map_err(|e| {
+                TransportError::other(format!("use_queue_manager: cannot count queue names: {e}"))
+            })?,
+            None => ids::hex_id(),
+        };
         let fanout_queue = name(
             if declares.fanout_queue_is_own() {
-                "fanout queue name `<topic>_fanout_<32 hex digits>`"
+                "fanout queue name `<topic>_fanout_<32 hex digits or queue manager name>`"
             } else {
                 "stream fanout queue name `<topic>_fanout`"
             },
-            &declares.fanout_queue_name(topic_name, &ids::hex_id()),
+            &declares.fanout_queue_name(topic_name, &unique),
             target,
         )?;
         Ok(Topology {
@@ -550,7 +562,9 @@ impl Transport for RabbitTransport {
         let msg_id = ids::hex_id();
         let call = wire::CallInfo {
             msg_id: &msg_id,
-            reply_q: replies.queue().as_str(),
+            // Named once started (above); an unnamed queue would make a call without
+            // a reply, which times out.
+            reply_q: replies.queue().map_or("", |q| q.as_str()),
             timeout: options.call_monitor_timeout.map(|t| t.as_secs_f64()),
         };
         let body =

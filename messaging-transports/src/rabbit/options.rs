@@ -7,6 +7,7 @@ use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
 use super::connection::RetrySchedule;
 use super::declare::{Declares, QuorumLimits};
+use super::queue_manager::{self, QueueManager};
 
 /// One broker to try.
 #[derive(Clone)]
@@ -88,6 +89,9 @@ pub(crate) struct Options {
     pub(crate) missing_consumer_retry_timeout: Duration,
     /// TLS files (`ssl_ca_file`, `ssl_cert_file`, `ssl_key_file`).
     pub(crate) tls: Tls,
+    /// `use_queue_manager` (with `hostname` and `processname`): stable reply and
+    /// fanout queue names.
+    pub(crate) queue_manager: Option<QueueManager>,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -139,6 +143,9 @@ const KNOWN: &[&str] = &[
     "ssl_version",
     "ssl_enforce_hostname_verification",
     "rabbit_login_method",
+    "use_queue_manager",
+    "hostname",
+    "processname",
 ];
 
 fn quote(s: &str) -> String {
@@ -485,6 +492,14 @@ impl Options {
                 3600,
             )?),
             tls: files,
+            queue_manager: flag("use_queue_manager")?.then(|| {
+                QueueManager::new(
+                    url.option("hostname")
+                        .map_or_else(queue_manager::hostname, str::to_owned),
+                    url.option("processname")
+                        .map_or_else(queue_manager::processname, str::to_owned),
+                )
+            }),
         })
     }
 

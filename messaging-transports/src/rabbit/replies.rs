@@ -4,7 +4,7 @@
 //! queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -21,7 +21,9 @@ use crate::pending::PendingCalls;
 
 pub(crate) struct Replies {
     options: Options,
-    queue: ShortString,
+    /// The queue's name, given when the queue is first needed (with
+    /// `use_queue_manager`, as oslo, the count goes to the transports that call).
+    queue: OnceLock<ShortString>,
     pending: PendingCalls,
     started: tokio::sync::Mutex<bool>,
     /// `started`, readable without the lock.
@@ -36,7 +38,7 @@ pub(crate) struct Replies {
 impl std::fmt::Debug for Replies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replies")
-            .field("queue", &self.queue)
+            .field("queue", &self.queue.get())
             .finish_non_exhaustive()
     }
 }
@@ -48,11 +50,9 @@ struct Session {
 
 impl Replies {
     pub(crate) fn new(options: Options) -> Result<Self, TransportError> {
-        let queue = short(&format!("reply_{}", messaging_core::ids::hex_id()))
-            .map_err(|e| TransportError::other(format!("the reply queue name is {e}")))?;
         Ok(Replies {
             options,
-            queue,
+            queue: OnceLock::new(),
             pending: PendingCalls::default(),
             started: tokio::sync::Mutex::new(false),
             ready: AtomicBool::new(false),
@@ -61,9 +61,27 @@ impl Replies {
         })
     }
 
-    /// The reply queue's name (the `_reply_q` of every call).
-    pub(crate) fn queue(&self) -> &ShortString {
-        &self.queue
+    /// The reply queue's name (the `_reply_q` of every call), once
+    /// [`ensure_started`](Replies::ensure_started) succeeded.
+    pub(crate) fn queue(&self) -> Option<&ShortString> {
+        self.queue.get()
+    }
+
+    /// The queue's name, chosen on first use: `reply_<32 hex digits>`, or with
+    /// `use_queue_manager` `reply_<hostname>:<processname>:<n>`.
+    fn name(&self) -> Result<ShortString, TransportError> {
+        if let Some(name) = self.queue.get() {
+            return Ok(name.clone());
+        }
+        let unique = match &self.options.queue_manager {
+            Some(manager) => manager.next().map_err(|e| {
+                TransportError::other(format!("use_queue_manager: cannot count queue names: {e}"))
+            })?,
+            None => messaging_core::ids::hex_id(),
+        };
+        let name = short(&format!("reply_{unique}"))
+            .map_err(|e| TransportError::other(format!("the reply queue name is {e}")))?;
+        Ok(self.queue.get_or_init(|| name).clone())
     }
 
     async fn session(&self) -> Result<Session, TransportError> {
@@ -72,11 +90,12 @@ impl Replies {
             .create_channel()
             .await
             .map_err(|e| classify("opening a channel", e))?;
-        let queue = self.options.declares.reply_queue(self.queue.clone());
+        let name = self.name()?;
+        let queue = self.options.declares.reply_queue(name.clone());
         connection::declare_queue(&channel, &queue, None).await?;
         let consumer = channel
             .basic_consume(
-                self.queue.clone(),
+                name,
                 fixed(""),
                 BasicConsumeOptions {
                     no_ack: true,
@@ -135,11 +154,13 @@ impl Replies {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some(channel) = channel.filter(|c| c.status().connected()) else {
+        let (Some(channel), Some(queue)) =
+            (channel.filter(|c| c.status().connected()), self.queue.get())
+        else {
             return;
         };
-        if let Err(error) = connection::delete_queue(&channel, &self.queue, limit).await {
-            tracing::debug!(%error, queue = %self.queue, "the reply queue was not deleted");
+        if let Err(error) = connection::delete_queue(&channel, queue, limit).await {
+            tracing::debug!(%error, %queue, "the reply queue was not deleted");
         }
     }
 
@@ -149,7 +170,7 @@ impl Replies {
             tracing::warn!(
                 size = body.len(),
                 limit,
-                queue = %self.queue,
+                queue = ?self.queue.get(),
                 "dropping a reply larger than max_message_size"
             );
             return;
@@ -192,7 +213,7 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
             }
             match replies.session().await {
                 Ok(session) => {
-                    tracing::info!(after = ?started.elapsed(), queue = %replies.queue, "reply queue consumed again");
+                    tracing::info!(after = ?started.elapsed(), queue = ?replies.queue.get(), "reply queue consumed again");
                     break session;
                 }
                 Err(error) => {
