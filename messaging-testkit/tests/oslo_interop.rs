@@ -1267,3 +1267,49 @@ fn python_and_rust_services_share_quorum_durable_and_stream_topics_both_ways() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// oslo's `kombu_compression=gzip` on both sides, and on one side only: calls work
+/// both ways (each side reads a compressed body by its header, compressing or not).
+#[test]
+fn compressed_messages_flow_both_ways_with_kombu_compression() {
+    let Some(py) = peer() else { return };
+    let compressed = Peer {
+        url: format!("{}?kombu_compression=gzip", py.url),
+        python: py.python.clone(),
+    };
+    // Python (compressing, then not) calls a compressing Rust server.
+    let topic = unique("interop_zlib");
+    let running = rust_server(&compressed.url, &topic, "rs1", Seen::default());
+    for caller in [&compressed, &py] {
+        let answer = caller.run(&[
+            "call",
+            "--topic",
+            &topic,
+            "--timeout",
+            "20",
+            "add",
+            r#"{"a": 2, "b": 3}"#,
+        ]);
+        assert_eq!(answer, json!({"result": 5}), "{}", caller.url);
+    }
+    running.stop_and_wait().unwrap();
+    // A compressing Rust client calls a compressing Python server.
+    let py_topic = unique("interop_zlib_py");
+    let server = compressed.start(&["server", "--topic", &py_topic, "--server", "py1"]);
+    let client = RpcClient::new(
+        messaging_transports::open(&compressed.url).unwrap(),
+        Target::new(py_topic.clone()),
+    )
+    .with_timeout(Duration::from_secs(20));
+    let sum: i64 = client
+        .call_blocking(&Context::new(), "add", &json!({"a": 4, "b": 5}))
+        .unwrap();
+    assert_eq!(sum, 9);
+    drop(server);
+    py.delete_queues(&[
+        topic.clone(),
+        format!("{topic}.rs1"),
+        py_topic.clone(),
+        format!("{py_topic}.py1"),
+    ]);
+}

@@ -1193,3 +1193,46 @@ fn the_queue_manager_names_reply_and_fanout_queues_after_host_and_process() {
         let _ = std::fs::remove_file(format!("/dev/shm/qmhost_{process}_qmanager"));
     });
 }
+
+/// `kombu_compression=gzip`: what the transport sends is compressed as kombu does
+/// (zlib, `compression: application/x-gzip`), and what it receives compressed is
+/// read, whether or not it compresses itself. (A body that would inflate past
+/// `max_message_size` is refused: unit test `a_small_body_cannot_inflate_past_the_limit`;
+/// interop with Python both ways: `oslo_interop.rs`.)
+#[test]
+fn kombu_compression_compresses_what_is_sent_and_reads_what_comes_compressed() {
+    let Some(url) = url() else { return };
+    within(Duration::from_secs(60), "compression", move || {
+        let compressed = messaging_testkit::with_option(&url, "kombu_compression", "gzip");
+        let topic = unique("hard_zlib");
+        let raw = Raw::connect();
+        let tap = unique("hard_zlib_tap");
+        raw.bind_queue(&tap, "openstack", &topic);
+        RpcClient::new(
+            messaging_transports::open(&compressed).unwrap(),
+            Target::new(topic.clone()),
+        )
+        .cast_blocking(&Context::new(), "record", &Value { n: 7 })
+        .unwrap();
+        let body = raw.get(&tap, Duration::from_secs(5)).expect("the cast");
+        assert_eq!(
+            body[0],
+            0x78,
+            "zlib, as kombu's gzip: {:?}",
+            &body[..8.min(body.len())]
+        );
+        assert!(!body.windows(5).any(|w| w == b"oslo."), "not plain JSON");
+
+        // A server without the option reads compressed requests.
+        let (running, seen) = recording_server(&url, &topic);
+        RpcClient::new(
+            messaging_transports::open(&compressed).unwrap(),
+            Target::new(topic.clone()),
+        )
+        .cast_blocking(&Context::new(), "record", &Value { n: 8 })
+        .unwrap();
+        wait_for(&seen, 1, Duration::from_secs(10));
+        assert_eq!(*seen.lock().unwrap(), vec![8]);
+        running.stop_and_wait().unwrap();
+    });
+}

@@ -35,6 +35,7 @@ use messaging_core::{
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use super::compression;
 use super::connection::{self, classify, fixed, short};
 use super::declare::{Declares, Exchange, Queue};
 use super::options::Options;
@@ -501,8 +502,27 @@ async fn handle(
         };
         return;
     }
+    let data = match compression::body(
+        delivery.properties.headers().as_ref(),
+        &delivery.data,
+        limit,
+    ) {
+        Ok(data) => data,
+        Err(error) => {
+            tracing::warn!(listener = %shared.name, %queue, %error, "discarding a message");
+            let _ = if rpc {
+                delivery.acker.ack(BasicAckOptions::default()).await
+            } else {
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            };
+            return;
+        }
+    };
     if rpc {
-        match wire::decode_request(&delivery.data) {
+        match wire::decode_request(&data) {
             Ok(request) => {
                 if is_duplicate(shared, request.unique_id.as_deref()) {
                     tracing::info!(listener = %shared.name, "ignoring duplicate message");
@@ -542,7 +562,7 @@ async fn handle(
             }
         }
     } else {
-        match wire::decode_notification(&delivery.data) {
+        match wire::decode_notification(&data) {
             Ok(notification) => {
                 if is_duplicate(shared, notification.unique_id.as_deref()) {
                     tracing::info!(listener = %shared.name, "ignoring duplicate notification");

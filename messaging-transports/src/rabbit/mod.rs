@@ -25,6 +25,11 @@
 //! `reply_<hostname>:<processname>:<n>` and `<topic>_fanout_<hostname>:<processname>:<n>`
 //! instead of random hex, `n` counted per service generation as oslo's `QManager`
 //! does, so a restarted service uses the same queues again.
+//! `kombu_compression=gzip` compresses every body sent as kombu does (zlib,
+//! `compression: application/x-gzip`); bodies received compressed are read whatever
+//! the option says, inflating to at most `max_message_size` (see the `compression`
+//! module; kombu's `bz2`, `lzma`, `brotli`, `zstd` are not available: an error to
+//! ask for, a discarded message to receive).
 //! Booleans are oslo.config's (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any
 //! case). An unknown option, or a combination oslo refuses (quorum with HA queues), is
 //! an error. `direct_mandatory_flag` (default true): see Delivery. Listeners and the
@@ -190,6 +195,7 @@
 //! it never logs a returned message's body, nor at error level errors it also
 //! returns: `vendor/lapin/PATCHED.md`.)
 
+mod compression;
 mod connection;
 mod declare;
 #[cfg(feature = "fuzzing")]

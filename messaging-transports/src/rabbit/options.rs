@@ -5,6 +5,7 @@ use std::time::Duration;
 use messaging_core::codec::CodecKind;
 use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
+use super::compression::{self, Compression};
 use super::connection::RetrySchedule;
 use super::declare::{Declares, QuorumLimits};
 use super::queue_manager::{self, QueueManager};
@@ -92,6 +93,9 @@ pub(crate) struct Options {
     /// `use_queue_manager` (with `hostname` and `processname`): stable reply and
     /// fanout queue names.
     pub(crate) queue_manager: Option<QueueManager>,
+    /// `kombu_compression`: how sent bodies are compressed (received ones are
+    /// decompressed by their header whatever this says).
+    pub(crate) compression: Option<Compression>,
 }
 
 /// RabbitMQ 3.x's own default `max_message_size`: 128 MiB.
@@ -146,6 +150,7 @@ const KNOWN: &[&str] = &[
     "use_queue_manager",
     "hostname",
     "processname",
+    "kombu_compression",
 ];
 
 fn quote(s: &str) -> String {
@@ -492,6 +497,7 @@ impl Options {
                 3600,
             )?),
             tls: files,
+            compression: compression::parse(url.option("kombu_compression")).map_err(bad)?,
             queue_manager: flag("use_queue_manager")?.then(|| {
                 QueueManager::new(
                     url.option("hostname")

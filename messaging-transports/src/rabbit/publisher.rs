@@ -32,6 +32,7 @@ use messaging_core::timer;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::compression;
 use super::connection::{self, Backoff, classify, connection_error};
 use super::declare::{Exchange, Queue};
 use super::options::Options;
@@ -255,6 +256,16 @@ impl Publisher {
         let expiration = message
             .expires
             .map(|at| at.saturating_duration_since(Instant::now()));
+        let mut properties = connection::properties(expiration);
+        let compressed;
+        let body = match self.options.compression {
+            Some(kind) => {
+                properties = compression::mark(properties, kind);
+                compressed = compression::compress(&message.body);
+                &compressed
+            }
+            None => &message.body,
+        };
         let confirm = session
             .channel
             .basic_publish(
@@ -264,8 +275,8 @@ impl Publisher {
                     mandatory: message.mandatory,
                     ..BasicPublishOptions::default()
                 },
-                &message.body,
-                connection::properties(expiration),
+                body,
+                properties,
             )
             .await
             .map_err(|e| classify("publishing", e))?;

@@ -14,6 +14,7 @@ use lapin::{Channel, Connection, Consumer};
 use messaging_core::TransportError;
 use messaging_core::reply::ReplySender;
 
+use super::compression;
 use super::connection::{self, classify, fixed, short};
 use super::options::Options;
 use super::wire;
@@ -164,8 +165,9 @@ impl Replies {
         }
     }
 
-    fn deliver(&self, body: &[u8]) {
+    fn deliver(&self, delivery: &lapin::message::Delivery) {
         let limit = self.options.max_message_size;
+        let body = &delivery.data;
         if body.len() > limit {
             tracing::warn!(
                 size = body.len(),
@@ -175,7 +177,14 @@ impl Replies {
             );
             return;
         }
-        match wire::decode_reply(body) {
+        let body = match compression::body(delivery.properties.headers().as_ref(), body, limit) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(%error, "dropping a reply");
+                return;
+            }
+        };
+        match wire::decode_reply(&body) {
             Ok(reply) => self
                 .pending
                 .deliver(&reply.msg_id, reply.outcome, reply.ending),
@@ -193,7 +202,7 @@ async fn consume(replies: Weak<Replies>, mut session: Session) {
                 return;
             };
             match delivery {
-                Ok(delivery) => replies.deliver(&delivery.data),
+                Ok(delivery) => replies.deliver(&delivery),
                 Err(error) => {
                     if !replies.closing.load(Ordering::Acquire) {
                         tracing::warn!(%error, "reply consumer failed");
