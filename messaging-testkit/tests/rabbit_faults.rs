@@ -610,3 +610,71 @@ fn casts_and_notifications_reported_sent_across_a_broker_restart_are_handled() {
         },
     );
 }
+
+/// `rabbit_stream_fanout`: after its connection is closed, a server's stream consumer
+/// consumes again (from one past the last fanout it handed out): the fanouts sent
+/// meanwhile arrive, and each fanout is handled once (what a restart from the stream's
+/// last chunk would deliver again is also dropped by `_unique_id`).
+#[test]
+fn a_stream_fanout_consumer_resumes_after_its_last_offset() {
+    let Some(url) = url() else { return };
+    let _turn = turn();
+    let url = messaging_testkit::with_option(
+        &messaging_testkit::with_option(&url, "rabbit_stream_fanout", "true"),
+        "rabbit_transient_quorum_queue",
+        "true",
+    );
+    within(
+        Duration::from_secs(120),
+        "stream fanout resume",
+        move || {
+            let topic = format!("faults_stream_{}", &ids::hex_id()[..10]);
+            let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+            let recorded = seen.clone();
+            let server = rpc::server(
+                messaging_transports::open(&url).unwrap(),
+                Target::new(topic.clone()).with_server("s1"),
+                vec![Endpoint::new().method("echo", move |_ctx, v: Value| {
+                    recorded.lock().unwrap().push(v.n);
+                    Ok::<_, HandlerError>(v.n)
+                })],
+                ThreadPoolExecutor::new(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            let running = ServerThread::spawn(server).unwrap();
+            let fanout = RpcClient::new(
+                messaging_transports::open(&url).unwrap(),
+                Target::new(topic.clone()).with_fanout(true),
+            )
+            .with_timeout(Duration::from_secs(30));
+            let count = |n: usize| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while seen.lock().unwrap().len() < n {
+                    assert!(Instant::now() < deadline, "{:?}", seen.lock().unwrap());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            };
+            for n in 1..=5 {
+                fanout
+                    .cast_blocking(&Context::new(), "echo", &Value { n })
+                    .unwrap();
+            }
+            count(5);
+            close_all_connections();
+            for n in 6..=10 {
+                fanout
+                    .cast_blocking(&Context::new(), "echo", &Value { n })
+                    .unwrap();
+            }
+            count(10);
+            std::thread::sleep(Duration::from_millis(500));
+            let mut got = seen.lock().unwrap().clone();
+            got.sort_unstable();
+            assert_eq!(got, (1..=10).collect::<Vec<_>>(), "each once");
+            running.stop_and_wait().unwrap();
+            rabbitmqctl(&["delete_queue", &format!("{topic}_fanout")]);
+        },
+    );
+}
