@@ -382,18 +382,19 @@ def cmd_listen(args):
     return 0
 
 
-def cmd_delete_queues(args):
-    """Deletes the named queues through kombu; prints {"deleted": N}."""
+def _delete(args, names, delete):
+    """Deletes each name through kombu with `delete(channel, name)`; missing ones are
+    fine. Prints {"deleted": N}."""
     import kombu
     url = args.url.replace('rabbit://', 'amqp://', 1)
     deleted = 0
     with kombu.Connection(url) as connection:
-        for name in args.queues:
+        for name in names:
             channel = connection.channel()
             try:
-                channel.queue_delete(name)
+                delete(channel, name)
                 deleted += 1
-            except Exception:  # a missing queue closes the channel: take a new one
+            except Exception:  # a missing one closes the channel: take a new one
                 pass
             finally:
                 try:
@@ -402,28 +403,17 @@ def cmd_delete_queues(args):
                     pass
     emit({'deleted': deleted})
     return 0
+
+
+def cmd_delete_queues(args):
+    """Deletes the named queues through kombu; prints {"deleted": N}."""
+    return _delete(args, args.queues, lambda channel, name: channel.queue_delete(name))
 
 
 def cmd_delete_exchanges(args):
     """Deletes the named exchanges through kombu; prints {"deleted": N}."""
-    import kombu
-    url = args.url.replace('rabbit://', 'amqp://', 1)
-    deleted = 0
-    with kombu.Connection(url) as connection:
-        for name in args.exchanges:
-            channel = connection.channel()
-            try:
-                channel.exchange_delete(name)
-                deleted += 1
-            except Exception:  # a missing exchange closes the channel
-                pass
-            finally:
-                try:
-                    channel.close()
-                except Exception:
-                    pass
-    emit({'deleted': deleted})
-    return 0
+    return _delete(args, args.exchanges,
+                   lambda channel, name: channel.exchange_delete(name))
 
 
 COMMANDS = {'server': cmd_server, 'call': cmd_call, 'cast': cmd_cast,
