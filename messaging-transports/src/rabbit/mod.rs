@@ -109,7 +109,9 @@
 //! confirms, and the send returns only once the broker confirmed the message and no
 //! queue returned it: when the library says a message was sent, a queue took it. A
 //! message the broker returns (no queue is bound to its routing key: a topic nobody
-//! serves, or servers re-declaring their queues after a broker restart), nacks, or
+//! serves, or servers re-declaring their queues after a broker restart), nacks (then
+//! on a new channel: a RabbitMQ 3.10 channel whose first publish to a quorum queue
+//! found the node of its leader killed nacks every later one there), or
 //! loses with its channel is published again, with backoff (100 ms doubling to 5 s),
 //! within the send's budget: [`SendOptions::retry`] retries (`None`: no limit) and its
 //! deadline ([`SendOptions::timeout`], 60 s when unset). When the budget runs out a
