@@ -547,7 +547,7 @@ fn describe_pause(times: &[Instant], fault: &Fault) -> String {
         fault.recovered + Duration::from_millis(1),
     ) {
         Some((resumed, pause)) => format!(
-            "{:.2?} after the fault (longest pause {pause:.2?})",
+            "paused {pause:.2?} (until {:.2?} after the fault began)",
             resumed - fault.began
         ),
         None => "never".to_owned(),
@@ -691,6 +691,31 @@ fn dump_logs() {
             "log: {} {} {} {:?}",
             event.level, event.target, event.message, event.fields
         );
+    }
+}
+
+/// Prints the transport's warnings in this process (the server, the listener, the held
+/// call's caller), alike ones counted: what the reconnects ran into.
+fn print_warnings() {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for event in LogCapture::global().events() {
+        if event.level > Level::WARN || !event.target.starts_with("messaging_transports") {
+            continue;
+        }
+        let error = event
+            .fields
+            .iter()
+            .find(|(name, _)| name == "error")
+            .map(|(_, value)| value.chars().take(120).collect::<String>())
+            .unwrap_or_default();
+        let line = format!("{} {error}", event.message);
+        match seen.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, count)) => *count += 1,
+            None => seen.push((line, 1)),
+        }
+    }
+    for (line, count) in seen {
+        eprintln!("measured: warned {count}x here: {line}");
     }
 }
 
@@ -1083,8 +1108,8 @@ fn a_three_node_cluster_with_quorum_queues_survives_stopped_and_killed_nodes() {
                         "measured: fault {window}: {} of {} (on it: {clients_on} of the \
                          clients' {clients_all} connections, {ours_on} of the server's, \
                          listener's and caller's {ours_all}); down {:.2?} after the fault \
-                         began, back after {:.1?}\n    served again: server {}, listener {}, \
-                         callers {}; the call held in its handler across the fault: {:?} \
+                         began, back after {:.1?}\n    longest pause in handling: server {}, \
+                         listener {}, callers answered {}; the call held in its handler across the fault: {:?} \
                          after {:.2?}",
                         match fault.kind {
                             FaultKind::StopApp => "stop_app",
@@ -1123,6 +1148,7 @@ fn a_three_node_cluster_with_quorum_queues_survives_stopped_and_killed_nodes() {
             );
         }
         eprintln!("measured: the whole test took {:.1?}", started.elapsed());
+        print_warnings();
         let failed = hung > 0
             || !failed_calls.is_empty()
             || !lost.is_empty()

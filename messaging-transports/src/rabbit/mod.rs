@@ -182,6 +182,16 @@
 //! (waiting at most 1 s more; a queue the broker cannot be asked about expires after
 //! `rabbit_transient_queues_ttl`).
 //!
+//! In a cluster, name every node in the URL: each (re)connect tries them in order.
+//! Tested against three nodes with quorum queues (`tests/rabbit_cluster.rs` in
+//! messaging-testkit, oslo's failover test): with the node that clients, a server and
+//! a listener are connected to stopped (`stop_app`) or killed (`kill -9`), one node at a
+//! time, they fail over and handle again after a pause of 0.1–0.7 s (measured; once
+//! 4.4 s, when a listener's first reconnect failed and oslo's schedule waited), no
+//! confirmed cast or notification is lost, no call hangs (one in about 4,000 ended in
+//! its timeout), and a call whose handler ran across the fault is answered. A publish RabbitMQ nacks is retried on a new channel
+//! (see Delivery).
+//!
 //! The transport runs lapin on its own small tokio runtime (two threads); its futures
 //! can be awaited from any runtime or blocked on. (The workspace patches lapin so that
 //! it never logs a returned message's body, nor at error level errors it also
