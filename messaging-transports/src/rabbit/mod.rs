@@ -119,7 +119,9 @@
 //! confirms, and the send returns only once the broker confirmed the message and no
 //! queue returned it: when the library says a message was sent, a queue took it. A
 //! message the broker returns (no queue is bound to its routing key: a topic nobody
-//! serves, or servers re-declaring their queues after a broker restart), nacks, or
+//! serves, or servers re-declaring their queues after a broker restart), nacks (then
+//! on a new channel: a RabbitMQ 3.10 channel whose first publish to a quorum queue
+//! found the node of its leader killed nacks every later one there), or
 //! loses with its channel is published again, with backoff (100 ms doubling to 5 s),
 //! within the send's budget: [`SendOptions::retry`] retries (`None`: no limit) and its
 //! deadline ([`SendOptions::timeout`], 60 s when unset). When the budget runs out a
@@ -189,6 +191,16 @@
 //! waits up to 5 s for outstanding confirms, then deletes the transport's reply queue
 //! (waiting at most 1 s more; a queue the broker cannot be asked about expires after
 //! `rabbit_transient_queues_ttl`).
+//!
+//! In a cluster, name every node in the URL: each (re)connect tries them in order.
+//! Tested against three nodes with quorum queues (`tests/rabbit_cluster.rs` in
+//! messaging-testkit, oslo's failover test): with the node that clients, a server and
+//! a listener are connected to stopped (`stop_app`) or killed (`kill -9`), one node at a
+//! time, they fail over and handle again after a pause of 0.1–0.7 s (measured; once
+//! 4.4 s, when a listener's first reconnect failed and oslo's schedule waited), no
+//! confirmed cast or notification is lost, no call hangs (one in about 4,000 ended in
+//! its timeout), and a call whose handler ran across the fault is answered. A publish RabbitMQ nacks is retried on a new channel
+//! (see Delivery).
 //!
 //! The transport runs lapin on its own small tokio runtime (two threads); its futures
 //! can be awaited from any runtime or blocked on. (The workspace patches lapin so that

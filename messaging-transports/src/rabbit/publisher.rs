@@ -5,7 +5,10 @@
 //! mandatory message, not returned (a queue took it). A message the broker returns (no
 //! queue is bound to its routing key), nacks, or loses with its channel is published
 //! again with backoff (100 ms doubling to 5 s) until its [`Budget`] runs out: its
-//! retries and its deadline. Then the publish fails, a returned message with
+//! retries and its deadline. A nacked message is published again on a new connection
+//! and channel, as one whose channel died: RabbitMQ 3.10 nacks every publish to a
+//! quorum queue on a channel whose first publish there found the node of the queue's
+//! recorded leader down (a node killed in a cluster), for as long as the channel lives. Then the publish fails, a returned message with
 //! [`TransportError::Undeliverable`], anything else with the last error
 //! ([`TransportError::TimedOut`] if no attempt ended before the deadline). Errors no retry
 //! can fix ([`TransportError::is_permanent`]) fail at once. Receivers drop the rare
@@ -96,6 +99,20 @@ impl Budget {
             retries,
             deadline: Instant::now() + timeout,
         }
+    }
+}
+
+/// How one attempt failed: the broker nacked the message (its channel is retired), or
+/// anything else.
+#[derive(Debug)]
+enum Failure {
+    Nacked,
+    Other(TransportError),
+}
+
+impl From<TransportError> for Failure {
+    fn from(error: TransportError) -> Self {
+        Failure::Other(error)
     }
 }
 
@@ -214,11 +231,27 @@ impl Publisher {
     }
 
     /// One attempt: publish on the current (or a new) channel and await the confirm. A
-    /// channel that died on the way is forgotten, so the next attempt reconnects.
+    /// channel that died on the way, or that the broker nacked the message on, is
+    /// retired, so the next attempt reconnects: RabbitMQ (3.10) nacks every publish to
+    /// a quorum queue on a channel whose first publish there found the node of the
+    /// queue's recorded leader down (the channel keeps asking that node), so retrying
+    /// on the same channel could never succeed; a new channel asks for the leader
+    /// afresh. Publishes still awaiting their confirms on the old channel finish there;
+    /// lapin closes it, and its connection, when the last of them lets go.
     async fn attempt(&self, message: &Publish) -> Result<(), TransportError> {
         let session = self.session().await?;
-        let result = self.publish_on(&session, message).await;
-        if result.is_err() && !session.channel.status().connected() {
+        let (result, retire) = match self.publish_on(&session, message).await {
+            Ok(()) => (Ok(()), false),
+            Err(Failure::Nacked) => (
+                Err(connection_error(
+                    "publishing",
+                    "the broker could not take the message (nack)",
+                )),
+                true,
+            ),
+            Err(Failure::Other(error)) => (Err(error), !session.channel.status().connected()),
+        };
+        if retire {
             let mut current = lock(&self.session);
             if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
                 *current = None;
@@ -227,7 +260,7 @@ impl Publisher {
         result
     }
 
-    async fn publish_on(&self, session: &Session, message: &Publish) -> Result<(), TransportError> {
+    async fn publish_on(&self, session: &Session, message: &Publish) -> Result<(), Failure> {
         for declare in &message.declare {
             if lock(&session.declared).contains(declare) {
                 continue;
@@ -291,12 +324,10 @@ impl Publisher {
                         message.routing_key, message.exchange
                     )
                 },
-            )),
-            Ok(Confirmation::Nack(_)) => Err(connection_error(
-                "publishing",
-                "the broker could not take the message (nack)",
-            )),
-            Err(error) => Err(classify("waiting for the broker's confirm", error)),
+            )
+            .into()),
+            Ok(Confirmation::Nack(_)) => Err(Failure::Nacked),
+            Err(error) => Err(classify("waiting for the broker's confirm", error).into()),
         }
     }
 
