@@ -69,6 +69,22 @@ pub fn with_option(url: &str, key: &str, value: &str) -> String {
     format!("{base}?{}", pairs.join("&"))
 }
 
+/// `url` with several query options set in turn, as [`with_option`] sets one.
+///
+/// ```
+/// use messaging_testkit::with_options;
+///
+/// assert_eq!(
+///     with_options("rabbit://h/?a=1", &[("b", "2"), ("a", "3")]),
+///     "rabbit://h/?b=2&a=3"
+/// );
+/// ```
+pub fn with_options(url: &str, options: &[(&str, &str)]) -> String {
+    options.iter().fold(url.to_owned(), |url, (key, value)| {
+        with_option(&url, key, value)
+    })
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use messaging_core::Executor;

@@ -16,16 +16,14 @@ messaging_testkit::functional_suite!(url());
 /// fanout and notification queues are quorum queues, their exchanges durable — under
 /// a control exchange of their own, since the shared broker's `openstack` is not.
 mod quorum {
-    use super::with_option;
-
     fn url() -> Option<String> {
-        let url = super::url()?;
-        let url = with_option(&url, "rabbit_quorum_queue", "true");
-        let url = with_option(&url, "rabbit_transient_quorum_queue", "true");
-        Some(with_option(
-            &url,
-            "control_exchange",
-            "openstack_quorum_tests",
+        Some(messaging_testkit::with_options(
+            &super::url()?,
+            &[
+                ("rabbit_quorum_queue", "true"),
+                ("rabbit_transient_quorum_queue", "true"),
+                ("control_exchange", "openstack_quorum_tests"),
+            ],
         ))
     }
 

@@ -575,10 +575,12 @@ fn casts_and_notifications_reported_sent_across_a_broker_restart_are_handled() {
         "broker restart under load",
         move || {
             // A fixed exchange for the durable topology: a durable exchange never expires.
-            let durable = messaging_testkit::with_option(
-                &messaging_testkit::with_option(&url, "amqp_durable_queues", "true"),
-                "control_exchange",
-                "messaging_tests_durable",
+            let durable = messaging_testkit::with_options(
+                &url,
+                &[
+                    ("amqp_durable_queues", "true"),
+                    ("control_exchange", "messaging_tests_durable"),
+                ],
             );
             let stop = Arc::new(AtomicBool::new(false));
             let transient = Traffic::start(&url, &stop);
@@ -621,10 +623,12 @@ fn casts_and_notifications_reported_sent_across_a_broker_restart_are_handled() {
 fn a_stream_fanout_consumer_resumes_after_its_last_offset() {
     let Some(url) = url() else { return };
     let _turn = turn();
-    let url = messaging_testkit::with_option(
-        &messaging_testkit::with_option(&url, "rabbit_stream_fanout", "true"),
-        "rabbit_transient_quorum_queue",
-        "true",
+    let url = messaging_testkit::with_options(
+        &url,
+        &[
+            ("rabbit_stream_fanout", "true"),
+            ("rabbit_transient_quorum_queue", "true"),
+        ],
     );
     within(
         Duration::from_secs(120),

@@ -1163,14 +1163,13 @@ fn the_queue_manager_names_reply_and_fanout_queues_after_host_and_process() {
     let Some(url) = url() else { return };
     within(Duration::from_secs(60), "queue manager", move || {
         let process = unique("qm_proc");
-        let url = messaging_testkit::with_option(
-            &messaging_testkit::with_option(
-                &messaging_testkit::with_option(&url, "use_queue_manager", "true"),
-                "hostname",
-                "qmhost",
-            ),
-            "processname",
-            &process,
+        let url = messaging_testkit::with_options(
+            &url,
+            &[
+                ("use_queue_manager", "true"),
+                ("hostname", "qmhost"),
+                ("processname", &process),
+            ],
         );
         let topic = unique("qm_topic");
         let (running, _) = recording_server(&url, &topic);
