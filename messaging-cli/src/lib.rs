@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use commands::simulate::oslo_short_flags;
 pub use output::{Output, Shutdown};
 
 /// Exit codes.
@@ -96,6 +97,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// How verbose the logs are: the `-v` count, and at least 1 (debug) with
+    /// `simulate -d` (oslo's `--debug`).
+    pub fn verbosity(&self) -> u8 {
+        match &self.command {
+            Command::Simulate(args) if args.common.debug => self.verbose.max(1),
+            _ => self.verbose,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -120,9 +132,10 @@ pub enum Command {
     /// notifications and finish within --grace; a second one: exit at once.
     #[command(after_help = EXIT_CODES)]
     Listen(ListenArgs),
-    /// Load generator after oslo.messaging's tools/simulator.py: run an rpc-server or
-    /// notify-server in one process and an rpc-client or notify-client in another;
-    /// print progress each second and a throughput and latency summary.
+    /// Load generator after oslo.messaging's tools/simulator.py, taking its flags and
+    /// interoperating with it: run an rpc-server or notify-server in one process and an
+    /// rpc-client or notify-client in another; print progress each second and a
+    /// throughput and latency summary.
     #[command(after_help = SIMULATE_HELP)]
     Simulate(SimulateArgs),
 }
@@ -216,9 +229,11 @@ pub struct NotifyArgs {
 pub enum ExecutorChoice {
     /// Handlers in the serving thread, one at a time.
     Blocking,
-    /// Handlers on a thread pool.
+    /// Handlers on a thread pool (oslo's `threading` is an alias).
+    #[value(alias = "threading")]
     ThreadPool,
-    /// Handlers as tokio tasks.
+    /// Handlers as tokio tasks (oslo's `eventlet` is an alias: green threads).
+    #[value(alias = "eventlet")]
     EventLoop,
 }
 
@@ -281,7 +296,37 @@ Typical use, two terminals:
   messaging simulate rpc-client --url rabbit://guest:guest@127.0.0.1:5672/ -p 8 -m 2000
 memory:// connects only within one process: use `rpc-client --with-server` (or
 `notify-client --with-server`) there. Run `messaging simulate MODE --help` for the
-flags and the --json keys.";
+flags and the --json keys.
+
+oslo.messaging's tools/simulator.py: its command lines work here as they are, and the
+two interoperate (the same messages, methods, topics and --sync protocol: its clients
+drive these servers, these clients drive its servers). Its global flags (--url,
+-d/--debug, -tp/--topic, -s/--server, -tg/--targets, -l, -j/--json) go before or
+after the mode:
+  messaging simulate --url rabbit://guest:guest@127.0.0.1:5672/ -l 60 rpc-server -e threading
+  messaging simulate --url rabbit://guest:guest@127.0.0.1:5672/ rpc-client -tg t.s -p 8 --is-cast
+-tg and -tp are two-letter short flags, which the argument parser does not have: the
+binary rewrites them (whole words after `simulate`, or -tg=V / -tp=V, up to `--`) to
+--targets and --topic before parsing. Where this command differs from oslo's:
+  -m           default 1000 (oslo: 1)
+  -e           eventlet means event-loop (tokio tasks), threading means thread-pool;
+               default thread-pool (oslo: eventlet); -e also on the notify servers
+  -w           fractions of a second; 0 (the default) is no wait (oslo: -1); not negative;
+               the notify servers wait before every message (oslo's only before a requeue)
+  -l           fractions of a second; with -m too, -l wins (as in oslo) and a warning says so
+  --is-fanout  implies --is-cast (oslo's calls with fanout fail: a call cannot fan out)
+  -tg          without it rpc-client sends to --topic/--server (oslo ignores those and
+               sends to its -tg default, profiler_topic.profiler_server: the same target);
+               the servers ignore it, with a warning
+  --requeue    batch-notify-server requeues each batch holding a message not seen before
+               (oslo's ignores --requeue); requeued deliveries are counted apart, not in count
+  --timeout    also bounds each notification's send (oslo's notify-client ignores it)
+  --exit-wait  also on notify-client
+  -j FILE      this command's JSON layout (keys: `MODE --help`), not oslo's
+  -d           debug logs on stderr, like -v (summaries go to stdout in this command's
+               format; oslo logs everything, summaries included, on stdout)
+  added        --expect, --grace, --with-server, --payload-size, --seed, --batch-size,
+               --batch-timeout";
 
 /// The `--json` keys, shown by `messaging simulate MODE --help`.
 const SIMULATE_JSON: &str = "\
@@ -291,19 +336,29 @@ Latency is the round trip for calls (client clock), the time the send took for c
 notifications (client side), and the one-way delay from the client's wall-clock stamp to
 the handler (server side; meaningful on one machine). Bytes count the payload text.
 
+Messages are oslo's: Message(seq, cargo, client_ts, server_ts, return_ts) as a JSON list
+(seconds since the epoch), the keyword argument `message` of `info` (calls, casts) or the
+payload of an `info` notification with event type compute.start from publisher-N; the
+servers also take the object form {seq, cargo, client_ts, server_ts}. rpc-server answers
+with the message, server_ts stamped, and also serves oslo's sync_start/sync_done.
+
 --json FILE writes one object with these keys (always present; null where they do not
 apply):
-  mode                 rpc-server | rpc-client | notify-server | notify-client
+  mode                 rpc-server | rpc-client | notify-server | batch-notify-server |
+                       notify-client
   url                  the transport URL, password hidden
   topic, server        as given
+  targets              rpc-client: [\"TOPIC.SERVER\", ...] sent to (SERVER empty: any
+                       server; fanout: \"TOPIC\"); null otherwise
   executor             the server's executor (clients: the --with-server one, or null)
   send                 call | cast | fanout | notify (clients), null (servers)
   clients              -p (clients), null (servers)
-  messages_per_client  -m, or null with -d and for servers
-  duration_limit_s     -d, or null
+  messages_per_client  -m, or null with -l and for servers
+  duration_limit_s     -l, or null
   payload              {\"kind\": \"fixed\", \"size\": BYTES} | {\"kind\": \"oslo-distribution\"}
                        (clients), null (servers)
   latency_kind         round-trip | send | one-way
+  requeued             notify servers: deliveries requeued by --requeue; null otherwise
   summary              {count, errors, errors_by_kind: {KIND: n}, duration_s, msgs_per_s,
                         bytes, bytes_per_s, latency_us: {min, p50, p90, p99, max, mean}}
   series               [{second, count, errors, bytes, latency_us}] one per second
@@ -315,10 +370,11 @@ reply-lost, codec, mismatch, invalid, other. latency_us is null when nothing was
 measured. Summary percentiles come from a log-linear histogram (within 0.4%); per-second
 ones are exact.
 
-Stopping: SIGINT/SIGTERM, -d or --expect ends a server: it stops taking messages and
-lets the ones in progress finish within --grace; a (further) signal or the end of the
-grace period makes it exit 1 at once. The URL comes from --url, or else from the
-MESSAGING_URL environment variable, or else is memory://.
+Stopping: SIGINT/SIGTERM, -l, --expect or (rpc-server) the last --sync client's
+sync_done (after 1 s, as in oslo) ends a server: it stops taking messages and lets the
+ones in progress finish within --grace; a (further) signal or the end of the grace
+period makes it exit 1 at once. The URL comes from --url, or else from the MESSAGING_URL
+environment variable, or else is memory://.
 
 Exit codes: 0 done (even with some errors), 1 transport failure, every message failed,
 or a server left messages unfinished, 2 usage error.";
@@ -326,34 +382,44 @@ or a server left messages unfinished, 2 usage error.";
 /// `messaging simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
+    /// The flags of every mode (oslo's global flags): before or after the mode.
+    #[command(flatten)]
+    pub common: SimCommon,
     /// The role to play.
     #[command(subcommand)]
     pub mode: SimulateMode,
 }
 
-/// The roles of `messaging simulate`.
+/// The roles of `messaging simulate` (oslo's simulator modes).
 #[derive(Debug, Subcommand)]
 pub enum SimulateMode {
-    /// Serve `info(message)`: stamp the server time and return the message. Runs until
-    /// SIGINT/SIGTERM, -d SECONDS or --expect N messages.
+    /// Serve `info(message)`: stamp the server time and return the message; and oslo's
+    /// sync_start/sync_done. Runs until SIGINT/SIGTERM, -l SECONDS, --expect N messages
+    /// or 1 s after the last --sync client is done.
     #[command(after_long_help = SIMULATE_JSON)]
     RpcServer(SimServerArgs),
     /// Call (or cast) `info(message)` from -p concurrent clients, -m messages each
-    /// (or for -d seconds).
+    /// (or for -l seconds).
     #[command(after_long_help = SIMULATE_JSON)]
     RpcClient(SimRpcClientArgs),
     /// Listen for `info` notifications on the topic and count them. Runs until
-    /// SIGINT/SIGTERM, -d SECONDS or --expect N messages.
+    /// SIGINT/SIGTERM, -l SECONDS or --expect N messages.
     #[command(after_long_help = SIMULATE_JSON)]
-    NotifyServer(SimServerArgs),
+    NotifyServer(SimNotifyServerArgs),
+    /// notify-server taking the notifications in batches (--batch-size, at most
+    /// --batch-timeout apart; oslo's: 1000 and 5 s).
+    #[command(after_long_help = SIMULATE_JSON)]
+    BatchNotifyServer(SimBatchServerArgs),
     /// Send `info` notifications with event type `compute.start` from -p concurrent
-    /// clients, -m messages each (or for -d seconds).
+    /// clients, -m messages each (or for -l seconds).
     #[command(after_long_help = SIMULATE_JSON)]
     NotifyClient(SimClientArgs),
 }
 
-/// The flags every `simulate` mode has.
+/// The flags every `simulate` mode has: oslo's global flags, accepted before or after
+/// the mode.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Options of every mode (before or after it)")]
 pub struct SimCommon {
     /// Transport URL; memory:// connects only within one process (see --with-server).
     /// --url wins over MESSAGING_URL, which wins over the default.
@@ -361,33 +427,44 @@ pub struct SimCommon {
         long,
         env = "MESSAGING_URL",
         hide_env_values = true,
-        default_value = "memory://"
+        default_value = "memory://",
+        global = true
     )]
     pub url: String,
-    /// Topic.
-    #[arg(long, default_value = "profiler_topic")]
+    /// Topic (also -tp, as in oslo).
+    #[arg(long, default_value = "profiler_topic", global = true)]
     pub topic: String,
     /// Server name (clients: the server called; an empty name calls any server of the
     /// topic).
-    #[arg(long, default_value = "profiler_server")]
+    #[arg(short, long, default_value = "profiler_server", global = true)]
     pub server: String,
-    /// Write the summary and the per-second series as JSON to FILE (keys: see --help).
-    #[arg(long, value_name = "FILE")]
+    /// rpc-client: send to these targets instead of --topic/--server, client i to the
+    /// i-th (modulo their number); each TOPIC.SERVER is split at its first dot, and
+    /// an empty SERVER calls any server of the topic (also -tg, as in oslo). Takes
+    /// every following word (as oslo's does): end it with another flag, or give it
+    /// after the mode.
+    #[arg(long, value_name = "TOPIC.SERVER", num_args = 1.., global = true)]
+    pub targets: Vec<String>,
+    /// Servers: stop after SECONDS (default: on SIGINT/SIGTERM). Clients: send for
+    /// SECONDS instead of -m messages.
+    #[arg(short = 'l', long, value_name = "SECONDS", global = true)]
+    pub duration: Option<f64>,
+    /// Write the summary and the per-second series as JSON to FILE (keys: see
+    /// `MODE --help`).
+    #[arg(short, long, value_name = "FILE", global = true)]
     pub json: Option<PathBuf>,
+    /// Debug logs on stderr (like -v), each message sent and received included.
+    #[arg(short, long, global = true)]
+    pub debug: bool,
 }
 
-/// `messaging simulate rpc-server` and `notify-server`.
+/// `messaging simulate rpc-server`, and what the notify servers share with it.
 #[derive(Debug, Args)]
 pub struct SimServerArgs {
-    /// The common flags.
-    #[command(flatten)]
-    pub common: SimCommon,
-    /// Executor.
-    #[arg(long, value_enum, default_value_t = ExecutorChoice::ThreadPool)]
+    /// Executor (oslo's names work too: eventlet is event-loop, threading is
+    /// thread-pool).
+    #[arg(short, long, value_enum, default_value_t = ExecutorChoice::ThreadPool)]
     pub executor: ExecutorChoice,
-    /// Stop after SECONDS (default: on SIGINT/SIGTERM).
-    #[arg(short, long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
     /// Stop once N messages were received.
     #[arg(long, value_name = "N")]
     pub expect: Option<u64>,
@@ -401,27 +478,54 @@ pub struct SimServerArgs {
     pub grace: f64,
 }
 
+/// `messaging simulate notify-server`.
+#[derive(Debug, Args)]
+pub struct SimNotifyServerArgs {
+    /// The flags shared with rpc-server.
+    #[command(flatten)]
+    pub server: SimServerArgs,
+    /// Requeue each message once (after the -w wait): it is handled at its second
+    /// delivery. Requeued deliveries are counted apart.
+    #[arg(long)]
+    pub requeue: bool,
+}
+
+/// `messaging simulate batch-notify-server`.
+#[derive(Debug, Args)]
+pub struct SimBatchServerArgs {
+    /// The flags shared with notify-server.
+    #[command(flatten)]
+    pub notify: SimNotifyServerArgs,
+    /// The most notifications in one batch.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Seconds to wait at most to fill a batch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub batch_timeout: f64,
+}
+
 /// `messaging simulate notify-client`, and what `rpc-client` shares with it.
 ///
 /// The `-p` clients are threads sharing one transport (one connection, as an oslo
 /// service's green threads share its transport), each with its own client object.
 #[derive(Debug, Args)]
 pub struct SimClientArgs {
-    /// The common flags.
-    #[command(flatten)]
-    pub common: SimCommon,
     /// Concurrent clients (threads sharing one transport).
     #[arg(short = 'p', long, value_name = "N", default_value_t = 1)]
     pub clients: usize,
-    /// Messages per client.
-    #[arg(short, long, value_name = "N", default_value_t = 1000)]
-    pub messages: u64,
-    /// Send for SECONDS instead of a count.
-    #[arg(short, long, value_name = "SECONDS", conflicts_with = "messages")]
-    pub duration: Option<f64>,
+    /// Messages per client [default: 1000] (ignored with -l).
+    #[arg(short, long, value_name = "N")]
+    pub messages: Option<u64>,
     /// Seconds each client waits after each message.
     #[arg(short = 'w', long, value_name = "SECONDS", default_value_t = 0.0)]
     pub wait_after: f64,
+    /// Seconds each message may take: a call's wait for its reply, a cast's or a
+    /// notification's send; a message that times out counts as an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Seconds to keep the connection open after the summary (oslo's --exit-wait).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub exit_wait: f64,
     /// A fixed payload of BYTES random lowercase letters (default: lengths drawn from
     /// oslo's measured Nova message lengths, 500 to 11500 bytes).
     #[arg(long, value_name = "BYTES")]
@@ -434,8 +538,18 @@ pub struct SimClientArgs {
     #[arg(long)]
     pub with_server: bool,
     /// Executor of the --with-server server.
-    #[arg(long, value_enum, default_value_t = ExecutorChoice::ThreadPool, requires = "with_server")]
+    #[arg(short, long, value_enum, default_value_t = ExecutorChoice::ThreadPool, requires = "with_server")]
     pub executor: ExecutorChoice,
+}
+
+/// How `rpc-client --sync` tells the servers when it starts and finishes (oslo's
+/// `sync_start`/`sync_done`): the server stops 1 s after the last client is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// Call the server each client sends to.
+    Call,
+    /// Cast to every server of the topic.
+    Fanout,
 }
 
 /// `messaging simulate rpc-client`.
@@ -445,14 +559,16 @@ pub struct SimRpcClientArgs {
     #[command(flatten)]
     pub client: SimClientArgs,
     /// Cast instead of call (no reply; the server measures the one-way latency).
-    #[arg(long)]
+    #[arg(long, visible_alias = "is-cast")]
     pub cast: bool,
     /// Cast to every server of the topic (implies --cast).
-    #[arg(long)]
+    #[arg(long, visible_alias = "is-fanout")]
     pub fanout: bool,
-    /// Seconds to wait for each reply; a call that times out counts as an error.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
-    pub timeout: f64,
+    /// Each client calls (or fanout-casts) sync_start before its first message and
+    /// sync_done 1 s after its last: a server run this way stops when every client is
+    /// done.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sync: Option<SyncMode>,
 }
 
 /// A command failed: what to print on stderr, and the exit code.

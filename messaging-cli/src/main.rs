@@ -9,7 +9,9 @@
 //! abandoned): the process then exits at once with status 1, whatever it was doing.
 //!
 //! Usage errors are one line on stderr (exit 2); `--help` and `--version` print clap's
-//! text on stdout (exit 0, or 1 if it cannot be written).
+//! text on stdout (exit 0, or 1 if it cannot be written). Before parsing, oslo
+//! simulator's two-letter flags `-tg` / `-tp` after `simulate` become `--targets` /
+//! `--topic` ([`oslo_short_flags`]).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -18,8 +20,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use messaging_cli::{
-    Cli, Output, Shutdown, default_log_filter, exit, handle_signals, log_colours, run,
-    usage_error_line,
+    Cli, Output, Shutdown, default_log_filter, exit, handle_signals, log_colours, oslo_short_flags,
+    run, usage_error_line,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -37,7 +39,8 @@ fn stderr_line(line: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // oslo's simulator.py spells two flags -tg and -tp, which clap cannot parse.
+    let cli = match Cli::try_parse_from(oslo_short_flags(std::env::args_os())) {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
             stderr_line(&usage_error_line(&error));
@@ -62,7 +65,7 @@ fn main() -> ExitCode {
         ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_log_filter(cli.verbose).into()),
+                .unwrap_or_else(|_| default_log_filter(cli.verbosity()).into()),
         )
         .init();
 

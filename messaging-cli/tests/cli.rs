@@ -690,7 +690,7 @@ fn counts_durations_and_timeouts_are_bounded() {
             "--handler-delay must be a number of seconds from 0",
         ),
         (
-            vec!["simulate", "rpc-client", "-d", "1e19"],
+            vec!["simulate", "rpc-client", "-l", "1e19"],
             "--duration must be a number of seconds more than 0 and at most 31536000",
         ),
     ] {
@@ -1384,8 +1384,9 @@ fn usage_errors_are_one_line_and_help_is_whole() {
             "[possible values: blocking, thread-pool, event-loop]",
         ),
         (
+            // -d is oslo's --debug (no value); the duration is -l.
             &["simulate", "rpc-client", "-m", "1", "-d", "2"][..],
-            "cannot be used with",
+            "unexpected argument '2' found",
         ),
     ] {
         let ran = binary(args, &[], b"", limit);

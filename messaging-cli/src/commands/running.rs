@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use messaging_core::codec::{CodecKind, UnsupportedCodec};
 use messaging_core::server::DEFAULT_LOG_AFTER;
 use messaging_core::{
-    Acknowledger, CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage, Message,
-    Server, ServerError, Subscription, Transport, TransportError,
+    Acknowledger, CallOptions, Dispatch, Dispatcher, Epoch, Executor, IncomingMessage,
+    ListenOptions, Message, Server, ServerError, Subscription, Transport, TransportError,
 };
 
 use super::{interruptible, transport_error, unwritten};
@@ -200,15 +200,37 @@ impl Serving {
         executor: impl Executor,
         shutdown: &Shutdown,
     ) -> Result<(Serving, Epoch), CliError> {
+        let listen = ListenOptions::default();
+        Serving::start_with(
+            transport,
+            subscription,
+            listen,
+            dispatcher,
+            executor,
+            shutdown,
+        )
+    }
+
+    /// [`start`](Serving::start), the listener taking messages as `listen` says
+    /// (batches).
+    pub(crate) fn start_with(
+        transport: Arc<dyn Transport>,
+        subscription: Subscription,
+        listen: ListenOptions,
+        dispatcher: impl Dispatcher,
+        executor: impl Executor,
+        shutdown: &Shutdown,
+    ) -> Result<(Serving, Epoch), CliError> {
         interruptible(shutdown, "connecting", move || {
-            Serving::start_blocking(transport, subscription, dispatcher, executor)
+            Serving::start_blocking(transport, subscription, listen, dispatcher, executor)
         })
     }
 
-    /// [`start`](Serving::start), uninterruptible.
+    /// [`start_with`](Serving::start_with), uninterruptible.
     fn start_blocking(
         transport: Arc<dyn Transport>,
         subscription: Subscription,
+        listen: ListenOptions,
         dispatcher: impl Dispatcher,
         executor: impl Executor,
     ) -> Result<(Serving, Epoch), CliError> {
@@ -218,6 +240,7 @@ impl Serving {
             in_flight: in_flight.clone(),
         };
         let server = Server::builder(transport, subscription, counted, executor)
+            .listen_options(listen)
             .build()
             .map_err(|e| CliError::usage(e.to_string()))?;
         let epoch = server.start().map_err(|e| match e {
