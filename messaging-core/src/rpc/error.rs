@@ -117,6 +117,22 @@ impl RpcError {
 /// }
 /// assert_eq!(parse("x").unwrap_err().into_remote().class, "ParseIntError");
 /// ```
+///
+/// An error a Python caller rebuilds as its own exception class, keyword arguments
+/// included, when it lists the module in `allowed_remote_exmods`:
+///
+/// ```
+/// use messaging_core::rpc::HandlerError;
+/// use serde_json::json;
+///
+/// let err = HandlerError::new("QuotaExceeded", "Quota exceeded for cores")
+///     .with_module("nova.exception")
+///     .with_kwargs([("overs", json!(["cores"])), ("allowed", json!(4))]);
+/// // Python: nova.exception.QuotaExceeded("Quota exceeded for cores", overs=["cores"], allowed=4)
+/// let remote = err.into_remote();
+/// assert_eq!(remote.args, [json!("Quota exceeded for cores")]);
+/// assert_eq!(remote.kwargs["allowed"], 4);
+/// ```
 pub struct HandlerError {
     remote: RemoteError,
     expected: bool,
@@ -149,6 +165,46 @@ impl HandlerError {
     pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
         self.remote.traceback = traceback;
         self
+    }
+
+    /// Sets the positional arguments a Python caller rebuilds the error with (by
+    /// default the message alone, as Python's `Exception(message)`); see
+    /// [`RemoteError::with_args`].
+    pub fn with_args<I, V>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        self.remote = self.remote.with_args(args);
+        self
+    }
+
+    /// Adds one keyword argument a Python caller rebuilds the error with; see
+    /// [`RemoteError::with_kwarg`].
+    pub fn with_kwarg(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.remote = self.remote.with_kwarg(name, value);
+        self
+    }
+
+    /// Adds keyword arguments a Python caller rebuilds the error with; see
+    /// [`RemoteError::with_kwargs`].
+    pub fn with_kwargs<I, K, V>(mut self, kwargs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<serde_json::Value>,
+    {
+        self.remote = self.remote.with_kwargs(kwargs);
+        self
+    }
+
+    /// The error as the caller will see it, without consuming it.
+    pub fn remote(&self) -> &RemoteError {
+        &self.remote
     }
 
     /// Marks the error as expected: the caller gets it, the server does not log it as
