@@ -92,7 +92,7 @@ impl<'a> Waiting<'a> {
             }
             Ok(ReplyEvent::Reply(Err(remote))) => {
                 tracing::debug!(error = %remote, "remote error");
-                Some(Err(RpcError::Remote(remote)))
+                Some(Err(RpcError::Remote(Box::new(remote))))
             }
             Err(RecvError::Disconnected) => Some(Err(RpcError::ReplyLost {
                 method: self.method.to_owned(),

@@ -118,6 +118,7 @@ impl RpcDispatcher {
         RpcDispatcherBuilder {
             endpoints,
             policy: SharedPolicy::new(DefaultRpcAccessPolicy),
+            default_policy: true,
             ping: false,
         }
     }
@@ -127,7 +128,7 @@ impl RpcDispatcher {
         &self.endpoints
     }
 
-    fn find(&self, meta: &RequestMeta) -> Result<Method, RemoteError> {
+    fn find(&self, meta: &RequestMeta) -> Result<Method, Box<RemoteError>> {
         let version = meta.version.as_deref().unwrap_or("1.0");
         let mut compatible = false;
         for endpoint in self.endpoints.iter() {
@@ -141,7 +142,7 @@ impl RpcDispatcher {
             }
             compatible = true;
         }
-        Err(if compatible {
+        Err(Box::new(if compatible {
             RemoteError::new(
                 NO_SUCH_METHOD,
                 DISPATCHER_MODULE,
@@ -160,7 +161,7 @@ impl RpcDispatcher {
                     Untrusted::with_limit(&meta.method, 200)
                 ),
             )
-        })
+        }))
     }
 
     fn dispatch_one(&self, mut incoming: IncomingMessage) -> Dispatch {
@@ -259,6 +260,8 @@ impl Dispatcher for RpcDispatcher {
 pub struct RpcDispatcherBuilder {
     endpoints: Vec<Endpoint>,
     policy: SharedPolicy,
+    /// Whether `policy` is the default one, set by no call to `access_policy`.
+    default_policy: bool,
     ping: bool,
 }
 
@@ -267,6 +270,7 @@ impl RpcDispatcherBuilder {
     /// [`DefaultRpcAccessPolicy`] unless set. See [`RpcAccessPolicy`].
     pub fn access_policy(mut self, policy: impl RpcAccessPolicy) -> Self {
         self.policy = SharedPolicy::new(policy);
+        self.default_policy = false;
         self
     }
 
@@ -292,15 +296,17 @@ impl RpcDispatcherBuilder {
     /// # Errors
     ///
     /// An endpoint version that is not `major.minor[.revision]`, an empty method name,
-    /// or a method name starting with `_` that the access policy refuses (it could
-    /// never be called: under the default policy, register private methods only with
-    /// the [`LegacyRpcAccessPolicy`](super::LegacyRpcAccessPolicy), the
-    /// [`ExplicitRpcAccessPolicy`](super::ExplicitRpcAccessPolicy) and
-    /// [`Endpoint::expose`], or a policy of your own that allows them).
+    /// or, when no [`access_policy`](RpcDispatcherBuilder::access_policy) was set, a
+    /// method name starting with `_`: the default policy would never dispatch it.
+    /// Private methods are for the
+    /// [`LegacyRpcAccessPolicy`](super::LegacyRpcAccessPolicy), the
+    /// [`ExplicitRpcAccessPolicy`](super::ExplicitRpcAccessPolicy) with
+    /// [`Endpoint::expose`], or a policy of your own.
     pub fn build(self) -> Result<RpcDispatcher, InvalidEndpoint> {
         let RpcDispatcherBuilder {
             mut endpoints,
             policy,
+            default_policy,
             ping,
         } = self;
         for endpoint in &endpoints {
@@ -313,12 +319,11 @@ impl RpcDispatcherBuilder {
             if endpoint.has_method("") {
                 return Err(InvalidEndpoint("a method name is empty".to_owned()));
             }
-            if let Some(name) = endpoint
-                .method_names()
-                .find(|name| name.starts_with('_') && !policy.policy.is_allowed(endpoint, name))
+            if default_policy
+                && let Some(name) = endpoint.method_names().find(|name| name.starts_with('_'))
             {
                 return Err(InvalidEndpoint(format!(
-                    "method `{name}` is private and the access policy would never dispatch it"
+                    "method `{name}` is private: the default access policy would never dispatch it"
                 )));
             }
         }

@@ -62,9 +62,10 @@ pub enum RpcError {
         /// The call-monitor timeout.
         after: Duration,
     },
-    /// The remote handler failed; match on [`RemoteError::class`].
+    /// The remote handler failed; match on [`RemoteError::class`]. Boxed: a remote
+    /// error is large, and calls return this enum on every path.
     #[error(transparent)]
-    Remote(#[from] RemoteError),
+    Remote(Box<RemoteError>),
     /// The server dropped the call without replying (the transport closed the reply
     /// channel).
     #[error("the reply to {method} on {target} was lost: the server never answered")]
@@ -88,9 +89,15 @@ impl RpcError {
     /// The remote error, if the handler failed.
     pub fn remote(&self) -> Option<&RemoteError> {
         match self {
-            RpcError::Remote(remote) => Some(remote),
+            RpcError::Remote(remote) => Some(remote.as_ref()),
             _ => None,
         }
+    }
+}
+
+impl From<RemoteError> for RpcError {
+    fn from(remote: RemoteError) -> Self {
+        RpcError::Remote(Box::new(remote))
     }
 }
 
@@ -134,7 +141,8 @@ impl RpcError {
 /// assert_eq!(remote.kwargs["allowed"], 4);
 /// ```
 pub struct HandlerError {
-    remote: RemoteError,
+    // Boxed: handlers return `Result<_, HandlerError>` on every path.
+    remote: Box<RemoteError>,
     expected: bool,
 }
 
@@ -142,15 +150,15 @@ impl HandlerError {
     /// An error of class `class` (module `messaging`).
     pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
         HandlerError {
-            remote: RemoteError::new(class, "messaging", message),
+            remote: Box::new(RemoteError::new(class, "messaging", message)),
             expected: false,
         }
     }
 
     /// Passes on a remote error from a nested call unchanged.
-    pub fn from_remote(remote: RemoteError) -> Self {
+    pub fn from_remote(remote: impl Into<Box<RemoteError>>) -> Self {
         HandlerError {
-            remote,
+            remote: remote.into(),
             expected: false,
         }
     }
@@ -175,7 +183,7 @@ impl HandlerError {
         I: IntoIterator<Item = V>,
         V: Into<serde_json::Value>,
     {
-        self.remote = self.remote.with_args(args);
+        self.remote.args = args.into_iter().map(Into::into).collect();
         self
     }
 
@@ -186,7 +194,7 @@ impl HandlerError {
         name: impl Into<String>,
         value: impl Into<serde_json::Value>,
     ) -> Self {
-        self.remote = self.remote.with_kwarg(name, value);
+        self.remote.kwargs.insert(name.into(), value.into());
         self
     }
 
@@ -198,7 +206,9 @@ impl HandlerError {
         K: Into<String>,
         V: Into<serde_json::Value>,
     {
-        self.remote = self.remote.with_kwargs(kwargs);
+        self.remote
+            .kwargs
+            .extend(kwargs.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -221,7 +231,7 @@ impl HandlerError {
 
     /// The error as the caller will see it.
     pub fn into_remote(self) -> RemoteError {
-        self.remote
+        *self.remote
     }
 }
 
@@ -231,7 +241,7 @@ impl<E: std::error::Error> From<E> for HandlerError {
         let path = full.split('<').next().unwrap_or(full);
         let (module, class) = path.rsplit_once("::").unwrap_or(("", path));
         HandlerError {
-            remote: RemoteError::new(class, module, error.to_string()),
+            remote: Box::new(RemoteError::new(class, module, error.to_string())),
             expected: false,
         }
     }

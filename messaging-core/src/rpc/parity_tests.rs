@@ -33,7 +33,7 @@ fn request(method: &str) -> Request<'_> {
 }
 
 /// Dispatches one JSON call and returns its reply (heartbeats skipped).
-fn call(dispatcher: &RpcDispatcher, request: Request<'_>) -> Result<Value, RemoteError> {
+fn call(dispatcher: &RpcDispatcher, request: Request<'_>) -> Result<Value, Box<RemoteError>> {
     let mut meta = RequestMeta::new(request.method);
     meta.namespace = request.namespace.map(str::to_owned);
     let message = Message::new(Bytes::from(request.args.to_string()))
@@ -49,14 +49,16 @@ fn call(dispatcher: &RpcDispatcher, request: Request<'_>) -> Result<Value, Remot
         match receiver.recv_timeout(Some(Duration::from_secs(10))) {
             Ok(ReplyEvent::Heartbeat) => continue,
             Ok(ReplyEvent::Reply(reply)) => {
-                return reply.map(|body| serde_json::from_slice(&body).unwrap());
+                return reply
+                    .map(|body| serde_json::from_slice(&body).unwrap())
+                    .map_err(Box::new);
             }
             Err(e) => panic!("no reply: {e}"),
         }
     }
 }
 
-fn class(reply: Result<Value, RemoteError>) -> String {
+fn class(reply: Result<Value, Box<RemoteError>>) -> String {
     reply.expect_err("an error").class
 }
 
@@ -77,6 +79,13 @@ fn the_default_policy_refuses_private_names_at_build_and_never_dispatches_them()
     let d = RpcDispatcher::new(vec![Endpoint::new().method("open", answer(1))]).unwrap();
     assert_eq!(call(&d, request("open")), Ok(json!(1)));
     assert_eq!(class(call(&d, request("_secret"))), NO_SUCH_METHOD);
+
+    // Set explicitly, the default policy takes private methods and never calls them.
+    let d = RpcDispatcher::builder(vec![private])
+        .access_policy(DefaultRpcAccessPolicy)
+        .build()
+        .unwrap();
+    assert_eq!(class(call(&d, request("_secret"))), NO_SUCH_METHOD);
 }
 
 #[test]
@@ -94,6 +103,7 @@ fn the_explicit_policy_dispatches_exposed_methods_only_and_refusal_is_no_such_me
         .method("shown", answer(1))
         .method("hidden", answer(2))
         .method("_private_shown", answer(3))
+        .method("_private_hidden", answer(4))
         .expose("shown")
         .expose("_private_shown");
     let d = RpcDispatcher::builder(vec![endpoint])
@@ -102,6 +112,7 @@ fn the_explicit_policy_dispatches_exposed_methods_only_and_refusal_is_no_such_me
         .unwrap();
     assert_eq!(call(&d, request("shown")), Ok(json!(1)));
     assert_eq!(call(&d, request("_private_shown")), Ok(json!(3)));
+    assert_eq!(class(call(&d, request("_private_hidden"))), NO_SUCH_METHOD);
     let refused = call(&d, request("hidden")).unwrap_err();
     assert_eq!(
         (refused.class.as_str(), refused.module.as_str()),
