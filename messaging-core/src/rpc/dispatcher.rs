@@ -11,8 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::endpoint::NoArgs;
-use super::endpoint::{Endpoint, Method};
+use super::endpoint::{Endpoint, Method, NoArgs};
 use super::error::{
     DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, MESSAGE_TOO_LARGE, NO_SUCH_METHOD,
     UNSUPPORTED_VERSION,
