@@ -30,6 +30,9 @@ _OUT = sys.stdout
 sys.stdout = sys.stderr
 _OUT_LOCK = threading.Lock()
 
+ACCESS_POLICIES = {'default': 'DefaultRPCAccessPolicy',
+                   'explicit': 'ExplicitRPCAccessPolicy',
+                   'legacy': 'LegacyRPCAccessPolicy'}
 PRIORITIES = ('audit', 'debug', 'info', 'warn', 'error', 'critical', 'sample')
 NOTIFY_PRIORITIES = PRIORITIES + ('warning',)
 
@@ -74,6 +77,20 @@ def _json_object(text):
     return value
 
 
+_CALL_KEYS = {'method', 'kwargs', 'context', 'topic', 'server', 'namespace',
+              'version', 'call_monitor_timeout'}
+
+
+def _json_calls(text):
+    value = _json_value(text)
+    if not isinstance(value, list) or not all(
+            isinstance(c, dict) and isinstance(c.get('method'), str)
+            and set(c) <= _CALL_KEYS for c in value):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON list of call objects with a "method", got {text!r}')
+    return value
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--url', required=True,
@@ -90,6 +107,10 @@ def build_parser():
     s.add_argument('--topic', required=True)
     s.add_argument('--server', required=True)
     s.add_argument('--exchange')
+    s.add_argument('--rpc-ping-enabled', action='store_true',
+                   help="oslo's rpc_ping_enabled: answer oslo_rpc_server_ping with 'pong'")
+    s.add_argument('--access-policy', choices=sorted(ACCESS_POLICIES),
+                   help="the dispatcher's access_policy (oslo default: default)")
 
     for name in ('call', 'cast'):
         c = sub.add_parser(name, parents=[common], help=f'RPC {name}')
@@ -102,6 +123,9 @@ def build_parser():
                        help='request context dict (JSON object); sent as _context_* keys')
         c.add_argument('--retry', type=int,
                        help='connection retries (oslo default: forever)')
+        c.add_argument('--allowed-exmods', default='',
+                       help='comma-separated allowed_remote_exmods: modules whose '
+                            'exceptions a failed call rebuilds as klass(*args, **kwargs)')
         if name == 'call':
             c.add_argument('--timeout', type=_number,
                            help='reply timeout in seconds (oslo default: rpc_response_timeout=60)')
@@ -111,6 +135,18 @@ def build_parser():
             c.add_argument('--fanout', action='store_true')
         c.add_argument('method')
         c.add_argument('kwargs', type=_json_object, metavar='KWARGS_JSON')
+
+    cs = sub.add_parser('calls', parents=[common],
+                        help='several RPC calls with one client; one line per call')
+    cs.add_argument('--topic', required=True)
+    cs.add_argument('--timeout', type=_number,
+                    help='reply timeout in seconds (oslo default: rpc_response_timeout=60)')
+    cs.add_argument('--allowed-exmods', default='',
+                    help='comma-separated allowed_remote_exmods (see call)')
+    cs.add_argument('calls', type=_json_calls, metavar='CALLS_JSON',
+                    help='a JSON list of {"method", "kwargs"?, "context"?, and prepare() '
+                         'options "topic"?, "server"?, "namespace"?, "version"?, '
+                         '"call_monitor_timeout"?}')
 
     n = sub.add_parser('notify', parents=[common], help='send one notification')
     n.add_argument('--topic', required=True)
@@ -181,6 +217,10 @@ def error_json(exc):
         'message': str(exc),
         'exc_type': getattr(exc, 'exc_type', None),
         'value': getattr(exc, 'value', None),
+        # what a rebuilt exception (allowed_remote_exmods) was built with
+        'args': list(exc.args),
+        'kwargs': getattr(exc, 'kwargs', None),
+        'classes': [f'{c.__module__}.{c.__name__}' for c in type(exc).__mro__],
     }}
 
 
@@ -247,15 +287,54 @@ def cmd_server(args):
             record('ns_echo', ctxt, value=value)
             return {'ns': 'ns1', 'value': value}
 
+    class ParityEndpoint:
+        """Namespace 'parity': remote errors with args/kwargs, access policies."""
+        target = oslo_messaging.Target(namespace='parity', version='1.0')
+
+        @oslo_messaging.expose
+        def raise_error(self, ctxt, module, cls, args=(), kwargs=None):
+            record('raise_error', ctxt, module=module, cls=cls, args=args,
+                   kwargs=kwargs)
+            import importlib
+            klass = getattr(importlib.import_module(module), cls)
+            raise klass(*args, **(kwargs or {}))
+
+        @oslo_messaging.expose
+        def exposed_echo(self, ctxt, value):
+            return value
+
+        def echo(self, ctxt, value):
+            return value
+
+        def _private_echo(self, ctxt, value):
+            return value
+
+        @oslo_messaging.expose
+        def _exposed_private_echo(self, ctxt, value):
+            return value
+
     stop = wait_for_signal()
     conf = make_conf()
+    if args.rpc_ping_enabled:
+        # The RPC dispatcher reads rpc_ping_enabled from the global cfg.CONF,
+        # not from the transport's conf.
+        from oslo_config import cfg
+        from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+        cfg.CONF.register_opts(rpc_dispatcher._dispatcher_opts)
+        cfg.CONF.set_override('rpc_ping_enabled', True)
+    server_kw = {}
+    if args.access_policy:
+        from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+        server_kw['access_policy'] = getattr(
+            rpc_dispatcher, ACCESS_POLICIES[args.access_policy])
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     target_kw = dict(topic=args.topic, server=args.server)
     if args.exchange:
         target_kw['exchange'] = args.exchange
     server = oslo_messaging.get_rpc_server(
         transport, oslo_messaging.Target(**target_kw),
-        [DefaultEndpoint(), Ns1Endpoint()], executor='threading')
+        [DefaultEndpoint(), Ns1Endpoint(), ParityEndpoint()], executor='threading',
+        **server_kw)
     server.start()
     run_until_signal(stop, server, transport)
     return 0
@@ -264,7 +343,9 @@ def cmd_server(args):
 def _rpc_client(args):
     import oslo_messaging
     conf = make_conf()
-    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    exmods = [m for m in getattr(args, 'allowed_exmods', '').split(',') if m]
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url,
+                                                 allowed_remote_exmods=exmods)
     client = oslo_messaging.get_rpc_client(
         transport, oslo_messaging.Target(topic=args.topic))
     prep = {}
@@ -288,6 +369,27 @@ def cmd_call(args):
             emit(error_json(exc))
         else:
             emit({'result': result})
+    finally:
+        transport.cleanup()
+    return 0
+
+
+def cmd_calls(args):
+    """One client, several calls in order; prints one call-style line per call."""
+    transport, cctxt = _rpc_client(args)
+    try:
+        for spec in args.calls:
+            prep = {k: spec[k] for k in ('topic', 'server', 'namespace', 'version',
+                                         'call_monitor_timeout') if k in spec}
+            client = cctxt.prepare(**prep) if prep else cctxt
+            try:
+                result = client.call(spec.get('context', {}), spec['method'],
+                                     **spec.get('kwargs', {}))
+            except Exception as exc:  # the JSON reports it
+                logging.getLogger('oslo_peer').debug('call failed', exc_info=True)
+                emit(error_json(exc))
+            else:
+                emit({'result': result})
     finally:
         transport.cleanup()
     return 0
@@ -416,7 +518,7 @@ def cmd_delete_exchanges(args):
                    lambda channel, name: channel.exchange_delete(name))
 
 
-COMMANDS = {'server': cmd_server, 'call': cmd_call, 'cast': cmd_cast,
+COMMANDS = {'server': cmd_server, 'call': cmd_call, 'calls': cmd_calls, 'cast': cmd_cast,
             'notify': cmd_notify, 'listen': cmd_listen, 'delete-queues': cmd_delete_queues,
             'delete-exchanges': cmd_delete_exchanges}
 

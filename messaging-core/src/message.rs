@@ -53,6 +53,32 @@ impl Context {
         self.0.remove(key)
     }
 
+    /// The caller's call-monitor timeout, in a context an RPC handler receives: the
+    /// value of the [`CLIENT_TIMEOUT`](crate::rpc::CLIENT_TIMEOUT) key, which the
+    /// dispatcher sets from the request (oslo's `ctxt['client_timeout']`, from the
+    /// message's `_timeout`).
+    ///
+    /// `None` when the caller asked for no heartbeats (a cast, or a call without a
+    /// call-monitor timeout: the key is then `null`), when the key is absent (a
+    /// context that did not come from the dispatcher), or when it is not a
+    /// non-negative number of seconds a [`Duration`](std::time::Duration) can hold.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use messaging_core::Context;
+    ///
+    /// let mut ctx = Context::new();
+    /// assert_eq!(ctx.client_timeout(), None);
+    /// ctx.insert("client_timeout", 2.5);
+    /// assert_eq!(ctx.client_timeout(), Some(Duration::from_millis(2500)));
+    /// ```
+    pub fn client_timeout(&self) -> Option<std::time::Duration> {
+        let seconds = self.get(crate::rpc::CLIENT_TIMEOUT)?.as_f64()?;
+        std::time::Duration::try_from_secs_f64(seconds).ok()
+    }
+
     /// Iterates over the entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
@@ -304,9 +330,30 @@ impl FromStr for Priority {
 
 // ===== RemoteError =====
 
-/// An error raised by a remote handler, as it travels back to the caller: exception
-/// class, module, message and traceback (oslo's failure JSON). Match on
+/// An error raised by a remote handler, as it travels back to the caller: oslo's
+/// failure JSON (`class`, `module`, `message`, `tb`, `args`, `kwargs`). Match on
 /// [`class`](RemoteError::class) to handle a specific remote error.
+///
+/// [`args`](RemoteError::args) and [`kwargs`](RemoteError::kwargs) are the
+/// exception's constructor arguments: a Python caller whose `allowed_remote_exmods`
+/// lists [`module`](RemoteError::module) rebuilds the error as
+/// `module.class(*args, **kwargs)`, and an error raised by a Python server arrives
+/// with the `args` and `kwargs` it was raised with (a nova-style exception keeps its
+/// keyword arguments in `kwargs`). Every transport carries them unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::RemoteError;
+/// use serde_json::json;
+///
+/// let err = RemoteError::new("QuotaExceeded", "nova.exception", "quota exceeded")
+///     .with_kwarg("overs", json!(["cores"]))
+///     .with_kwarg("allowed", 4);
+/// // Like Python's `Exception(message)`: the message is the one positional argument.
+/// assert_eq!(err.args, [json!("quota exceeded")]);
+/// assert_eq!(err.kwargs["allowed"], 4);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("remote error: {module}.{class}: {message}")]
 #[non_exhaustive]
@@ -319,20 +366,31 @@ pub struct RemoteError {
     pub message: String,
     /// Traceback lines, possibly empty.
     pub traceback: Vec<String>,
+    /// The positional arguments the error was built with (Python's `exc.args`).
+    #[serde(default, with = "json_text")]
+    pub args: Vec<serde_json::Value>,
+    /// The keyword arguments the error was built with (the `kwargs` attribute of an
+    /// oslo or nova-style exception; empty for most errors).
+    #[serde(default, with = "json_text")]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RemoteError {
-    /// A remote error with an empty traceback.
+    /// A remote error with an empty traceback, no keyword arguments and the message as
+    /// its one positional argument (what Python's `Exception(message)` has).
     pub fn new(
         class: impl Into<String>,
         module: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        let message = message.into();
         RemoteError {
             class: class.into(),
             module: module.into(),
-            message: message.into(),
+            args: vec![serde_json::Value::String(message.clone())],
+            message,
             traceback: Vec::new(),
+            kwargs: serde_json::Map::new(),
         }
     }
 
@@ -340,6 +398,71 @@ impl RemoteError {
     pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
         self.traceback = traceback;
         self
+    }
+
+    /// Returns the error with these positional arguments instead of its current ones.
+    pub fn with_args<I, V>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Returns the error with one more keyword argument (replacing one of the same
+    /// name).
+    pub fn with_kwarg(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.kwargs.insert(name.into(), value.into());
+        self
+    }
+
+    /// Returns the error with these keyword arguments added (replacing any of the same
+    /// names).
+    pub fn with_kwargs<I, K, V>(mut self, kwargs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<serde_json::Value>,
+    {
+        self.kwargs
+            .extend(kwargs.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+}
+
+/// Serde for the JSON values inside a [`RemoteError`]: as they are in self-describing
+/// formats (JSON), as one JSON text in the others (bincode), which cannot decode a
+/// `serde_json::Value`.
+mod json_text {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            value.serialize(serializer)
+        } else {
+            let text = serde_json::to_string(value).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(&text)
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        if deserializer.is_human_readable() {
+            T::deserialize(deserializer)
+        } else {
+            let text = String::deserialize(deserializer)?;
+            serde_json::from_str(&text).map_err(D::Error::custom)
+        }
     }
 }
 
@@ -365,6 +488,34 @@ mod tests {
         assert!(
             text.contains("body_len: 14") && !text.contains("secret"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn remote_error_arguments_survive_json_and_bincode() {
+        use crate::codec::{Codec, CodecKind};
+        let err = RemoteError::new("QuotaExceeded", "nova.exception", "over quota")
+            .with_traceback(vec!["tb".into()])
+            .with_args([serde_json::json!("over quota"), serde_json::json!(2)])
+            .with_kwarg("overs", serde_json::json!(["cores", "ram"]))
+            .with_kwargs([("allowed", serde_json::json!({"cores": 4}))]);
+        for codec in [CodecKind::Json, CodecKind::Bincode] {
+            let bytes = codec.encode(&err).unwrap();
+            assert_eq!(codec.decode::<RemoteError>(&bytes).unwrap(), err, "{codec}");
+        }
+        let json = serde_json::to_value(&err).unwrap();
+        assert_eq!(json["kwargs"]["overs"], serde_json::json!(["cores", "ram"]));
+        assert_eq!(json["args"][1], 2, "native JSON in JSON: {json}");
+    }
+
+    #[test]
+    fn remote_errors_without_arguments_still_decode() {
+        let old = r#"{"class":"E","module":"m","message":"x","traceback":[]}"#;
+        let err: RemoteError = serde_json::from_str(old).unwrap();
+        assert!(err.args.is_empty() && err.kwargs.is_empty());
+        assert_eq!(
+            RemoteError::new("E", "m", "x").args,
+            [serde_json::json!("x")]
         );
     }
 

@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use super::dispatcher::TRACE_ID;
+use super::dispatcher::{PING_METHOD, TRACE_ID};
+use super::endpoint::NoArgs;
 use super::error::RpcError;
 use super::version::{self, version_is_compatible};
 use crate::codec::{Codec, CodecKind};
@@ -91,7 +92,7 @@ impl<'a> Waiting<'a> {
             }
             Ok(ReplyEvent::Reply(Err(remote))) => {
                 tracing::debug!(error = %remote, "remote error");
-                Some(Err(RpcError::Remote(remote)))
+                Some(Err(RpcError::Remote(Box::new(remote))))
             }
             Err(RecvError::Disconnected) => Some(Err(RpcError::ReplyLost {
                 method: self.method.to_owned(),
@@ -426,6 +427,44 @@ impl RpcClient {
                 return done.and_then(|body| Ok(codec.decode(&body)?));
             }
         }
+    }
+
+    /// Pings the target's server: calls oslo's `oslo_rpc_server_ping`, which a server
+    /// answers with `"pong"` when it runs with `rpc_ping_enabled` (ours:
+    /// [`RpcDispatcherBuilder::rpc_ping_enabled`](super::RpcDispatcherBuilder::rpc_ping_enabled)).
+    /// The call goes to the target's exchange, topic and server, in the null namespace
+    /// at version `1.0` (where oslo's ping endpoint lives), whatever namespace and
+    /// version this client calls; the timeout, retries and call-monitor timeout are
+    /// this client's. Returns what the server answered (`"pong"` from oslo and from
+    /// us).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](RpcClient::call); a server without ping answers with a
+    /// [`Remote`](RpcError::Remote) `NoSuchMethod`
+    /// ([`NO_SUCH_METHOD`](super::NO_SUCH_METHOD)), and a
+    /// [`Timeout`](RpcError::Timeout) means nobody answered.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](RpcClient::call).
+    pub async fn ping(&self, context: &Context) -> Result<String, RpcError> {
+        self.ping_client()
+            .call(context, PING_METHOD, &NoArgs {})
+            .await
+    }
+
+    /// [`ping`](RpcClient::ping), blocking the calling thread.
+    pub fn ping_blocking(&self, context: &Context) -> Result<String, RpcError> {
+        self.ping_client()
+            .call_blocking(context, PING_METHOD, &NoArgs {})
+    }
+
+    fn ping_client(&self) -> RpcClient {
+        let mut client = self.clone();
+        client.target.namespace = None;
+        client.target.version = None;
+        client
     }
 
     /// Casts `method`: returns once the transport took the message.

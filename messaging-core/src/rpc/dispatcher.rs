@@ -11,11 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::endpoint::{Endpoint, Method};
+use super::endpoint::{Endpoint, Method, NoArgs};
 use super::error::{
     DISPATCHER_MODULE, HANDLER_PANIC, HandlerError, MESSAGE_TOO_LARGE, NO_SUCH_METHOD,
     UNSUPPORTED_VERSION,
 };
+use super::policy::{DefaultRpcAccessPolicy, RpcAccessPolicy, SharedPolicy};
 use super::version;
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::error::TransportError;
@@ -28,6 +29,16 @@ use crate::untrusted::Untrusted;
 
 /// The context key carrying the caller's trace id.
 pub const TRACE_ID: &str = "trace_id";
+
+/// The context key carrying the caller's call-monitor timeout in seconds (a number,
+/// or `null` when the caller asked for no heartbeats), as oslo's RabbitMQ driver puts
+/// `_timeout` into the `ctxt` dict every endpoint method receives. Read it with
+/// [`Context::client_timeout`](crate::Context::client_timeout).
+pub const CLIENT_TIMEOUT: &str = "client_timeout";
+
+/// The method [`RpcDispatcherBuilder::rpc_ping_enabled`] adds: oslo's
+/// `oslo_rpc_server_ping`, which answers `"pong"`.
+pub const PING_METHOD: &str = "oslo_rpc_server_ping";
 
 /// An endpoint list that cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,65 +55,93 @@ pub struct InvalidEndpoint(String);
 /// * endpoints are tried in order; one serves a request if the request's namespace is
 ///   its namespace (or a legacy one) and its version is compatible
 ///   ([`version_is_compatible`](super::version_is_compatible)); the first such endpoint
-///   with the method wins;
+///   that has the method and whose [access policy](RpcAccessPolicy) allows it wins;
 /// * otherwise the caller gets `NoSuchMethod` if some endpoint served the namespace and
-///   version, `UnsupportedVersion` if none did (methods starting with `_` are never
-///   exposed);
+///   version, `UnsupportedVersion` if none did (under the default policy, methods
+///   starting with `_` are never dispatched; a refused method is `NoSuchMethod`);
+/// * the handler's [`Context`](crate::Context) is the caller's, plus
+///   [`CLIENT_TIMEOUT`]: the caller's call-monitor timeout in seconds, or `null`
+///   (oslo's `ctxt['client_timeout']`);
 /// * while a handler for a call runs, the caller is heartbeated every half of its
 ///   call-monitor timeout; the heartbeat ends before the reply is sent, whatever the
 ///   outcome;
-/// * a handler error reaches the caller as a [`RemoteError`]; unexpected ones are
-///   logged at error level, expected ones at debug; a panic becomes a `HandlerPanic`
-///   remote error and the server keeps serving; errors of casts are only logged.
+/// * a handler error reaches the caller as a [`RemoteError`] (with its `args` and
+///   `kwargs`); unexpected ones are logged at error level, expected ones at debug; a
+///   panic becomes a `HandlerPanic` remote error and the server keeps serving; errors
+///   of casts are only logged.
+///
+/// [`new`](RpcDispatcher::new) takes oslo's defaults; [`builder`](RpcDispatcher::builder)
+/// sets the access policy and `rpc_ping_enabled`.
 #[derive(Clone, Debug)]
 pub struct RpcDispatcher {
     endpoints: Arc<[Endpoint]>,
+    policy: SharedPolicy,
 }
 
 impl RpcDispatcher {
-    /// A dispatcher over `endpoints`, tried in order.
+    /// A dispatcher over `endpoints`, tried in order, with oslo's defaults: the
+    /// [`DefaultRpcAccessPolicy`] and no ping method.
     ///
     /// # Errors
     ///
-    /// An endpoint version that is not `major.minor[.revision]`, or a method name that
-    /// is empty or starts with `_`.
+    /// See [`RpcDispatcherBuilder::build`].
     pub fn new(endpoints: Vec<Endpoint>) -> Result<Self, InvalidEndpoint> {
-        for endpoint in &endpoints {
-            if version::parse(&endpoint.version).is_none() {
-                return Err(InvalidEndpoint(format!(
-                    "version `{}` is not major.minor[.revision]",
-                    endpoint.version
-                )));
-            }
-            if let Some(name) = endpoint
-                .method_names()
-                .find(|name| name.is_empty() || name.starts_with('_'))
-            {
-                return Err(InvalidEndpoint(format!(
-                    "method name `{name}` is empty or private"
-                )));
-            }
-        }
-        Ok(RpcDispatcher {
-            endpoints: endpoints.into(),
-        })
+        Self::builder(endpoints).build()
     }
 
-    fn find(&self, meta: &RequestMeta) -> Result<Method, RemoteError> {
+    /// Starts building a dispatcher over `endpoints`, tried in order.
+    ///
+    /// # Examples
+    ///
+    /// An RPC server that answers oslo's ping and dispatches only exposed methods:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use messaging_core::rpc::{Endpoint, ExplicitRpcAccessPolicy, HandlerError, NoArgs, RpcDispatcher};
+    /// use messaging_core::{Executor, Server, ServerBuilder, Subscription, Target, Transport};
+    ///
+    /// fn server(transport: Arc<dyn Transport>, executor: impl Executor) -> ServerBuilder {
+    ///     let endpoint = Endpoint::new()
+    ///         .method("status", |_ctx, _: NoArgs| Ok::<_, HandlerError>("ok"))
+    ///         .expose("status");
+    ///     let dispatcher = RpcDispatcher::builder(vec![endpoint])
+    ///         .access_policy(ExplicitRpcAccessPolicy)
+    ///         .rpc_ping_enabled(true)
+    ///         .build()
+    ///         .expect("valid endpoints");
+    ///     let target = Target::new("compute").with_server("host1");
+    ///     Server::builder(transport, Subscription::Rpc(target), dispatcher, executor)
+    /// }
+    /// ```
+    pub fn builder(endpoints: Vec<Endpoint>) -> RpcDispatcherBuilder {
+        RpcDispatcherBuilder {
+            endpoints,
+            policy: SharedPolicy::new(DefaultRpcAccessPolicy),
+            default_policy: true,
+            ping: false,
+        }
+    }
+
+    /// The endpoints, in the order they are tried (the ping endpoint last, if added).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    fn find(&self, meta: &RequestMeta) -> Result<Method, Box<RemoteError>> {
         let version = meta.version.as_deref().unwrap_or("1.0");
         let mut compatible = false;
         for endpoint in self.endpoints.iter() {
             if !endpoint.serves(meta.namespace.as_deref(), version) {
                 continue;
             }
-            if !meta.method.starts_with('_')
-                && let Some(method) = endpoint.methods.get(&meta.method)
+            if let Some(method) = endpoint.methods.get(&meta.method)
+                && self.policy.policy.is_allowed(endpoint, &meta.method)
             {
                 return Ok(method.clone());
             }
             compatible = true;
         }
-        Err(if compatible {
+        Err(Box::new(if compatible {
             RemoteError::new(
                 NO_SUCH_METHOD,
                 DISPATCHER_MODULE,
@@ -121,7 +160,7 @@ impl RpcDispatcher {
                     Untrusted::with_limit(&meta.method, 200)
                 ),
             )
-        })
+        }))
     }
 
     fn dispatch_one(&self, mut incoming: IncomingMessage) -> Dispatch {
@@ -169,7 +208,8 @@ impl RpcDispatcher {
                 return Dispatch::nothing();
             }
         };
-        let (context, body, codec) = (message.context, message.body, message.codec);
+        let (mut context, body, codec) = (message.context, message.body, message.codec);
+        context.insert(CLIENT_TIMEOUT, seconds(incoming.client_timeout()));
         match method {
             Method::Blocking(handler) => Dispatch::blocking(move || {
                 let _enter = span.enter();
@@ -209,6 +249,124 @@ impl Dispatcher for RpcDispatcher {
         Dispatch::blocking(move || work.into_iter().for_each(Dispatch::run))
     }
 }
+
+// ===== RpcDispatcherBuilder =====
+
+/// Builds an [`RpcDispatcher`]; made by [`RpcDispatcher::builder`]. Defaults are
+/// oslo's: the [`DefaultRpcAccessPolicy`], no ping method.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until built"]
+pub struct RpcDispatcherBuilder {
+    endpoints: Vec<Endpoint>,
+    policy: SharedPolicy,
+    /// Whether `policy` is the default one, set by no call to `access_policy`.
+    default_policy: bool,
+    ping: bool,
+}
+
+impl RpcDispatcherBuilder {
+    /// Which endpoint methods callers may invoke (oslo's `access_policy`); the
+    /// [`DefaultRpcAccessPolicy`] unless set. See [`RpcAccessPolicy`].
+    pub fn access_policy(mut self, policy: impl RpcAccessPolicy) -> Self {
+        self.policy = SharedPolicy::new(policy);
+        self.default_policy = false;
+        self
+    }
+
+    /// oslo's `rpc_ping_enabled` option (off by default): adds, after the given
+    /// endpoints, an endpoint in the null namespace at version `1.0` whose method
+    /// [`PING_METHOD`] (`oslo_rpc_server_ping`) takes any keyword arguments and returns
+    /// `"pong"`, as oslo's `PingEndpoint` does. Callers ping with
+    /// [`RpcClient::ping`](super::RpcClient::ping) or, from Python,
+    /// `client.call(ctxt, 'oslo_rpc_server_ping')`.
+    ///
+    /// As in oslo: when an endpoint already has a method of that name, a warning is
+    /// logged and no ping endpoint is added (the endpoint's own method answers); the
+    /// access policy applies to the ping method too, and the
+    /// [`ExplicitRpcAccessPolicy`](super::ExplicitRpcAccessPolicy) refuses it (it is
+    /// not exposed).
+    pub fn rpc_ping_enabled(mut self, enabled: bool) -> Self {
+        self.ping = enabled;
+        self
+    }
+
+    /// Checks the endpoints and builds the dispatcher.
+    ///
+    /// # Errors
+    ///
+    /// An endpoint version that is not `major.minor[.revision]`, an empty method name,
+    /// or, when no [`access_policy`](RpcDispatcherBuilder::access_policy) was set, a
+    /// method name starting with `_`: the default policy would never dispatch it.
+    /// Private methods are for the
+    /// [`LegacyRpcAccessPolicy`](super::LegacyRpcAccessPolicy), the
+    /// [`ExplicitRpcAccessPolicy`](super::ExplicitRpcAccessPolicy) with
+    /// [`Endpoint::expose`], or a policy of your own.
+    pub fn build(self) -> Result<RpcDispatcher, InvalidEndpoint> {
+        let RpcDispatcherBuilder {
+            mut endpoints,
+            policy,
+            default_policy,
+            ping,
+        } = self;
+        for endpoint in &endpoints {
+            if version::parse(&endpoint.version).is_none() {
+                return Err(InvalidEndpoint(format!(
+                    "version `{}` is not major.minor[.revision]",
+                    endpoint.version
+                )));
+            }
+            if endpoint.has_method("") {
+                return Err(InvalidEndpoint("a method name is empty".to_owned()));
+            }
+            if default_policy
+                && let Some(name) = endpoint.method_names().find(|name| name.starts_with('_'))
+            {
+                return Err(InvalidEndpoint(format!(
+                    "method `{name}` is private: the default access policy would never dispatch it"
+                )));
+            }
+        }
+        let declared = endpoints.iter().any(|e| e.has_method(PING_METHOD));
+        if declared {
+            tracing::warn!(
+                "`{PING_METHOD}` is a reserved endpoint method, which answers ping calls; \
+                 avoid oslo_* names"
+            );
+        }
+        if ping {
+            if declared {
+                tracing::warn!(
+                    "rpc_ping_enabled is set but an endpoint already declares \
+                     `{PING_METHOD}`: not adding the ping endpoint"
+                );
+            } else {
+                endpoints.push(ping_endpoint());
+            }
+        }
+        Ok(RpcDispatcher {
+            endpoints: endpoints.into(),
+            policy,
+        })
+    }
+}
+
+/// oslo's `PingEndpoint`: `oslo_rpc_server_ping(ctxt, **kwargs)` returns `'pong'`.
+fn ping_endpoint() -> Endpoint {
+    // NoArgs ignores whatever keyword arguments a JSON caller sends (`**kwargs`).
+    Endpoint::new().method(PING_METHOD, |_ctx, _: NoArgs| Ok::<_, HandlerError>("pong"))
+}
+
+/// A call-monitor timeout as oslo's `_timeout` would carry it: whole seconds as an
+/// integer, others as a float, none as `null`.
+fn seconds(timeout: Option<Duration>) -> serde_json::Value {
+    match timeout {
+        None => serde_json::Value::Null,
+        Some(t) if t.subsec_nanos() == 0 => t.as_secs().into(),
+        Some(t) => t.as_secs_f64().into(),
+    }
+}
+
+// ===== helpers =====
 
 /// A span field from the wire, cut and escaped.
 fn shown(value: &str) -> tracing::field::DisplayValue<Untrusted<'_>> {

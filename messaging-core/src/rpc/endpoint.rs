@@ -1,6 +1,6 @@
 //! [`Endpoint`]: a namespace and version with typed handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -90,6 +90,7 @@ pub struct Endpoint {
     pub(crate) version: String,
     pub(crate) legacy_namespaces: Vec<String>,
     pub(crate) methods: HashMap<String, Method>,
+    exposed: HashSet<String>,
 }
 
 impl Default for Endpoint {
@@ -106,6 +107,7 @@ impl Endpoint {
             version: "1.0".to_owned(),
             legacy_namespaces: Vec::new(),
             methods: HashMap::new(),
+            exposed: HashSet::new(),
         }
     }
 
@@ -173,6 +175,39 @@ impl Endpoint {
         self
     }
 
+    /// Marks the method `name` as exposed (oslo's `@oslo_messaging.expose`), for the
+    /// [`ExplicitRpcAccessPolicy`](super::ExplicitRpcAccessPolicy), which dispatches
+    /// only exposed methods. Other policies ignore the mark. It may come before or
+    /// after the method is registered; marking a name no method has exposes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use messaging_core::rpc::{Endpoint, HandlerError, NoArgs};
+    ///
+    /// let endpoint = Endpoint::new()
+    ///     .method("status", |_ctx, _: NoArgs| Ok::<_, HandlerError>("ok"))
+    ///     .method("reboot", |_ctx, _: NoArgs| Ok::<_, HandlerError>(()))
+    ///     .expose("status");
+    /// assert!(endpoint.is_exposed("status"));
+    /// assert!(!endpoint.is_exposed("reboot"));
+    /// ```
+    pub fn expose(mut self, name: &str) -> Self {
+        self.exposed.insert(name.to_owned());
+        self
+    }
+
+    /// Whether `name` is a registered method marked with
+    /// [`expose`](Endpoint::expose).
+    pub fn is_exposed(&self, name: &str) -> bool {
+        self.methods.contains_key(name) && self.exposed.contains(name)
+    }
+
+    /// Whether a method `name` is registered.
+    pub fn has_method(&self, name: &str) -> bool {
+        self.methods.contains_key(name)
+    }
+
     /// The names of the registered methods.
     pub fn method_names(&self) -> impl Iterator<Item = &str> {
         self.methods.keys().map(String::as_str)
@@ -199,10 +234,17 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<&str> = self.method_names().collect();
         names.sort_unstable();
+        let mut exposed: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| self.exposed.contains(*n))
+            .collect();
+        exposed.sort_unstable();
         f.debug_struct("Endpoint")
             .field("namespace", &self.namespace)
             .field("version", &self.version)
             .field("methods", &names)
+            .field("exposed", &exposed)
             .finish()
     }
 }

@@ -62,9 +62,10 @@ pub enum RpcError {
         /// The call-monitor timeout.
         after: Duration,
     },
-    /// The remote handler failed; match on [`RemoteError::class`].
+    /// The remote handler failed; match on [`RemoteError::class`]. Boxed: a remote
+    /// error is large, and calls return this enum on every path.
     #[error(transparent)]
-    Remote(#[from] RemoteError),
+    Remote(Box<RemoteError>),
     /// The server dropped the call without replying (the transport closed the reply
     /// channel).
     #[error("the reply to {method} on {target} was lost: the server never answered")]
@@ -88,9 +89,15 @@ impl RpcError {
     /// The remote error, if the handler failed.
     pub fn remote(&self) -> Option<&RemoteError> {
         match self {
-            RpcError::Remote(remote) => Some(remote),
+            RpcError::Remote(remote) => Some(remote.as_ref()),
             _ => None,
         }
+    }
+}
+
+impl From<RemoteError> for RpcError {
+    fn from(remote: RemoteError) -> Self {
+        RpcError::Remote(Box::new(remote))
     }
 }
 
@@ -117,8 +124,25 @@ impl RpcError {
 /// }
 /// assert_eq!(parse("x").unwrap_err().into_remote().class, "ParseIntError");
 /// ```
+///
+/// An error a Python caller rebuilds as its own exception class, keyword arguments
+/// included, when it lists the module in `allowed_remote_exmods`:
+///
+/// ```
+/// use messaging_core::rpc::HandlerError;
+/// use serde_json::json;
+///
+/// let err = HandlerError::new("QuotaExceeded", "Quota exceeded for cores")
+///     .with_module("nova.exception")
+///     .with_kwargs([("overs", json!(["cores"])), ("allowed", json!(4))]);
+/// // Python: nova.exception.QuotaExceeded("Quota exceeded for cores", overs=["cores"], allowed=4)
+/// let remote = err.into_remote();
+/// assert_eq!(remote.args, [json!("Quota exceeded for cores")]);
+/// assert_eq!(remote.kwargs["allowed"], 4);
+/// ```
 pub struct HandlerError {
-    remote: RemoteError,
+    // Boxed: handlers return `Result<_, HandlerError>` on every path.
+    remote: Box<RemoteError>,
     expected: bool,
 }
 
@@ -126,15 +150,15 @@ impl HandlerError {
     /// An error of class `class` (module `messaging`).
     pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
         HandlerError {
-            remote: RemoteError::new(class, "messaging", message),
+            remote: Box::new(RemoteError::new(class, "messaging", message)),
             expected: false,
         }
     }
 
     /// Passes on a remote error from a nested call unchanged.
-    pub fn from_remote(remote: RemoteError) -> Self {
+    pub fn from_remote(remote: impl Into<Box<RemoteError>>) -> Self {
         HandlerError {
-            remote,
+            remote: remote.into(),
             expected: false,
         }
     }
@@ -151,6 +175,48 @@ impl HandlerError {
         self
     }
 
+    /// Sets the positional arguments a Python caller rebuilds the error with (by
+    /// default the message alone, as Python's `Exception(message)`); see
+    /// [`RemoteError::with_args`].
+    pub fn with_args<I, V>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        self.remote.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one keyword argument a Python caller rebuilds the error with; see
+    /// [`RemoteError::with_kwarg`].
+    pub fn with_kwarg(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.remote.kwargs.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds keyword arguments a Python caller rebuilds the error with; see
+    /// [`RemoteError::with_kwargs`].
+    pub fn with_kwargs<I, K, V>(mut self, kwargs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<serde_json::Value>,
+    {
+        self.remote
+            .kwargs
+            .extend(kwargs.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// The error as the caller will see it, without consuming it.
+    pub fn remote(&self) -> &RemoteError {
+        &self.remote
+    }
+
     /// Marks the error as expected: the caller gets it, the server does not log it as
     /// an error.
     pub fn expected(mut self) -> Self {
@@ -165,7 +231,7 @@ impl HandlerError {
 
     /// The error as the caller will see it.
     pub fn into_remote(self) -> RemoteError {
-        self.remote
+        *self.remote
     }
 }
 
@@ -175,7 +241,7 @@ impl<E: std::error::Error> From<E> for HandlerError {
         let path = full.split('<').next().unwrap_or(full);
         let (module, class) = path.rsplit_once("::").unwrap_or(("", path));
         HandlerError {
-            remote: RemoteError::new(class, module, error.to_string()),
+            remote: Box::new(RemoteError::new(class, module, error.to_string())),
             expected: false,
         }
     }

@@ -501,3 +501,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "frame_error_tests.rs"]
+mod error_tests;

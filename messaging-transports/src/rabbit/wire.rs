@@ -195,7 +195,9 @@ pub(crate) fn encode_reply(
     Ok(envelope(&w.finish()))
 }
 
-/// oslo's `serialize_remote_exception`: a JSON string (`_Remote` suffixes stripped).
+/// oslo's `serialize_remote_exception`: a JSON string (`_Remote` suffixes stripped),
+/// with the error's positional and keyword arguments, which a Python caller passes to
+/// the class to rebuild it.
 fn encode_failure(remote: &RemoteError) -> String {
     let strip = |s: &str| s.strip_suffix("_Remote").unwrap_or(s).to_owned();
     serde_json::json!({
@@ -203,8 +205,8 @@ fn encode_failure(remote: &RemoteError) -> String {
         "module": strip(&remote.module),
         "message": remote.message,
         "tb": remote.traceback,
-        "args": [remote.message],
-        "kwargs": {},
+        "args": remote.args,
+        "kwargs": remote.kwargs,
     })
     .to_string()
 }
@@ -362,8 +364,13 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
     })
 }
 
-/// oslo's failure JSON string into a [`RemoteError`]; anything unreadable still
-/// arrives as an error, never as a panic.
+/// oslo's failure JSON string into a [`RemoteError`], with the `args` and `kwargs`
+/// the exception was raised with; anything unreadable still arrives as an error, never
+/// as a panic.
+///
+/// As oslo's `deserialize_remote_exception` reads them: missing `args` or `kwargs`
+/// are empty; `args` that is not a list is one argument, and `kwargs` that is not an
+/// object is dropped (Python could not pass either to a class).
 pub(crate) fn decode_failure(failure: &str) -> RemoteError {
     #[derive(serde::Deserialize)]
     struct Failure {
@@ -375,14 +382,32 @@ pub(crate) fn decode_failure(failure: &str) -> RemoteError {
         message: Option<String>,
         #[serde(default)]
         tb: Option<Vec<String>>,
+        #[serde(default)]
+        args: Option<serde_json::Value>,
+        #[serde(default)]
+        kwargs: Option<serde_json::Value>,
     }
     match serde_json::from_str::<Failure>(failure) {
-        Ok(f) => RemoteError::new(
-            f.class.unwrap_or_else(|| "RemoteError".to_owned()),
-            f.module.unwrap_or_default(),
-            f.message.unwrap_or_default(),
-        )
-        .with_traceback(f.tb.unwrap_or_default()),
+        Ok(f) => {
+            let args = match f.args {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::Array(args)) => args,
+                Some(one) => vec![one],
+            };
+            let kwargs = match f.kwargs {
+                Some(serde_json::Value::Object(kwargs)) => kwargs,
+                _ => serde_json::Map::new(),
+            };
+            let mut remote = RemoteError::new(
+                f.class.unwrap_or_else(|| "RemoteError".to_owned()),
+                f.module.unwrap_or_default(),
+                f.message.unwrap_or_default(),
+            )
+            .with_traceback(f.tb.unwrap_or_default());
+            remote.args = args;
+            remote.kwargs = kwargs;
+            remote
+        }
         Err(_) => RemoteError::new("RemoteError", "", failure.to_owned()),
     }
 }
@@ -450,3 +475,7 @@ impl DuplicateFilter {
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "wire_failure_tests.rs"]
+mod failure_tests;
