@@ -83,7 +83,7 @@ impl Route {
 /// oslo does not load the routing driver inside itself.
 ///
 /// Build it in Rust, or (feature `yaml`) read oslo's `routing_config` file with
-/// [`RoutingTable::from_yaml_file`].
+/// `RoutingTable::from_yaml_file`.
 ///
 /// # Examples
 ///
