@@ -92,7 +92,9 @@ impl Context {
     /// | `service_token` | not copied, and never in `to_dict()` | removed |
     /// | `auth_token_info` | removed from log records (`get_logging_values`) | removed |
     ///
-    /// Every other key is kept as it is. (oslo's `redacted_copy()` builds a new
+    /// Every other key is kept as it is. (oslo sends an empty context when it is given
+    /// a plain dict, which it cannot redact; a `Context` is always redacted and sent.
+    /// oslo's `redacted_copy()` builds a new
     /// `RequestContext` from the identity fields only, so `read_only`,
     /// `show_deleted`, `resource_uuid` and `is_admin_project` go out with their
     /// defaults and a subclass's own fields are lost; none of them is a credential,

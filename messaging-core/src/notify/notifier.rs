@@ -56,8 +56,9 @@ const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 ///
 /// A send that fails in a way a reconnect may fix (the broker is down) is retried
 /// by the transport on RabbitMQ and NATS. Without [`with_retry`](Notifier::with_retry)
-/// or [`with_timeout`](Notifier::with_timeout) it is retried within the transport's
-/// own limit (60 s). With `with_retry` it is retried that often (oslo's `retry`:
+/// or [`with_timeout`](Notifier::with_timeout) each send (one driver to one topic) is
+/// retried within the transport's own limit (60 s). With `with_retry` it is retried
+/// that often (oslo's `retry`:
 /// [`Retry::Forever`] is oslo's `-1`, its default), however long that takes, unless
 /// `with_timeout` bounds the whole notification too.
 ///
