@@ -5,7 +5,8 @@
 //! the context, and neither the bytes on the wire (read by a consumer of the test's
 //! own: a memory listener of its own pool, a plain AMQP queue bound to the
 //! notification's key, a plain NATS subscription to its subject) nor anything logged
-//! holds a secret.
+//! holds a secret. The `log` driver also masks the payload's secrets (`adminPass`,
+//! `*password*`, `*token*`, ...), as oslo's does.
 //!
 //! The memory test always runs; RabbitMQ runs with `MESSAGING_TEST_RABBIT_URL`, NATS
 //! with `MESSAGING_TEST_NATS_URL`.
@@ -344,4 +345,44 @@ fn no_token_leaves_in_a_notification_on_nats() {
         secrets.assert_not_logged(&logs);
         running.stop_and_wait().unwrap();
     });
+}
+
+/// The `log` driver writes the payload with its secrets masked (oslo's log driver
+/// masks them with `mask_dict_password`), at the priority's level.
+#[test]
+fn the_log_driver_masks_secrets_in_the_payload() {
+    let logs = LogCapture::global();
+    let password = format!("pw-{}", ids::hex_id());
+    let transport = messaging_transports::open("memory://").unwrap();
+    let notifier = Notifier::new(transport, "compute.host1").with_driver(NotifyDriver::Log);
+    block_on(notifier.warn(
+        &Context::new(),
+        "compute.instance.rebuild",
+        &json!({"instance": "i-9", "adminPass": password, "volumes": [{"auth_password": password}]}),
+    ))
+    .unwrap();
+    let logged: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e.target == "messaging::notification"
+                && e.fields
+                    .iter()
+                    .any(|(k, v)| k == "event_type" && v.contains("compute.instance.rebuild"))
+        })
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let event = &logged[0];
+    assert_eq!(event.level, tracing::Level::WARN);
+    let payload = &event
+        .fields
+        .iter()
+        .find(|(k, _)| k == "payload")
+        .expect("a payload field")
+        .1;
+    assert!(!payload.contains(&password), "{payload}");
+    assert!(
+        payload.contains(r#""adminPass":"***""#) && payload.contains(r#""instance":"i-9""#),
+        "{payload}"
+    );
 }
