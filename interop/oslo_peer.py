@@ -162,6 +162,10 @@ def build_parser():
                    help='send the --context dict verbatim (wrapped in a minimal '
                         'context object so oslo does not drop it)')
     n.add_argument('--retry', type=int)
+    n.add_argument('--driver', default='messagingv2',
+                   choices=('messaging', 'messagingv2'),
+                   help='notification driver: messaging sends format 1.0 (no '
+                        'envelope), messagingv2 (default) the 2.0 envelope')
     n.add_argument('payload', type=_json_value, metavar='PAYLOAD_JSON')
 
     l = sub.add_parser('listen', parents=[common], help='run a notification listener')
@@ -442,7 +446,7 @@ def cmd_notify(args):
     if args.retry is not None:
         kw['retry'] = args.retry
     notifier = oslo_messaging.Notifier(transport, publisher_id=args.publisher_id,
-                                       driver='messagingv2', topics=[args.topic],
+                                       driver=args.driver, topics=[args.topic],
                                        **kw)
     try:
         getattr(notifier, args.priority)(ctxt, args.event_type, args.payload)

@@ -213,6 +213,11 @@ pub struct NotifyArgs {
     /// Publisher id.
     #[arg(long, default_value = "messaging-cli")]
     pub publisher_id: String,
+    /// Notification driver (repeatable): messagingv2 (oslo's envelope), messaging (no
+    /// envelope, for consumers that predate it), log (to the log, secrets masked) or
+    /// noop.
+    #[arg(long = "driver", value_name = "DRIVER", default_value = "messagingv2")]
+    pub driver: Vec<String>,
     /// Seconds the whole send may take (until the broker took it, connection retries
     /// included); a failure seen by then (a refused connection) is reported instead of
     /// a timeout.

@@ -25,6 +25,11 @@
 //! The lifecycle's state machine is checked with [loom](https://docs.rs/loom):
 //! `RUSTFLAGS="--cfg loom" cargo test -p messaging-core --release --lib loom_`.
 //!
+//! ## Crate feature flags
+//!
+//! * `yaml` (off by default): read oslo's notification `routing_config` file into a
+//!   [`notify::RoutingTable`] (`RoutingTable::from_yaml_file`).
+//!
 //! *Compiler support: requires rustc 1.89+.*
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -53,7 +58,8 @@ pub use dispatch::{BoxFuture, Dispatch, Dispatcher};
 pub use error::{ExecutorError, InvalidTarget, InvalidTransportUrl, ServerError, TransportError};
 pub use executor::{Executor, WaitTimedOut};
 pub use message::{
-    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta, UnknownPriority,
+    Context, Message, Meta, NotificationFormat, NotificationMeta, Priority, RemoteError,
+    RequestMeta, UnknownPriority,
 };
 pub use server::{CallOptions, Epoch, Server, ServerBuilder, ServerState, StepState, WeakServer};
 pub use target::Target;

@@ -93,6 +93,73 @@ impl Context {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The keys that hold credentials, which a notification must never carry: what
+    /// oslo.context 6.5.0 leaves out of a context's `redacted_copy()` (`auth_token`,
+    /// `service_token`) or drops before logging one (`auth_token_info`, which holds
+    /// the token and the service catalog).
+    ///
+    /// [`redacted`](Context::redacted) says what becomes of each.
+    pub const SENSITIVE_KEYS: &'static [&'static str] =
+        &["auth_token", "service_token", "auth_token_info"];
+
+    /// Whether `key` is one of [`SENSITIVE_KEYS`](Context::SENSITIVE_KEYS) (exact,
+    /// case-sensitive, as oslo's attribute names are).
+    pub fn is_sensitive(key: &str) -> bool {
+        Self::SENSITIVE_KEYS.contains(&key)
+    }
+
+    /// A copy without credentials, as oslo.messaging's notifier sends a context
+    /// (`_sanitize_context`: `ctxt.redacted_copy()`, serialized with `to_dict()`):
+    ///
+    /// | key | oslo.context 6.5.0 | here |
+    /// |---|---|---|
+    /// | `auth_token` | not copied, so `to_dict()` sends `"auth_token": null` | `null`, if present |
+    /// | `service_token` | not copied, and never in `to_dict()` | removed |
+    /// | `auth_token_info` | removed from log records (`get_logging_values`) | removed |
+    ///
+    /// Every other key is kept as it is. (oslo sends an empty context when it is given
+    /// a plain dict, which it cannot redact; a `Context` is always redacted and sent.
+    /// oslo's `redacted_copy()` builds a new
+    /// `RequestContext` from the identity fields only, so `read_only`,
+    /// `show_deleted`, `resource_uuid` and `is_admin_project` go out with their
+    /// defaults and a subclass's own fields are lost; none of them is a credential,
+    /// and here they keep their values.) The [`Notifier`](crate::notify::Notifier)
+    /// sends every notification's context redacted; RPC sends the context whole, as
+    /// oslo does, since the server may need the token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use messaging_core::Context;
+    ///
+    /// let ctx: Context = [("user", "alice"), ("auth_token", "gAAAA-secret"), ("service_token", "s")]
+    ///     .into_iter()
+    ///     .collect();
+    /// let safe = ctx.redacted();
+    /// assert_eq!(safe.get("user").and_then(|v| v.as_str()), Some("alice"));
+    /// assert_eq!(safe.get("auth_token"), Some(&serde_json::Value::Null));
+    /// assert!(safe.get("service_token").is_none());
+    /// assert!(!serde_json::to_string(&safe).unwrap().contains("secret"));
+    /// ```
+    pub fn redacted(&self) -> Context {
+        let mut copy = self.clone();
+        copy.redact();
+        copy
+    }
+
+    /// Redacts the context in place: see [`redacted`](Context::redacted).
+    pub fn redact(&mut self) {
+        for key in Self::SENSITIVE_KEYS {
+            if *key == "auth_token" {
+                if let Some(value) = self.0.get_mut(*key) {
+                    *value = serde_json::Value::Null;
+                }
+            } else {
+                self.0.remove(*key);
+            }
+        }
+    }
 }
 
 impl<K: Into<String>, V: Into<serde_json::Value>> FromIterator<(K, V)> for Context {
@@ -163,6 +230,26 @@ impl NotificationMeta {
             timestamp: timestamp.into(),
         }
     }
+}
+
+/// How a notification is written on oslo's wire (RabbitMQ): oslo's message format 1.0
+/// (the `messaging` driver) or 2.0 (`messagingv2`).
+///
+/// * [`V1`](NotificationFormat::V1): the message as a plain JSON object (`message_id`,
+///   `publisher_id`, `event_type`, `priority`, `payload`, `timestamp`, `_unique_id`,
+///   `_context_*`), for consumers that predate the envelope;
+/// * [`V2`](NotificationFormat::V2) (the default): the same object JSON-encoded again
+///   inside `{"oslo.version": "2.0", "oslo.message": "..."}`.
+///
+/// oslo listeners read both. Transports without oslo's wire (`memory://`, and
+/// `nats://`, whose frames are this project's own) send both the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NotificationFormat {
+    /// No envelope (oslo's `messaging` driver).
+    V1,
+    /// The `oslo.version` 2.0 envelope (oslo's `messagingv2` driver).
+    #[default]
+    V2,
 }
 
 /// The kind of a message, with its kind-specific metadata.
@@ -489,6 +576,40 @@ mod tests {
             text.contains("body_len: 14") && !text.contains("secret"),
             "{text}"
         );
+    }
+
+    /// oslo.context 6.5.0's `RequestContext(auth_token=..., service_token=...)
+    /// .redacted_copy().to_dict()` has `"auth_token": null` and no service token;
+    /// the redacted context has neither secret and keeps everything else.
+    #[test]
+    fn redaction_removes_every_credential_and_keeps_the_rest() {
+        let ctx: Context = [
+            ("user", serde_json::json!("u")),
+            ("auth_token", serde_json::json!("tok-123")),
+            ("service_token", serde_json::json!("svc-456")),
+            (
+                "auth_token_info",
+                serde_json::json!({"token": {"id": "tok-123"}}),
+            ),
+            ("read_only", serde_json::json!(true)),
+        ]
+        .into_iter()
+        .collect();
+        let safe = ctx.redacted();
+        let text = serde_json::to_string(&safe).unwrap();
+        assert_eq!(
+            text, r#"{"auth_token":null,"read_only":true,"user":"u"}"#,
+            "{text}"
+        );
+        // Redacting twice changes nothing; a context without secrets is unchanged
+        // (no `auth_token: null` is added).
+        assert_eq!(safe.redacted(), safe);
+        let plain: Context = [("user", "u")].into_iter().collect();
+        assert_eq!(plain.redacted(), plain);
+        for key in Context::SENSITIVE_KEYS {
+            assert!(Context::is_sensitive(key));
+        }
+        assert!(!Context::is_sensitive("AUTH_TOKEN") && !Context::is_sensitive("user"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::codec::CodecKind;
 use crate::error::{InvalidTarget, Joined, TransportError};
-use crate::message::{Message, Priority, RemoteError};
+use crate::message::{Message, NotificationFormat, Priority, RemoteError};
 use crate::reply::{Replier, ReplyEvent, ReplyReceiver};
 use crate::target::Target;
 use crate::url::TransportUrl;
@@ -136,7 +136,9 @@ pub struct SendOptions {
     /// For a call: ask the server to heartbeat every half of this while the handler
     /// runs (oslo's `call_monitor_timeout`, sent as `_timeout`).
     pub call_monitor_timeout: Option<Duration>,
-    /// Connection retries: `None` forever, `Some(0)` none, `Some(n)` at most `n`.
+    /// Connection retries: `None` forever (within `timeout`), `Some(0)` none,
+    /// `Some(n)` at most `n` (oslo's `retry`: `-1`, `0`, `n`). A transport that
+    /// cannot fail in a way a retry fixes (`memory://`) has nothing to retry.
     pub retry: Option<u32>,
     /// oslo's `TransportOptions(at_least_once=True)`: a call or cast that no queue
     /// takes fails at once with [`TransportError::Undeliverable`] instead of being
@@ -145,6 +147,10 @@ pub struct SendOptions {
     /// a topic nobody serves yet, as in oslo's fake driver) and on `nats://` a request
     /// to nobody is not seen, so there it changes nothing.
     pub at_least_once: bool,
+    /// For a notification: oslo's message format 1.0 (no envelope, the `messaging`
+    /// driver) or 2.0 (`messagingv2`, the default). Only a transport that speaks
+    /// oslo's wire (RabbitMQ) writes them differently.
+    pub notification_format: NotificationFormat,
 }
 
 impl SendOptions {
@@ -165,6 +171,12 @@ impl SendOptions {
     /// Returns the options with a retry limit.
     pub fn retry(mut self, retry: u32) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// Returns the options with a notification format.
+    pub fn notification_format(mut self, format: NotificationFormat) -> Self {
+        self.notification_format = format;
         self
     }
 
@@ -223,9 +235,10 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), TransportError>;
 
     /// [`notify`](Transport::notify) within `options`: a transport that retries a
-    /// publish (RabbitMQ) gives up at their `timeout` (connection retries included)
-    /// and after their `retry` retries, with the last failure it saw, or
-    /// [`TransportError::TimedOut`] if it saw none. The default ignores the options.
+    /// publish (RabbitMQ, NATS) gives up at their `timeout` (connection retries
+    /// included) and after their `retry` retries, with the last failure it saw, or
+    /// [`TransportError::TimedOut`] if it saw none; one that speaks oslo's wire writes
+    /// their `notification_format`. The default ignores the options.
     async fn notify_with(
         &self,
         target: &Target,

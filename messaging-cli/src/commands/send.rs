@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use messaging_core::notify::{Notifier, NotifyError};
+use messaging_core::notify::{Notifier, NotifyDriver, NotifyError};
 use messaging_core::rpc::{RpcClient, RpcError};
 use messaging_core::{Context, Priority, Target};
 use serde_json::value::RawValue;
@@ -113,6 +113,17 @@ pub(crate) fn notify(args: &NotifyArgs, shutdown: &Shutdown) -> Result<(), CliEr
         .priority
         .parse()
         .map_err(|e: messaging_core::UnknownPriority| CliError::usage(e.to_string()))?;
+    let drivers = args
+        .driver
+        .iter()
+        .map(|name| name.parse::<NotifyDriver>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    if drivers.contains(&NotifyDriver::Routing) {
+        return Err(CliError::usage(
+            "--driver routing needs a routing table, which this command does not read",
+        ));
+    }
     for topic in &args.topic {
         Target::new(topic.clone())
             .validate_for_send()
@@ -122,6 +133,7 @@ pub(crate) fn notify(args: &NotifyArgs, shutdown: &Shutdown) -> Result<(), CliEr
     let payload = json_argument(&args.payload, "JSON_PAYLOAD", shutdown)?;
     // As for casts: the transport gives up at the timeout, the bound is a backstop.
     let notifier = Notifier::new(open_json(&args.url)?, args.publisher_id.clone())
+        .with_drivers(drivers)
         .with_topics(args.topic.iter().cloned())
         .with_timeout(timeout);
     let context = Context::new();

@@ -3,21 +3,43 @@
 //! [`NotificationEndpoint`] handlers, filtered, with requeue on request, in pools
 //! (competing consumers inside a pool, one copy per pool) and in batches.
 //!
+//! Sending follows oslo's notifier: the context is redacted
+//! ([`Context::redacted`](crate::Context::redacted)) so no token leaves in a
+//! notification; a notifier has one or more [`NotifyDriver`]s (`messaging` for oslo's
+//! message format 1.0, `messagingv2` for 2.0, `log`, `noop`, and `routing` with a
+//! [`RoutingTable`] of [`Pattern`]s, read from oslo's YAML `routing_config` with the
+//! `yaml` feature); a failing driver does not stop the others, and the caller gets
+//! the failures ([`NotifyError`]) where oslo only logs them; sends are retried as
+//! [`Retry`] says (oslo's `retry`).
+//!
 //! Delivery is acknowledged after dispatch: a notification whose handler asks for
-//! requeue (or panics) is delivered again when the listener allows requeue.
+//! requeue (or panics) is delivered again when the listener allows requeue. Listeners
+//! read both of oslo's message formats.
 
+mod driver;
+mod error;
 mod filter;
+mod fnmatch;
 mod listener;
+mod mask;
 mod notifier;
+mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use driver::{NotifyDriver, Retry, UnknownDriver};
+pub use error::{NotifyError, SendFailure};
 pub use filter::NotificationFilter;
+pub use fnmatch::Pattern;
 pub use listener::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
-pub use notifier::{DEFAULT_TOPIC, Notifier, NotifyDriver, NotifyError, UnknownDriver};
+pub use notifier::{DEFAULT_TOPIC, Notifier};
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
+pub use routing::RoutingError;
+pub use routing::{Route, RoutingTable};
 
 use crate::executor::Executor;
 use crate::server::{Server, ServerBuilder};

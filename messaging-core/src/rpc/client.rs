@@ -365,6 +365,7 @@ impl RpcClient {
             call_monitor_timeout: self.call_monitor_timeout,
             retry: self.retry,
             at_least_once: self.at_least_once,
+            ..SendOptions::default()
         }
     }
 
@@ -490,6 +491,7 @@ impl RpcClient {
             call_monitor_timeout: None,
             retry: self.retry,
             at_least_once: self.at_least_once,
+            ..SendOptions::default()
         };
         self.transport
             .cast(&self.target, message, &options)

@@ -16,6 +16,13 @@
 //! * a requeued message goes back to the end of its queue;
 //! * an RPC server polls its server queue first, then the topic's shared queue.
 //!
+//! Sending cannot fail in a way a retry or a reconnect fixes (there is no connection),
+//! so [`SendOptions::retry`] has nothing to count: a notification is stored, or
+//! refused at once for good (an invalid target, a body over `max_message_size`),
+//! whatever the retry. Messages are not written to any wire format, so
+//! [`SendOptions::notification_format`] (oslo's `messaging` vs `messagingv2`) changes
+//! nothing either.
+//!
 //! Unlike oslo's fake driver (which sleeps 50 ms between polls), nothing here polls by
 //! sleeping: a waiting listener is woken by the message meant for it, and the longest
 //! waiting listener of a queue gets the next message.

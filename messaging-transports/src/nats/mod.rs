@@ -129,6 +129,21 @@
 //! listener dies. When the connection drops, the client reconnects and restores its
 //! subscriptions; JetStream pulls restart; stored notifications stay stored.
 //!
+//! Sending a notification returns once the server acknowledged storing it. An
+//! attempt that fails in a way a reconnect may fix (no server reachable, no
+//! acknowledgement within the client's request timeout) is tried again after 100 ms,
+//! doubling to 5 s, within the send's budget: [`SendOptions::retry`] retries
+//! (`None`: no limit) and its deadline ([`SendOptions::timeout`], 60 s when unset);
+//! then it fails with the last error, or [`TransportError::TimedOut`]. Until a first
+//! connection succeeds, each attempt is one connection attempt to each server of the
+//! URL; after it, the client reconnects on its own and an attempt waits for the
+//! acknowledgement. Every attempt of one notification carries the same
+//! `Nats-Msg-Id`, so the server stores it once even if an attempt whose
+//! acknowledgement was lost stored it (within the stream's two-minute duplicate
+//! window). The frame is the same for oslo's `messaging` and `messagingv2` drivers
+//! ([`SendOptions::notification_format`] is not written: there is no oslo envelope
+//! on NATS), so a notifier with both sends two identical copies, each read alike.
+//!
 //! A message larger than `max_message_size` fails to send with
 //! [`TransportError::MessageTooLarge`] before anything is published. One that arrives
 //! larger (from a peer with a larger limit) is refused before it is decoded, with one
@@ -187,11 +202,12 @@ mod frame;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod listener;
+mod notify;
 mod options;
 mod subjects;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -349,6 +365,8 @@ struct Inner {
     connected: tokio::sync::watch::Sender<u64>,
     /// What the client dropped for full subscription queues, to report.
     slow: Arc<SlowConsumers>,
+    /// Whether storing notifications is failing (and that was logged once).
+    notify_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -673,6 +691,7 @@ impl NatsTransport {
                     dropped: AtomicU64::new(0),
                     arrived: tokio::sync::Notify::new(),
                 }),
+                notify_failing: AtomicBool::new(false),
                 options,
             }),
         })
@@ -836,60 +855,30 @@ impl Transport for NatsTransport {
         Ok(receiver)
     }
 
+    /// Returns once the server stored the notification (in the stream, for the
+    /// `<topic>.<priority>` consumer the notifier creates); retried for up to 60 s.
     async fn notify(
         &self,
         target: &Target,
         priority: Priority,
         message: Message,
     ) -> Result<(), TransportError> {
-        target.validate_for_send()?;
-        let inner = self.inner.clone();
-        let (subject, name) = self.notification_names(target, priority, None)?;
-        let body = frame::encode_message(&message, None, None);
-        let notify = async move {
-            let (context, stream) = inner.jetstream().await?;
-            check_size(
-                &body,
-                message_limit(inner.options.max_message_size, &context.client()),
-            )?;
-            let recheck = CONSUMER_RECHECK.min(inner.options.consumer_ttl / 2);
-            let known = inner
-                .consumers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&name)
-                .is_some_and(|ensured| ensured.elapsed() < recheck);
-            if !known {
-                inner
-                    .consumer(&stream, name.clone(), subject.clone(), Ensure::Create)
-                    .await?;
-                inner
-                    .consumers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name, Instant::now());
-            }
-            context
-                .publish(subject, body)
-                .await
-                .map_err(|e| connection_error("publishing a notification", e))?
-                .await
-                .map_err(|e| connection_error("storing a notification", e))?;
-            Ok(())
-        };
-        // Each JetStream request is bounded by the client's request timeout, but room
-        // in its outgoing queue is not.
-        self.run(async move {
-            tokio::time::timeout(SEND_TIMEOUT, notify)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(connection_error(
-                        "publishing a notification",
-                        format!("not done within {SEND_TIMEOUT:?} (is the server unreachable?)"),
-                    ))
-                })
-        })
-        .await
+        self.notify_with(target, priority, message, &SendOptions::default())
+            .await
+    }
+
+    /// [`notify`](Transport::notify), retried within the options' timeout (60 s when
+    /// none) and retries (see Delivery and faults). NATS frames are this transport's
+    /// own: the notification format is not written.
+    async fn notify_with(
+        &self,
+        target: &Target,
+        priority: Priority,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<(), TransportError> {
+        self.send_notification(target, priority, message, options)
+            .await
     }
 
     fn listen(

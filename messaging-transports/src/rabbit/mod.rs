@@ -99,7 +99,10 @@
 //!
 //! # Messages
 //!
-//! Messages are JSON in oslo's 2.0 envelope (see the `wire` module), published with
+//! Messages are JSON in oslo's 2.0 envelope (see the `wire` module), except
+//! notifications sent with [`NotificationFormat::V1`](messaging_core::NotificationFormat)
+//! (oslo's `messaging` driver: the same JSON object without the envelope); both are
+//! read. They are published with
 //! `application/json`, `utf-8`, delivery mode 2 (persistent), and for calls an
 //! expiration of the time left until the call's timeout.
 //!
@@ -620,7 +623,7 @@ impl Transport for RabbitTransport {
     }
 
     /// [`notify`](Transport::notify), retried within the options' timeout (60 s when
-    /// none) and retries.
+    /// none) and retries, in their notification format.
     async fn notify_with(
         &self,
         target: &Target,
@@ -632,7 +635,8 @@ impl Transport for RabbitTransport {
         let budget = Budget::new(options.retry, options.timeout);
         let exchange = self.exchange(target)?;
         let key = notification_key(target, priority)?;
-        let body = wire::encode_notification(&message, &ids::hex_id()).map_err(wire_error)?;
+        let body = wire::encode_notification(&message, &ids::hex_id(), options.notification_format)
+            .map_err(wire_error)?;
         self.check_size(&body)?;
         let publish = Publish {
             exchange: exchange.clone(),

@@ -3,7 +3,7 @@
 //! * Every RPC message and every `messagingv2` notification is a JSON object
 //!   `{"oslo.version": "2.0", "oslo.message": "<the message, JSON-encoded again>"}`;
 //!   a body without both keys is a version 1.0 message (the `messaging` notification
-//!   driver sends those).
+//!   driver sends those, with the same fields); both are read.
 //! * Request: `method`, `args` (the keyword arguments), `namespace` and `version` when
 //!   set, the context flattened as `_context_<key>`, `_unique_id` (duplicate
 //!   suppression), and for calls `_msg_id`, `_reply_q` and `_timeout` (the
@@ -24,7 +24,8 @@ use std::str::FromStr;
 use bytes::Bytes;
 use messaging_core::codec::CodecKind;
 use messaging_core::{
-    Context, Message, Meta, NotificationMeta, Priority, RemoteError, RequestMeta, Untrusted,
+    Context, Message, Meta, NotificationFormat, NotificationMeta, Priority, RemoteError,
+    RequestMeta, Untrusted,
 };
 use serde_json::value::RawValue;
 
@@ -211,10 +212,13 @@ fn encode_failure(remote: &RemoteError) -> String {
     .to_string()
 }
 
-/// Encodes a `messagingv2` notification.
+/// Encodes a notification: in the 2.0 envelope (`messagingv2`), or for format 1.0
+/// (`messaging`) the same object without it, as oslo's amqp driver sends them
+/// (`_send(..., envelope=version == 2.0)`: `_unique_id` and `_context_*` in both).
 pub(crate) fn encode_notification(
     message: &Message,
     unique_id: &str,
+    format: NotificationFormat,
 ) -> Result<Vec<u8>, WireError> {
     let Meta::Notification(meta) = &message.meta else {
         return Err(malformed("a notification needs notification metadata"));
@@ -229,7 +233,10 @@ pub(crate) fn encode_notification(
     w.value("timestamp", &meta.timestamp);
     w.value("_unique_id", &unique_id);
     w.context(&message.context);
-    Ok(envelope(&w.finish()))
+    Ok(match format {
+        NotificationFormat::V1 => w.finish().into_bytes(),
+        NotificationFormat::V2 => envelope(&w.finish()),
+    })
 }
 
 // ===== reading =====

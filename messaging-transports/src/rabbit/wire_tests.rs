@@ -249,7 +249,14 @@ fn our_notification_has_the_shape_python_sends() {
     let message = Message::new(r#"{"value": "hello-notification-v2", "n": 3}"#)
         .with_meta(Meta::Notification(meta))
         .with_codec(CodecKind::Json);
-    let ours = inner(&encode_notification(&message, "b7a1ff7ac3704199b60cd24c49eb45f1").unwrap());
+    let ours = inner(
+        &encode_notification(
+            &message,
+            "b7a1ff7ac3704199b60cd24c49eb45f1",
+            NotificationFormat::V2,
+        )
+        .unwrap(),
+    );
     let theirs = inner(fixture!("notification_v2_requestcontext.json"));
     for key in [
         "message_id",
@@ -262,6 +269,47 @@ fn our_notification_has_the_shape_python_sends() {
     ] {
         assert_eq!(ours[key], theirs[key], "{key}");
     }
+}
+
+/// oslo's `messaging` driver (format 1.0): the same object, no envelope, byte for
+/// byte the layout Python sent.
+#[test]
+fn our_v1_notification_is_what_python_sends_without_an_envelope() {
+    let meta = NotificationMeta::new(
+        "c424306e-de45-43c3-a2a3-9265ef83e823",
+        "bench.host",
+        "bench.event",
+        Priority::Info,
+        "2026-11-25 17:02:54.130971",
+    );
+    let message = Message::new(r#"{"value": "hello-notification", "n": 1}"#)
+        .with_meta(Meta::Notification(meta))
+        .with_codec(CodecKind::Json);
+    let ours = encode_notification(
+        &message,
+        "455f6ed916a447c0a01793f4800781af",
+        NotificationFormat::V1,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(ours.clone()).unwrap(),
+        std::str::from_utf8(fixture!("notification_v1.json"))
+            .unwrap()
+            .trim_end()
+    );
+    // And it reads back, context included.
+    let mut ctx = Context::new();
+    ctx.insert("user", "demo-user");
+    let with_context = encode_notification(
+        &message.clone().with_context(ctx),
+        "u1",
+        NotificationFormat::V1,
+    )
+    .unwrap();
+    let back = decode_notification(&with_context).unwrap();
+    assert_eq!(back.message.context.get("user").unwrap(), "demo-user");
+    assert_eq!(back.unique_id.as_deref(), Some("u1"));
+    assert_eq!(back.message.body, message.body);
 }
 
 #[test]
