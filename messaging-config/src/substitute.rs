@@ -36,8 +36,8 @@ impl SubstituteError {
             (SubstituteError::TooDeep(name), false) => {
                 format!("`${name}`: `$` references nested too deep (a loop?)")
             }
-            (_, true) => "a `$` in this secret value names an option set in no config \
-                          file, or starts a loop (the value is not shown): write `$$` \
+            (_, true) => "a `$` in this value (hidden: it may hold a password) names \
+                          an option set in no config file, or starts a loop: write `$$` \
                           for a literal `$`"
                 .to_owned(),
         }

@@ -56,7 +56,7 @@ pub(crate) fn is_secret(key: &str) -> bool {
 /// `reason`, followed by the value quoted unless the key is secret.
 pub(crate) fn got(key: &str, reason: &str, value: &str) -> String {
     if is_secret(key) {
-        format!("{reason} (the value is secret: not shown)")
+        format!("{reason} (value hidden)")
     } else {
         format!("{reason}, got `{}`", value.escape_debug())
     }

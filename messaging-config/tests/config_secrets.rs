@@ -174,11 +174,11 @@ fn errors_never_quote_a_secret() {
         // A `$` in a password that should have been `$$`: the reference is part of it.
         (
             "[DEFAULT]\ntransport_url = rabbit://u:hun$ter2@h/\n",
-            "a `$` in this secret value",
+            "a `$` in this value (hidden",
         ),
         (
             "[DEFAULT]\nadmin_password = hun${ter2}\n",
-            "a `$` in this secret value",
+            "a `$` in this value (hidden",
         ),
         // Not a URL: there is no telling which part is the password.
         (
