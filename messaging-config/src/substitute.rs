@@ -206,12 +206,12 @@ mod tests {
             sub("$a", looping),
             Err(SubstituteError::TooDeep(_))
         ));
-        let secret = SubstituteError::NotSet("word".into()).reason(true);
-        assert!(!secret.contains("word"), "{secret}");
+        let secret = SubstituteError::NotSet("xyzzy".into()).reason(true);
+        assert!(!secret.contains("xyzzy"), "{secret}");
         assert!(
-            SubstituteError::NotSet("word".into())
+            SubstituteError::NotSet("xyzzy".into())
                 .reason(false)
-                .contains("`$word`")
+                .contains("`$xyzzy`")
         );
     }
 }

@@ -34,7 +34,7 @@ use messaging_core::{Transport, TransportError, TransportUrl};
 
 use crate::config::{Config, invalid};
 use crate::error::{ConfigError, Origin, Purpose};
-use crate::schema::{self, DEFAULT, FIPS, RABBIT_POOL_OPTIONS};
+use crate::schema::{self, DEFAULT, FIPS, RABBIT, RABBIT_POOL_OPTIONS};
 use crate::values;
 
 /// A section option turned into a URL option.
@@ -142,6 +142,13 @@ impl Config {
                 }
             });
             return Err(match culprit.map(|i| &contributions[i]) {
+                // The transport's words could quote the value.
+                Some(c) if values::is_secret(&c.key) => ConfigError::value(
+                    &c.origin,
+                    c.section,
+                    &c.key,
+                    "the transport refuses this value (value hidden)",
+                ),
                 Some(c) => ConfigError::value(&c.origin, c.section, &c.key, first),
                 None => ConfigError::value(origin, url_section, "transport_url", first),
             });
@@ -166,7 +173,8 @@ impl Config {
             // One value per option, whichever of its names the files use.
             let mut seen: Vec<String> = Vec::new();
             for key in self.store().keys(section) {
-                if RABBIT_POOL_OPTIONS.contains(&key.as_str()) || key == FIPS {
+                if section == RABBIT && (RABBIT_POOL_OPTIONS.contains(&key.as_str()) || key == FIPS)
+                {
                     self.check_unused(section, &key)?;
                     continue;
                 }
