@@ -161,10 +161,12 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL, which wins over [DEFAULT] transport_url in the config files).
+    /// MESSAGING_URL, which wins over transport_url of the config files' DEFAULT
+    /// section).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: Option<String>,
-    /// Config files (the RPC transport: [DEFAULT] transport_url and its section).
+    /// Config files (the RPC transport: transport_url of DEFAULT, and the section of
+    /// its transport).
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Topic of the service.
@@ -208,14 +210,14 @@ pub struct SendArgs {
 pub struct NotifyArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
     /// MESSAGING_URL, which wins over the config files' notification transport_url:
-    /// [oslo_messaging_notifications]'s, else [DEFAULT]'s).
+    /// that of the oslo_messaging_notifications section, else DEFAULT's).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// Config files (the notification transport, and topics).
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Topic (repeatable). Default: topics of [oslo_messaging_notifications] in the
-    /// config files, else notifications.
+    /// Topic (repeatable). Default: topics of the config files'
+    /// oslo_messaging_notifications section, else notifications.
     #[arg(long)]
     pub topic: Vec<String>,
     /// audit, debug, info, warn, error, critical or sample.
@@ -255,7 +257,8 @@ pub enum ExecutorChoice {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL, which wins over [DEFAULT] transport_url in the config files).
+    /// MESSAGING_URL, which wins over transport_url of the config files' DEFAULT
+    /// section).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// Config files (the RPC transport, and executor_thread_pool_size for the thread
@@ -286,14 +289,14 @@ pub struct ServeArgs {
 pub struct ListenArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
     /// MESSAGING_URL, which wins over the config files' notification transport_url:
-    /// [oslo_messaging_notifications]'s, else [DEFAULT]'s).
+    /// that of the oslo_messaging_notifications section, else DEFAULT's).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// Config files (the notification transport, and topics).
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Topic (repeatable). Default: topics of [oslo_messaging_notifications] in the
-    /// config files, else notifications.
+    /// Topic (repeatable). Default: topics of the config files'
+    /// oslo_messaging_notifications section, else notifications.
     #[arg(long)]
     pub topic: Vec<String>,
     /// Join this pool (listeners of a pool share one copy of each notification).
