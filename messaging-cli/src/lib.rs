@@ -29,10 +29,13 @@
 //! `0..=`[`MAX_SECONDS`], counts within their documented bounds; JSON arguments and
 //! payloads (inline, `@FILE` or `-` for stdin, at most [`MAX_JSON_INPUT`] bytes) travel
 //! verbatim, so numbers arrive exactly as written. The transport URL comes from `--url`
-//! or, when that is not given, from the `MESSAGING_URL` environment variable; errors
-//! quote it as given, passwords hidden.
+//! or, when that is not given, from the `MESSAGING_URL` environment variable, or else
+//! from the oslo.config files given with `--config-file` / `--config-dir` (see
+//! [`ConfigArgs`]: `call`, `cast`, `serve` and the RPC modes of `simulate` use the RPC
+//! transport, `notify`, `listen` and the notify modes the notification one); errors quote it as given, passwords hidden.
 
 mod commands;
+mod config;
 mod output;
 
 use std::path::PathBuf;
@@ -41,6 +44,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use commands::simulate::oslo_short_flags;
+pub use config::{ConfigArgs, GlobalConfigArgs};
 pub use output::{Output, Shutdown};
 
 /// Exit codes.
@@ -67,7 +71,8 @@ pub mod exit {
 
 const EXIT_CODES: &str = "\
 The URL comes from --url, or else from the MESSAGING_URL environment variable (keeps the \
-password out of `ps`).
+password out of `ps`), or else from transport_url in the --config-file/--config-dir files \
+(oslo.config files such as nova.conf; flags win over them).
 
 Exit codes: 0 success, 1 failure (transport, connection, output not written, \
 interrupted), 2 usage error (arguments, JSON, URL, target, message too large), 3 remote \
@@ -156,9 +161,14 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL).
+    /// MESSAGING_URL, which wins over transport_url of the config files' DEFAULT
+    /// section).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
-    pub url: String,
+    pub url: Option<String>,
+    /// Config files (the RPC transport: transport_url of DEFAULT, and the section of
+    /// its transport).
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Topic of the service.
     #[arg(long)]
     pub topic: String,
@@ -177,8 +187,9 @@ pub struct SendArgs {
     /// Seconds the whole send may take, connection retries included: until the reply
     /// (call) or until the broker took the message (cast); a failure seen by then (a
     /// refused connection, no queue for the cast) is reported instead of a timeout.
-    #[arg(long, default_value_t = 30.0)]
-    pub timeout: f64,
+    /// Default: rpc_response_timeout if the config files set it, else 30.
+    #[arg(long)]
+    pub timeout: Option<f64>,
     /// Send to every server of the topic (casts only).
     #[arg(long)]
     pub fanout: bool,
@@ -198,11 +209,16 @@ pub struct SendArgs {
 #[derive(Debug, Args)]
 pub struct NotifyArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL).
+    /// MESSAGING_URL, which wins over the config files' notification transport_url:
+    /// that of the oslo_messaging_notifications section, else DEFAULT's).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
-    pub url: String,
-    /// Topic (repeatable).
-    #[arg(long, default_value = "notifications")]
+    pub url: Option<String>,
+    /// Config files (the notification transport, and topics).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Topic (repeatable). Default: topics of the config files'
+    /// oslo_messaging_notifications section, else notifications.
+    #[arg(long)]
     pub topic: Vec<String>,
     /// audit, debug, info, warn, error, critical or sample.
     #[arg(long)]
@@ -214,9 +230,10 @@ pub struct NotifyArgs {
     #[arg(long, default_value = "messaging-cli")]
     pub publisher_id: String,
     /// Notification driver (repeatable): messagingv2 (oslo's envelope), messaging (no
-    /// envelope, for consumers that predate it), log (to the log, secrets masked) or
-    /// noop.
-    #[arg(long = "driver", value_name = "DRIVER", default_value = "messagingv2")]
+    /// envelope, for consumers that predate it), log (to the log, secrets masked),
+    /// routing (the routing_config of the config files) or noop. Default: the config
+    /// files' drivers, else messagingv2.
+    #[arg(long = "driver", value_name = "DRIVER")]
     pub driver: Vec<String>,
     /// Seconds the whole send may take (until the broker took it, connection retries
     /// included); a failure seen by then (a refused connection) is reported instead of
@@ -246,9 +263,14 @@ pub enum ExecutorChoice {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL).
+    /// MESSAGING_URL, which wins over transport_url of the config files' DEFAULT
+    /// section).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
-    pub url: String,
+    pub url: Option<String>,
+    /// Config files (the RPC transport, and executor_thread_pool_size for the thread
+    /// pool).
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Topic to serve.
     #[arg(long)]
     pub topic: String,
@@ -272,11 +294,16 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ListenArgs {
     /// Transport URL, e.g. rabbit://guest:guest@127.0.0.1:5672/ (--url wins over
-    /// MESSAGING_URL).
+    /// MESSAGING_URL, which wins over the config files' notification transport_url:
+    /// that of the oslo_messaging_notifications section, else DEFAULT's).
     #[arg(long, env = "MESSAGING_URL", hide_env_values = true)]
-    pub url: String,
-    /// Topic (repeatable).
-    #[arg(long, default_value = "notifications")]
+    pub url: Option<String>,
+    /// Config files (the notification transport, and topics).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Topic (repeatable). Default: topics of the config files'
+    /// oslo_messaging_notifications section, else notifications.
+    #[arg(long)]
     pub topic: Vec<String>,
     /// Join this pool (listeners of a pool share one copy of each notification).
     #[arg(long)]
@@ -423,19 +450,18 @@ pub enum SimulateMode {
 
 /// The flags every `simulate` mode has: oslo's global flags, accepted before or after
 /// the mode.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Options of every mode (before or after it)")]
 pub struct SimCommon {
     /// Transport URL; memory:// connects only within one process (see --with-server).
-    /// --url wins over MESSAGING_URL, which wins over the default.
-    #[arg(
-        long,
-        env = "MESSAGING_URL",
-        hide_env_values = true,
-        default_value = "memory://",
-        global = true
-    )]
-    pub url: String,
+    /// --url wins over MESSAGING_URL, which wins over the config files'
+    /// transport_url (the notification one for the notify modes); with none of them,
+    /// memory://.
+    #[arg(long, env = "MESSAGING_URL", hide_env_values = true, global = true)]
+    pub url: Option<String>,
+    /// Config files (the transport URL and its options).
+    #[command(flatten)]
+    pub config: GlobalConfigArgs,
     /// Topic (also -tp, as in oslo).
     #[arg(long, default_value = "profiler_topic", global = true)]
     pub topic: String,

@@ -180,7 +180,10 @@ fn oslos_global_flags_go_before_or_after_the_mode() {
             panic!("not simulate")
         };
         let c = &sim.common;
-        assert_eq!((c.url.as_str(), c.topic.as_str()), ("memory:///x", "t"));
+        assert_eq!(
+            (c.url.as_deref().unwrap(), c.topic.as_str()),
+            ("memory:///x", "t")
+        );
         assert_eq!(c.server, "s");
         assert_eq!(c.targets, ["t.a", "t.b"]);
         assert_eq!(c.duration, Some(2.0));

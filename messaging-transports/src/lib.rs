@@ -85,3 +85,58 @@ pub fn open(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
         }),
     }
 }
+
+/// Checks a URL the way [`open`] does (scheme, hosts, every option and its bounds, the
+/// TLS files it names) without opening anything: no connection, no thread, no bus.
+/// `Ok` means [`open`] takes the URL (unless a file it names changes in between).
+///
+/// # Errors
+///
+/// What [`open`] returns for the same URL: [`TransportError::InvalidUrl`] naming the
+/// option at fault (never a password), [`TransportError::UnknownScheme`].
+///
+/// # Examples
+///
+/// ```
+/// use messaging_core::TransportUrl;
+///
+/// let url: TransportUrl = "memory://?codec=json".parse()?;
+/// messaging_transports::check(&url)?;
+/// let bad: TransportUrl = "memory://?prefetch=1".parse()?;
+/// let error = messaging_transports::check(&bad).unwrap_err();
+/// assert!(error.to_string().contains("unknown option `prefetch`"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check(url: &TransportUrl) -> Result<(), TransportError> {
+    match url.driver() {
+        "memory" | "fake" => memory::MemoryTransport::check(url),
+        #[cfg(feature = "rabbit")]
+        "rabbit" | "kombu" | "amqp" | "amqps" => rabbit::check(url),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => nats::check(url),
+        // The error `open` gives for a scheme this build has no transport for.
+        _ => open(&url.to_string_with_secrets()).map(drop),
+    }
+}
+
+/// The URL options the transport of `driver` (a URL's [`TransportUrl::driver`])
+/// understands, or `None` when this build has no transport for it (its feature is
+/// off, or there is no such transport). Any other option in a URL is an error.
+///
+/// # Examples
+///
+/// ```
+/// let memory = messaging_transports::known_options("memory").unwrap();
+/// assert!(memory.contains(&"control_exchange"));
+/// assert!(messaging_transports::known_options("carrier-pigeon").is_none());
+/// ```
+pub fn known_options(driver: &str) -> Option<&'static [&'static str]> {
+    match driver {
+        "memory" | "fake" => Some(memory::KNOWN_OPTIONS),
+        #[cfg(feature = "rabbit")]
+        "rabbit" | "kombu" | "amqp" | "amqps" => Some(rabbit::KNOWN_OPTIONS),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => Some(nats::KNOWN_OPTIONS),
+        _ => None,
+    }
+}

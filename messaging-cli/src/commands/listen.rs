@@ -5,6 +5,7 @@
 //! it, once the listener has stopped (see `Unprinted`); the command then fails.
 //! Nothing is consumed unseen.
 
+use messaging_config::Purpose;
 use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::running::{Serving, Unprinted};
+use super::send::topics;
 use super::{compact, invalid_target, open_json};
 use crate::{CliError, ListenArgs, MAX_SECONDS, Output, Shutdown, positive_seconds, seconds};
 
@@ -38,8 +40,12 @@ pub(crate) fn run(
 ) -> Result<(), CliError> {
     let grace = positive_seconds(args.grace, "--grace", MAX_SECONDS)?;
     let delay = seconds(args.handler_delay, "--handler-delay")?;
-    let targets: Vec<Target> = args
-        .topic
+    let loaded = args
+        .config
+        .load(args.url.as_deref(), Purpose::Notifications)?;
+    let url = loaded.url()?;
+    let topics = topics(&args.topic, &loaded.config)?;
+    let targets: Vec<Target> = topics
         .iter()
         .map(|topic| {
             let mut target = Target::new(topic.clone());
@@ -88,7 +94,7 @@ pub(crate) fn run(
     };
     // Topics, exchange and pool, checked before connecting.
     subscription.validate().map_err(invalid_target)?;
-    let transport = open_json(&args.url)?;
+    let transport = open_json(&url)?;
     // One worker keeps the printed lines in the order received.
     let executor = ThreadPoolExecutor::new().with_max_workers(1);
     let dispatcher = unprinted.deferring(dispatcher);
@@ -102,7 +108,7 @@ pub(crate) fn run(
     )?;
     err.note(&format!(
         "listening on {}; stop with Ctrl-C",
-        args.topic.join(", ")
+        topics.join(", ")
     ));
     let served = serving.serve(grace, err, shutdown, &unprinted, "notification");
     drop(transport);

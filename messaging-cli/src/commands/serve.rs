@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use messaging_config::Purpose;
 use messaging_core::codec::Codec;
 use messaging_core::rpc::{Endpoint, HandlerError, RpcDispatcher};
 use messaging_core::{
@@ -143,10 +144,15 @@ pub(crate) fn run(
     let mut target = Target::new(args.topic.clone()).with_server(args.server.clone());
     target.exchange = args.exchange.clone();
     target.validate_for_listen().map_err(invalid_target)?;
-    let transport = open_json(&args.url)?;
+    let loaded = args.config.load(args.url.as_deref(), Purpose::Rpc)?;
+    let transport = open_json(&loaded.url()?)?;
     let unprinted = Unprinted::default();
     let dispatcher = PrintCasts {
-        rpc: RpcDispatcher::new(vec![endpoint()]).map_err(|e| CliError::failure(e.to_string()))?,
+        // oslo's rpc_ping_enabled: `oslo_rpc_server_ping` answers "pong".
+        rpc: RpcDispatcher::builder(vec![endpoint()])
+            .rpc_ping_enabled(loaded.config.rpc_ping_enabled())
+            .build()
+            .map_err(|e| CliError::failure(e.to_string()))?,
         out: out.clone(),
         unprinted: unprinted.clone(),
         shutdown: shutdown.clone(),
@@ -156,7 +162,14 @@ pub(crate) fn run(
         transport.clone(),
         Subscription::Rpc(target.clone()),
         dispatcher,
-        executor(args.executor),
+        match args.executor {
+            // oslo's executor_thread_pool_size (64 unless the files say otherwise).
+            ExecutorChoice::ThreadPool => Box::new(
+                ThreadPoolExecutor::new()
+                    .with_max_workers(loaded.config.executor_thread_pool_size()),
+            ),
+            other => executor(other),
+        },
         shutdown,
     )?;
     err.note(&format!(

@@ -217,6 +217,22 @@ impl Notifier {
         self.routing.as_deref()
     }
 
+    /// The topics each notification goes to (as `<topic>.<priority>`).
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The retry limit set with [`with_retry`](Notifier::with_retry); `None`: the
+    /// transport's own.
+    pub fn retry(&self) -> Option<Retry> {
+        self.retry
+    }
+
+    /// The publisher id notifications carry.
+    pub fn publisher_id(&self) -> &str {
+        &self.publisher_id
+    }
+
     /// Whether notifications go anywhere: some driver is not `noop`. (oslo's
     /// `is_enabled()` is true for an empty driver list; here it is false, since
     /// nothing is sent.)

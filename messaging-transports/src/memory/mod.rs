@@ -67,7 +67,7 @@ pub const DEFAULT_EXCHANGE: &str = "openstack";
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 << 20;
 
 /// The URL options this transport understands.
-const KNOWN_OPTIONS: &[&str] = &["codec", "control_exchange", "max_message_size"];
+pub(crate) const KNOWN_OPTIONS: &[&str] = &["codec", "control_exchange", "max_message_size"];
 
 /// The in-memory transport. Cloning shares the bus.
 ///
@@ -136,6 +136,44 @@ impl MemoryTransport {
                 hint: " (the in-memory transport handles memory:// and fake://)".to_owned(),
             });
         }
+        let (codec, max_message_size) = Self::options(url)?;
+        let name = url.virtual_host().unwrap_or_default().to_owned();
+        let bus = {
+            let mut buses = registry().lock().unwrap_or_else(|p| p.into_inner());
+            buses.retain(|_, bus| bus.strong_count() > 0);
+            match buses.get(&name).and_then(Weak::upgrade) {
+                Some(bus) => bus,
+                None => {
+                    let bus = Arc::new(Bus::default());
+                    buses.insert(name, Arc::downgrade(&bus));
+                    bus
+                }
+            }
+        };
+        Ok(MemoryTransport {
+            bus,
+            url: url.clone(),
+            default_exchange: url
+                .option("control_exchange")
+                .unwrap_or(DEFAULT_EXCHANGE)
+                .to_owned(),
+            codec,
+            max_message_size,
+        })
+    }
+
+    /// Checks a `memory://` URL's options as [`open`](Self::open) does, without
+    /// touching any bus.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::InvalidUrl`] for an unknown option or a bad value.
+    pub fn check(url: &TransportUrl) -> Result<(), TransportError> {
+        Self::options(url).map(drop)
+    }
+
+    /// The codec and the largest body the URL's options ask for.
+    fn options(url: &TransportUrl) -> Result<(CodecKind, usize), TransportError> {
         let bad =
             |reason: String| TransportError::InvalidUrl(InvalidTransportUrl::new(url, reason));
         if let Some(unknown) = url
@@ -166,29 +204,7 @@ impl MemoryTransport {
                 }
             },
         };
-        let name = url.virtual_host().unwrap_or_default().to_owned();
-        let bus = {
-            let mut buses = registry().lock().unwrap_or_else(|p| p.into_inner());
-            buses.retain(|_, bus| bus.strong_count() > 0);
-            match buses.get(&name).and_then(Weak::upgrade) {
-                Some(bus) => bus,
-                None => {
-                    let bus = Arc::new(Bus::default());
-                    buses.insert(name, Arc::downgrade(&bus));
-                    bus
-                }
-            }
-        };
-        Ok(MemoryTransport {
-            bus,
-            url: url.clone(),
-            default_exchange: url
-                .option("control_exchange")
-                .unwrap_or(DEFAULT_EXCHANGE)
-                .to_owned(),
-            codec,
-            max_message_size,
-        })
+        Ok((codec, max_message_size))
     }
 
     /// Refuses a body larger than `max_message_size`.

@@ -226,7 +226,13 @@ use tokio::sync::OnceCell;
 
 pub use listener::NatsListener;
 use listener::Source;
+pub(crate) use options::KNOWN as KNOWN_OPTIONS;
 use options::Options;
+
+/// Checks a URL's options as opening a transport does, without opening one.
+pub(crate) fn check(url: &TransportUrl) -> Result<(), TransportError> {
+    Options::from_url(url).map(drop)
+}
 use subjects::{MAX_NAME_LEN, MAX_SUBJECT_LEN, Subjects, fits};
 
 use crate::pending::PendingCalls;

@@ -40,7 +40,7 @@ pub(crate) struct Options {
     pub(crate) max_message_size: Option<usize>,
 }
 
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "codec",
     "subject_prefix",
     "control_exchange",
@@ -78,11 +78,17 @@ impl Options {
                     ))
                 }),
         };
-        let tls = match url.option("tls") {
+        // oslo.config's booleans, as on RabbitMQ: true/1/on/yes and false/0/off/no, any case.
+        let tls = match url.option("tls").map(str::to_ascii_lowercase).as_deref() {
             None => url.scheme() == "tls",
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(other) => return Err(bad(format!("`tls` must be true or false, got `{other}`"))),
+            Some("true" | "1" | "on" | "yes") => true,
+            Some("false" | "0" | "off" | "no") => false,
+            Some(_) => {
+                return Err(bad(format!(
+                    "`tls` must be true or false, got `{}`",
+                    url.option("tls").unwrap_or_default()
+                )));
+            }
         };
         let codec = match url.option("codec") {
             None => CodecKind::Bincode,
@@ -183,6 +189,18 @@ mod tests {
         assert_eq!((o.codec, o.prefetch), (CodecKind::Json, 8));
         assert_eq!(o.max_message_size, None);
         assert!(options("tls://h").unwrap().tls);
+        for (yes, no) in [
+            ("true", "false"),
+            ("True", "FALSE"),
+            ("on", "off"),
+            ("YES", "no"),
+        ] {
+            assert!(
+                options(&format!("nats://h?tls={yes}")).unwrap().tls,
+                "{yes}"
+            );
+            assert!(!options(&format!("tls://h?tls={no}")).unwrap().tls, "{no}");
+        }
         let o = options("nats://h?max_message_size=4096").unwrap();
         assert_eq!(o.max_message_size, Some(4096));
     }
@@ -191,6 +209,10 @@ mod tests {
     fn bad_options_are_typed_errors_without_passwords() {
         for (url, expected) in [
             ("nats://u:secret@h?nope=1", "unknown option `nope`"),
+            (
+                "nats://u:secret@h?tls=maybe",
+                "`tls` must be true or false, got `maybe`",
+            ),
             ("nats://u:secret@h?codec=xml", "unknown codec"),
             (
                 "nats://u:secret@h?prefetch=many",

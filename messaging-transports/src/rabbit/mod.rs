@@ -241,7 +241,13 @@ use connection::{TooLong, short};
 use declare::Declares;
 pub use listener::RabbitListener;
 use listener::{QueueSpec, Topology};
+pub(crate) use options::KNOWN as KNOWN_OPTIONS;
 use options::Options;
+
+/// Checks a URL's options as opening a transport does, without opening one.
+pub(crate) fn check(url: &TransportUrl) -> Result<(), TransportError> {
+    Options::from_url(url).map(drop)
+}
 use publisher::{Budget, Declare, Publish, Publisher};
 use replier::ReplyLedger;
 use replies::Replies;

@@ -109,7 +109,7 @@ const LARGEST_MAX_MESSAGE_SIZE: u64 = 512 * 1024 * 1024;
 const MAX_TTL_S: u64 = 2_000_000;
 
 /// The options this transport understands (oslo's names, plus a few of ours).
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "codec",
     "control_exchange",
     "prefetch",

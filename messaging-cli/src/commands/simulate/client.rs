@@ -352,10 +352,10 @@ pub(super) fn send_load(
              serves --topic/--server",
         ));
     }
-    let url = redacted(&common.url)?;
+    let url = redacted(common.transport_url())?;
     let json_file = JsonFile::create(common.json.as_deref())?;
 
-    let transport = open_json(&common.url)?;
+    let transport = open_json(common.transport_url())?;
     // The in-process server before the clients, so that the first messages find it.
     let mut server: Option<InProcess> = match args.with_server {
         true => {
@@ -371,7 +371,7 @@ pub(super) fn send_load(
                 requeue: false,
                 batch: None,
             };
-            let running = Running::start(&common.url, &spec, err, shutdown)?;
+            let running = Running::start(common.transport_url(), &spec, err, shutdown)?;
             err.note(&format!(
                 "{}: {} on {} (in-process)",
                 load.side().label(),

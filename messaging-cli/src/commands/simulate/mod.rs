@@ -28,6 +28,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use messaging_config::Purpose;
 use messaging_core::TransportUrl;
 use serde_json::Value;
 
@@ -36,7 +37,7 @@ use self::client::{ClientRun, Load, send_load};
 use self::server::{ServerRun, Side, serve};
 use self::stats::Collector;
 use crate::{
-    CliError, ExecutorChoice, MAX_SECONDS, Output, Shutdown, SimulateArgs, SimulateMode,
+    CliError, ExecutorChoice, MAX_SECONDS, Output, Shutdown, SimCommon, SimulateArgs, SimulateMode,
     positive_seconds,
 };
 
@@ -50,7 +51,20 @@ pub(crate) fn run(
     err: &Output,
     shutdown: &Shutdown,
 ) -> Result<(), CliError> {
-    let common = &args.common;
+    // The URL the mode runs on: --url (or MESSAGING_URL), else the config files', else
+    // memory://. Resolved once, so that every part of the run opens the same.
+    let mut common = args.common.clone();
+    let purpose = match args.mode {
+        SimulateMode::NotifyServer(_)
+        | SimulateMode::BatchNotifyServer(_)
+        | SimulateMode::NotifyClient(_) => Purpose::Notifications,
+        SimulateMode::RpcServer(_) | SimulateMode::RpcClient(_) => Purpose::Rpc,
+    };
+    if !common.config.0.sources.is_empty() {
+        let loaded = common.config.0.load(common.url.as_deref(), purpose)?;
+        common.url = Some(loaded.url()?);
+    }
+    let common = &common;
     match &args.mode {
         SimulateMode::RpcServer(a) => {
             let run = ServerRun {
@@ -114,6 +128,13 @@ fn executor_name(choice: ExecutorChoice) -> &'static str {
 }
 
 /// The URL with its password hidden.
+impl SimCommon {
+    /// The transport URL (after [`run`] resolved it): memory:// unless one was given.
+    pub(crate) fn transport_url(&self) -> &str {
+        self.url.as_deref().unwrap_or("memory://")
+    }
+}
+
 fn redacted(url: &str) -> Result<String, CliError> {
     TransportUrl::parse(url)
         .map(|u| u.to_string())

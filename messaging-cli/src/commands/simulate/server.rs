@@ -369,7 +369,7 @@ pub(super) fn serve(
             "warning: {label} ignores --targets (-tg): it serves --topic/--server"
         ));
     }
-    let url = redacted(&common.url)?;
+    let url = redacted(common.transport_url())?;
     let json_file = JsonFile::create(common.json.as_deref())?;
     let spec = Spec {
         side,
@@ -380,7 +380,7 @@ pub(super) fn serve(
         requeue,
         batch,
     };
-    let running = Running::start(&common.url, &spec, err, shutdown)?;
+    let running = Running::start(common.transport_url(), &spec, err, shutdown)?;
     err.note(&format!(
         "{label}: {} on {}; stop with Ctrl-C",
         running.description,
