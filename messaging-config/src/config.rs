@@ -373,13 +373,14 @@ impl Config {
             if v.as_str().is_empty() {
                 continue;
             }
-            if let Err(unknown) = v.as_str().parse::<NotifyDriver>() {
+            if v.as_str().parse::<NotifyDriver>().is_err() {
                 let reason = if v.as_str() == "test" {
                     "oslo's `test` driver (an in-memory list for oslo's own tests) is not \
                      implemented: listen on memory:// in tests instead"
                         .to_owned()
                 } else {
-                    unknown.to_string()
+                    let known: Vec<&str> = NotifyDriver::ALL.iter().map(|d| d.name()).collect();
+                    format!("unknown notification driver (known: {})", known.join(", "))
                 };
                 return Err(invalid(&v, NOTIFICATIONS, &reason));
             }

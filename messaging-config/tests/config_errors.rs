@@ -183,7 +183,7 @@ fn bad_messaging_values_name_file_line_section_and_key() {
             3,
             "oslo_messaging_notifications",
             "driver",
-            "unknown notification driver (known: messaging, messagingv2, routing, log, test, noop), got `messagingv3`",
+            "unknown notification driver (known: messaging, messagingv2, routing, log, noop), got `messagingv3`",
         ),
         (
             "[OSLO_MESSAGING_NOTIFICATIONS]\ntopics = notifications,,audit\n",
@@ -212,6 +212,13 @@ fn bad_messaging_values_name_file_line_section_and_key() {
             "DEFAULT",
             "control_exchange",
             "`$nope` names an option set in no config file",
+        ),
+        (
+            "[oslo_messaging_notifications]\ndriver = log\ndriver = test\n",
+            3,
+            "oslo_messaging_notifications",
+            "driver",
+            "oslo's `test` driver (an in-memory list for oslo's own tests) is not implemented",
         ),
         (
             "[DEFAULT]\na = $b\nb = $a\ncontrol_exchange = $a\n",
