@@ -762,15 +762,16 @@ pub fn call_monitor_keeps_a_long_call_alive(url: &str) {
     )
     .unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
-    // Heartbeats every 500 ms keep a 2 s call alive; the margin (one late heartbeat
-    // may take 1 s) keeps a loaded CI machine from failing it.
+    // Heartbeats every 750 ms keep a 2.5 s call alive past its 1.5 s monitor timeout;
+    // the margin (a heartbeat may be 750 ms late) keeps a loaded machine from failing
+    // it (with 500 ms, two runs failed while four builds shared the 2 cores).
     let done: u64 = call(
-        &client.with_call_monitor_timeout(Duration::from_millis(1_000)),
+        &client.with_call_monitor_timeout(Duration::from_millis(1_500)),
         "long_running_task",
-        &Millis { ms: 2_000 },
+        &Millis { ms: 2_500 },
     )
     .unwrap();
-    assert_eq!(done, 2_000);
+    assert_eq!(done, 2_500);
     group.stop();
 }
 
