@@ -204,6 +204,7 @@ pub(crate) mod fuzzing;
 mod listener;
 mod notify;
 mod options;
+mod security;
 mod subjects;
 
 use std::collections::HashMap;
@@ -261,10 +262,6 @@ const CONSUMER_RECHECK: Duration = Duration::from_secs(60);
 /// nothing waits while the client is disconnected. See the module docs.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
-/// How many messages beyond `prefetch` the client queues per subscription: room for a
-/// pull's status messages, and for bursts of replies when `prefetch` is small.
-const QUEUE_SLACK: usize = 64;
-
 /// How long a send waits for room in the client's outgoing queue when it has no
 /// timeout of its own.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -272,34 +269,168 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most one slow-consumer warning this often.
 const SLOW_CONSUMER_REPORT: Duration = Duration::from_secs(10);
 
-/// Messages the client dropped because a subscription's queue was full, not yet
-/// reported.
-struct SlowConsumers {
+/// What a NATS transport has lost so far, counted since it opened: a snapshot from
+/// [`NatsTransport::stats`], the hook for metrics. Each count only grows; subtract two
+/// snapshots for a rate.
+///
+/// Core NATS (calls, casts, replies) is at-most-once: what is dropped here is lost
+/// (a request's call times out, a reply's call times out). Notifications are never
+/// dropped for a full queue (a pull asks for what fits) and are only counted in
+/// [`rejected`](NatsStats::rejected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsStats {
+    /// Requests RPC listeners dropped on arrival because their subscription already
+    /// held `max_pending` requests waiting for room in the listener's buffer (its
+    /// handlers are slower than its callers). Exact.
+    pub dropped_pending: u64,
+    /// Messages the NATS client dropped because a subscription's queue (`max_pending`)
+    /// was full: its slow-consumer events, for any subscription of the transport
+    /// (replies included). A lower bound: the client reports through a queue of 128
+    /// events and drops events beyond it.
+    pub dropped_by_client: u64,
+    /// Requests received but never handed out because their RPC listener stopped
+    /// (core NATS cannot give them back).
+    pub dropped_on_stop: u64,
+    /// Messages refused on arrival: larger than `max_message_size`, or unreadable
+    /// (requests and replies dropped, notifications terminated).
+    pub rejected: u64,
+    /// Slow-consumer warnings logged (each covers one burst of drops, see the module
+    /// docs).
+    pub warnings: u64,
+}
+
+impl NatsStats {
+    /// Everything dropped for a full queue or a stop: `dropped_pending +
+    /// dropped_by_client + dropped_on_stop` (not [`rejected`](NatsStats::rejected)).
+    pub fn dropped(&self) -> u64 {
+        self.dropped_pending + self.dropped_by_client + self.dropped_on_stop
+    }
+}
+
+/// What the transport and its listeners dropped: counted, and reported in warnings,
+/// one per burst.
+pub(crate) struct Losses {
     /// The client's servers, to say which connection dropped them.
     servers: String,
-    dropped: AtomicU64,
+    /// `max_pending`, for the warnings.
+    max_pending: usize,
+    dropped_pending: AtomicU64,
+    dropped_by_client: AtomicU64,
+    dropped_on_stop: AtomicU64,
+    rejected: AtomicU64,
+    warnings: AtomicU64,
+    /// Drops not reported yet: by the client, and by listener (its subscription).
+    unreported_client: AtomicU64,
+    unreported_pending: Mutex<std::collections::BTreeMap<String, u64>>,
     arrived: tokio::sync::Notify,
 }
 
-impl SlowConsumers {
-    /// Counts one drop (the client's `SlowConsumer` event).
-    fn dropped_one(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+impl std::fmt::Debug for Losses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Losses")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Losses {
+    fn new(servers: String, max_pending: usize) -> Losses {
+        Losses {
+            servers,
+            max_pending,
+            dropped_pending: AtomicU64::new(0),
+            dropped_by_client: AtomicU64::new(0),
+            dropped_on_stop: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            warnings: AtomicU64::new(0),
+            unreported_client: AtomicU64::new(0),
+            unreported_pending: Mutex::new(Default::default()),
+            arrived: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn stats(&self) -> NatsStats {
+        NatsStats {
+            dropped_pending: self.dropped_pending.load(Ordering::Relaxed),
+            dropped_by_client: self.dropped_by_client.load(Ordering::Relaxed),
+            dropped_on_stop: self.dropped_on_stop.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            warnings: self.warnings.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one message the client dropped (its `SlowConsumer` event).
+    fn client_dropped_one(&self) {
+        self.dropped_by_client.fetch_add(1, Ordering::Relaxed);
+        self.unreported_client.fetch_add(1, Ordering::Relaxed);
         self.arrived.notify_one();
     }
 
-    /// Warns about the drops counted since the last warning, if any.
-    fn report(&self) {
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                servers = %self.servers,
-                "the NATS client dropped messages: a subscription's queue was full (its \
-                 handlers are slower than its publishers). Calls and casts are at-most-once \
-                 on core NATS: a dropped request is lost, a dropped reply's call times out"
-            );
+    /// Counts one request `listener` dropped: its subscription's pending queue was full.
+    pub(crate) fn pending_dropped_one(&self, listener: &str) {
+        {
+            let mut unreported = self
+                .unreported_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Counted under the lock, so that a report sees the count with its listener.
+            self.dropped_pending.fetch_add(1, Ordering::Relaxed);
+            match unreported.get_mut(listener) {
+                Some(count) => *count += 1,
+                None => {
+                    unreported.insert(listener.to_owned(), 1);
+                }
+            }
         }
+        self.arrived.notify_one();
+    }
+
+    /// Counts requests a stopping listener received but never handed out (it warns
+    /// about them itself).
+    pub(crate) fn dropped_on_stop(&self, count: u64) {
+        self.dropped_on_stop.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Counts one message refused on arrival (it was warned about).
+    pub(crate) fn rejected_one(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Warns about the drops counted since the last warning, if any: how many, where,
+    /// and how many in all so far.
+    fn report(&self) {
+        let by_listener = std::mem::take(
+            &mut *self
+                .unreported_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let client = self.unreported_client.swap(0, Ordering::Relaxed);
+        let pending: u64 = by_listener.values().sum();
+        if pending + client == 0 {
+            return;
+        }
+        self.warnings.fetch_add(1, Ordering::Relaxed);
+        let listeners = by_listener
+            .iter()
+            .map(|(listener, n)| format!("{listener}: {n}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let stats = self.stats();
+        tracing::warn!(
+            dropped = pending + client,
+            dropped_pending = pending,
+            dropped_by_client = client,
+            listeners = %listeners,
+            max_pending = self.max_pending,
+            total_dropped = stats.dropped_pending + stats.dropped_by_client,
+            servers = %self.servers,
+            "NATS messages dropped: a subscription's queue was full (its handlers are \
+             slower than its publishers; see max_pending). Calls and casts are \
+             at-most-once on core NATS: a dropped request is lost, a dropped reply's \
+             call times out"
+        );
     }
 
     /// Reports drops as they come: at once, then at most every
@@ -369,8 +500,8 @@ struct Inner {
     consumers: Mutex<HashMap<String, Instant>>,
     /// Bumped each time the client (re)connects; notification pulls watch it.
     connected: tokio::sync::watch::Sender<u64>,
-    /// What the client dropped for full subscription queues, to report.
-    slow: Arc<SlowConsumers>,
+    /// What the transport and its listeners dropped, counted and reported.
+    losses: Arc<Losses>,
     /// Whether storing notifications is failing (and that was logged once).
     notify_failing: AtomicBool,
 }
@@ -393,7 +524,7 @@ impl Drop for Inner {
             let flushed = self.handle.spawn(async move { client.flush().await });
             let _ = block_on(messaging_core::timer::timeout(STOP_WAIT, flushed));
         }
-        self.slow.report();
+        self.losses.report();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -407,17 +538,28 @@ fn connection_error(what: &str, error: impl std::fmt::Display) -> TransportError
     }
 }
 
-/// A failed connection: wrong credentials are a permanent [`TransportError::Refused`]
-/// (retrying cannot help), anything else a connection error. Neither names a secret:
-/// the client's errors say what the server answered, never what was sent.
-fn connect_error(error: async_nats::ConnectError) -> TransportError {
+/// A failed connection: wrong credentials, and a TLS handshake that failed over a
+/// certificate, are a permanent [`TransportError::Refused`] (retrying cannot help),
+/// anything else a connection error. None names a secret: the client's errors say what
+/// the server answered, never what was sent, and the credentials are described by kind
+/// (and user name or file).
+fn connect_error(error: async_nats::ConnectError, auth: &security::Auth) -> TransportError {
     match error.kind() {
         async_nats::ConnectErrorKind::AuthorizationViolation
         | async_nats::ConnectErrorKind::Authentication => TransportError::Refused {
-            message: format!("NATS refused the connection: {error}"),
+            message: format!(
+                "NATS refused the connection: {error} (authenticating with {})",
+                auth.describe()
+            ),
             source: None,
         },
-        _ => connection_error("cannot connect to NATS", error),
+        _ => match security::tls_refusal(&error) {
+            Some(why) => TransportError::Refused {
+                message: format!("cannot connect to NATS over TLS: {why}"),
+                source: None,
+            },
+            None => connection_error("cannot connect to NATS", error),
+        },
     }
 }
 
@@ -464,26 +606,28 @@ impl Inner {
         self.client
             .get_or_try_init(|| async {
                 let connected = self.connected.clone();
-                let slow = self.slow.clone();
-                let reporter = slow.clone();
+                let losses = self.losses.clone();
+                let reporter = losses.clone();
                 let mut options = async_nats::ConnectOptions::new()
                     .event_callback(move |event| {
                         match event {
                             async_nats::Event::Connected => connected.send_modify(|n| *n += 1),
-                            async_nats::Event::SlowConsumer(_) => slow.dropped_one(),
+                            async_nats::Event::SlowConsumer(_) => losses.client_dropped_one(),
                             _ => {}
                         }
                         std::future::ready(())
                     })
                     // Bounds what a subscription holds (see the module docs); a pull
-                    // never has more than `prefetch` on its way.
-                    .subscription_capacity(self.options.prefetch + QUEUE_SLACK)
+                    // never asks for more than fits.
+                    .subscription_capacity(self.options.max_pending)
                     .name(format!("messaging-rs:{}", std::process::id()))
-                    .connection_timeout(self.options.connect_timeout)
-                    .require_tls(self.options.tls);
-                if let (Some(user), Some(password)) = (&self.options.user, &self.options.password) {
-                    options = options.user_and_password(user.clone(), password.expose().to_owned());
+                    .connection_timeout(self.options.connect_timeout);
+                if let Some(tls) = &self.options.tls {
+                    options = options
+                        .require_tls(true)
+                        .tls_client_config(tls.config.clone());
                 }
+                options = self.options.auth.apply(options)?;
                 let servers: Vec<async_nats::ServerAddr> = self
                     .options
                     .servers
@@ -493,7 +637,10 @@ impl Inner {
                     .map_err(|e| {
                         TransportError::other(format!("invalid NATS server address: {e}"))
                     })?;
-                let client = options.connect(servers).await.map_err(connect_error)?;
+                let client = options
+                    .connect(servers)
+                    .await
+                    .map_err(|e| connect_error(e, &self.options.auth))?;
                 // Once per transport: a failed attempt leaves no task behind.
                 tokio::spawn(reporter.reporter());
                 Ok(client)
@@ -636,6 +783,7 @@ impl Inner {
                     .await
                     .map_err(|e| connection_error("cannot subscribe to replies", e))?;
                 let pending = self.pending.clone();
+                let losses = self.losses.clone();
                 let option = self.options.max_message_size;
                 tokio::spawn(async move {
                     while let Some(message) = subscriber.next().await {
@@ -650,6 +798,7 @@ impl Inner {
                                 subject = %message.subject,
                                 "dropping a reply larger than max_message_size; its call will time out"
                             );
+                            losses.rejected_one();
                             continue;
                         }
                         let Some(id) = message.subject.rsplit('.').next() else {
@@ -658,7 +807,10 @@ impl Inner {
                         match frame::decode_reply(&message.payload) {
                             Ok(Some(outcome)) => pending.deliver(id, Some(outcome), true),
                             Ok(None) => pending.deliver(id, None, false),
-                            Err(error) => tracing::warn!(%error, "dropping an unreadable reply"),
+                            Err(error) => {
+                                tracing::warn!(%error, "dropping an unreadable reply");
+                                losses.rejected_one();
+                            }
                         }
                     }
                 });
@@ -670,6 +822,27 @@ impl Inner {
 }
 
 impl NatsTransport {
+    /// What this transport has dropped so far (see [`NatsStats`]): the counts behind
+    /// the slow-consumer warnings, for metrics. Cheap: a few atomic loads.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use messaging_transports::nats::NatsTransport;
+    /// # fn main() -> Result<(), messaging_core::TransportError> {
+    /// let url = "nats://127.0.0.1:4222?max_pending=256".parse().unwrap();
+    /// let transport = NatsTransport::open(&url)?;
+    /// // ... listeners run ...
+    /// let stats = transport.stats();
+    /// if stats.dropped() > 0 {
+    ///     eprintln!("{} requests lost to slow handlers", stats.dropped());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> NatsStats {
+        self.inner.losses.stats()
+    }
+
     /// A transport for the URL; see the module docs. The connection is opened on first
     /// use, so this fails only on a malformed URL.
     pub fn open(url: &TransportUrl) -> Result<Self, TransportError> {
@@ -692,11 +865,7 @@ impl NatsTransport {
                 stream: OnceCell::new(),
                 consumers: Mutex::new(HashMap::new()),
                 connected: tokio::sync::watch::Sender::new(0),
-                slow: Arc::new(SlowConsumers {
-                    servers: options.servers.join(","),
-                    dropped: AtomicU64::new(0),
-                    arrived: tokio::sync::Notify::new(),
-                }),
+                losses: Arc::new(Losses::new(options.servers.join(","), options.max_pending)),
                 notify_failing: AtomicBool::new(false),
                 options,
             }),
@@ -998,8 +1167,10 @@ impl Transport for NatsTransport {
             listener::Limits {
                 prefetch,
                 max_message_size: self.inner.options.max_message_size,
+                max_pending: self.inner.options.max_pending,
             },
             self.inner.connected.subscribe(),
+            self.inner.losses.clone(),
             subscription.to_string(),
         )))
     }
@@ -1023,16 +1194,18 @@ mod tests {
 
     #[test]
     fn wrong_credentials_are_refused_and_other_failures_are_connection_errors() {
-        let refused = connect_error(async_nats::ConnectError::new(
-            async_nats::ConnectErrorKind::AuthorizationViolation,
-        ));
+        let refused = connect_error(
+            async_nats::ConnectError::new(async_nats::ConnectErrorKind::AuthorizationViolation),
+            &security::Auth::Anonymous,
+        );
         assert!(
             matches!(refused, TransportError::Refused { .. }) && refused.is_permanent(),
             "{refused:?}"
         );
-        let down = connect_error(async_nats::ConnectError::new(
-            async_nats::ConnectErrorKind::Io,
-        ));
+        let down = connect_error(
+            async_nats::ConnectError::new(async_nats::ConnectErrorKind::Io),
+            &security::Auth::Anonymous,
+        );
         assert!(
             matches!(down, TransportError::Connection { .. }),
             "{down:?}"
