@@ -88,7 +88,8 @@ pub(crate) struct Limits {
     pub(crate) prefetch: usize,
     /// The URL's `max_message_size`, if any.
     pub(crate) max_message_size: Option<usize>,
-    /// The URL's `max_pending`: the most received messages one subscription holds.
+    /// The URL's `max_pending`: the most requests one RPC subscription holds waiting
+    /// for room in the buffer.
     pub(crate) max_pending: usize,
 }
 
@@ -198,10 +199,8 @@ impl NatsListener {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {
-                        // What one pull asks for fits the client's queue for its
-                        // inbox, with the status that ends it.
                         let pulls = Pulls {
-                            batch: limits.prefetch.min(limits.max_pending - 1).max(1),
+                            batch: limits.prefetch,
                             connected,
                         };
                         consume_notifications(shared, consumers, pulls, phases).await;
@@ -256,6 +255,7 @@ async fn consume_rpc(
     // the subscription each came from, and how many each subscription holds there.
     let mut pending: VecDeque<(usize, Item)> = VecDeque::new();
     let mut held = vec![0usize; subscribers.len()];
+    let dropped = shared.losses.listener(&shared.name);
     {
         type Messages<'a> = Pin<Box<dyn Stream<Item = (usize, async_nats::Message)> + Send + 'a>>;
         let mut streams: Vec<Messages<'_>> = Vec::new();
@@ -314,7 +314,7 @@ async fn consume_rpc(
             let arrived = Instant::now();
             if held[i] >= shared.max_pending {
                 // Before decoding: a flood costs as little as possible.
-                shared.losses.pending_dropped_one(&shared.name);
+                shared.losses.pending_dropped_one(&dropped);
                 continue;
             }
             if shared.too_large(&message, "dropping a request") {

@@ -262,6 +262,12 @@ const CONSUMER_RECHECK: Duration = Duration::from_secs(60);
 /// nothing waits while the client is disconnected. See the module docs.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
+/// How many messages the client queues per subscription beyond `max_pending`: room
+/// for what its connection reads in one go (a 64 KiB read holds about 1,500 small
+/// messages) while the consumer task, which drops and counts what exceeds
+/// `max_pending` itself, catches up. Only a starved consumer task lets it fill.
+const CLIENT_SLACK: usize = 2048;
+
 /// How long a send waits for room in the client's outgoing queue when it has no
 /// timeout of its own.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -320,9 +326,10 @@ pub(crate) struct Losses {
     dropped_on_stop: AtomicU64,
     rejected: AtomicU64,
     warnings: AtomicU64,
-    /// Drops not reported yet: by the client, and by listener (its subscription).
+    /// Drops not reported yet: by the client, and by listener (its subscription, and
+    /// the count it bumps; kept until reported after the listener went).
     unreported_client: AtomicU64,
-    unreported_pending: Mutex<std::collections::BTreeMap<String, u64>>,
+    unreported_pending: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     arrived: tokio::sync::Notify,
 }
 
@@ -345,7 +352,7 @@ impl Losses {
             rejected: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             unreported_client: AtomicU64::new(0),
-            unreported_pending: Mutex::new(Default::default()),
+            unreported_pending: Mutex::new(Vec::new()),
             arrived: tokio::sync::Notify::new(),
         }
     }
@@ -367,22 +374,22 @@ impl Losses {
         self.arrived.notify_one();
     }
 
-    /// Counts one request `listener` dropped: its subscription's pending queue was full.
-    pub(crate) fn pending_dropped_one(&self, listener: &str) {
-        {
-            let mut unreported = self
-                .unreported_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            // Counted under the lock, so that a report sees the count with its listener.
-            self.dropped_pending.fetch_add(1, Ordering::Relaxed);
-            match unreported.get_mut(listener) {
-                Some(count) => *count += 1,
-                None => {
-                    unreported.insert(listener.to_owned(), 1);
-                }
-            }
-        }
+    /// A counter for the requests `listener` drops, to bump with
+    /// [`pending_dropped_one`](Losses::pending_dropped_one).
+    pub(crate) fn listener(&self, listener: &str) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(0));
+        self.unreported_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((listener.to_owned(), counter.clone()));
+        counter
+    }
+
+    /// Counts one request a listener dropped on arrival: its subscription's pending
+    /// queue was full. A few atomic operations: it runs once per message of a flood.
+    pub(crate) fn pending_dropped_one(&self, unreported: &AtomicU64) {
+        unreported.fetch_add(1, Ordering::Relaxed);
+        self.dropped_pending.fetch_add(1, Ordering::Relaxed);
         self.arrived.notify_one();
     }
 
@@ -400,14 +407,20 @@ impl Losses {
     /// Warns about the drops counted since the last warning, if any: how many, where,
     /// and how many in all so far.
     fn report(&self) {
-        let by_listener = std::mem::take(
-            &mut *self
-                .unreported_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let mut by_listener = Vec::new();
+        self.unreported_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(listener, counter)| {
+                let dropped = counter.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    by_listener.push((listener.clone(), dropped));
+                }
+                // The listener still counts into it.
+                Arc::strong_count(counter) > 1
+            });
         let client = self.unreported_client.swap(0, Ordering::Relaxed);
-        let pending: u64 = by_listener.values().sum();
+        let pending: u64 = by_listener.iter().map(|(_, n)| n).sum();
         if pending + client == 0 {
             return;
         }
@@ -619,7 +632,7 @@ impl Inner {
                     })
                     // Bounds what a subscription holds (see the module docs); a pull
                     // never asks for more than fits.
-                    .subscription_capacity(self.options.max_pending)
+                    .subscription_capacity(self.options.max_pending + CLIENT_SLACK)
                     .name(format!("messaging-rs:{}", std::process::id()))
                     .connection_timeout(self.options.connect_timeout);
                 if let Some(tls) = &self.options.tls {

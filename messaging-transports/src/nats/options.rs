@@ -19,12 +19,11 @@ const SECONDS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
 const CONNECT_TIMEOUT: RangeInclusive<u64> = 1..=3600;
 /// What `max_message_size` may be (bytes): NATS's `max_payload` is at most 64 MiB.
 const MESSAGE_SIZE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
-/// What `max_pending` may be: at least 2 (a pull's one notification and its status),
-/// at most a million messages per subscription.
-const MAX_PENDING: RangeInclusive<u64> = 2..=1_000_000;
-/// `max_pending`'s default beyond `prefetch`: room for a pull's status messages, and
-/// for bursts of replies when `prefetch` is small.
-pub(crate) const QUEUE_SLACK: usize = 64;
+/// What `max_pending` may be (requests per subscription).
+const MAX_PENDING: RangeInclusive<u64> = 1..=1_000_000;
+/// `max_pending`'s default beyond `prefetch` (what the client's queue per subscription
+/// held before `max_pending` existed).
+const QUEUE_SLACK: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -46,9 +45,8 @@ pub(crate) struct Options {
     /// The largest message body sent or accepted, if the URL sets one (otherwise the
     /// server's advertised `max_payload`).
     pub(crate) max_message_size: Option<usize>,
-    /// `max_pending`: the most received messages one subscription holds that its
-    /// consumer has not taken yet (the client's queue per subscription, and an RPC
-    /// listener's queue per subscription in front of its buffer).
+    /// `max_pending`: the most requests one RPC subscription holds waiting for room in
+    /// its listener's buffer; what arrives beyond them is dropped and counted.
     pub(crate) max_pending: usize,
 }
 
