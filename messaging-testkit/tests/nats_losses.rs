@@ -130,7 +130,7 @@ fn a_slow_listener_under_a_flood_warns_and_every_lost_cast_is_counted() {
             .into_iter()
             .filter(|e| {
                 e.level == Level::WARN
-                    && e.message.contains("NATS messages dropped")
+                    && e.message.contains("NATS dropped messages")
                     && field(e, "max_pending") == Some(MAX_PENDING)
             })
             .collect();

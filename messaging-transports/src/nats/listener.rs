@@ -172,6 +172,7 @@ impl NatsListener {
         source: Source,
         client: async_nats::Client,
         runtime: Handle,
+        consumer_runtime: Handle,
         listen: &ListenOptions,
         limits: Limits,
         connected: watch::Receiver<u64>,
@@ -195,7 +196,7 @@ impl NatsListener {
         });
         let consumer = {
             let shared = shared.clone();
-            ConsumerTask::spawn(&runtime, move |phases| async move {
+            ConsumerTask::spawn(&consumer_runtime, move |phases| async move {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {

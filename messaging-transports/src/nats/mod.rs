@@ -439,7 +439,7 @@ impl Losses {
             max_pending = self.max_pending,
             total_dropped = stats.dropped_pending + stats.dropped_by_client,
             servers = %self.servers,
-            "NATS messages dropped: a subscription's queue was full (its handlers are \
+            "NATS dropped messages: a subscription's queue was full (its handlers are \
              slower than its publishers; see max_pending). Calls and casts are \
              at-most-once on core NATS: a dropped request is lost, a dropped reply's \
              call times out"
@@ -503,6 +503,8 @@ struct Inner {
     subjects: Subjects,
     runtime: Option<Runtime>,
     handle: Handle,
+    /// Where RPC listeners read their subscriptions (see [`Inner::pumps`]).
+    pumps: std::sync::OnceLock<Runtime>,
     client: OnceCell<async_nats::Client>,
     replies: OnceCell<String>,
     pending: Arc<PendingCalls>,
@@ -540,6 +542,9 @@ impl Drop for Inner {
         self.losses.report();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+        if let Some(pumps) = self.pumps.take() {
+            pumps.shutdown_background();
         }
     }
 }
@@ -615,6 +620,34 @@ pub(crate) fn purges_unacknowledged_on_restart(version: &str) -> bool {
 }
 
 impl Inner {
+    /// The runtime RPC listeners read their subscriptions on: a thread of its own,
+    /// started with the first RPC listener. On the client's runtime a listener's task,
+    /// woken by the connection's task each time a message arrives, waits in that
+    /// worker's next-task slot, which no other worker takes, for as long as the
+    /// connection's task keeps reading: a flood then overflowed the client's queue
+    /// (which counts its drops only as lossy events) before the listener could drop
+    /// and count them itself.
+    fn pumps(&self) -> Result<Handle, TransportError> {
+        if let Some(pumps) = self.pumps.get() {
+            return Ok(pumps.handle().clone());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("messaging-nats-listen")
+            .enable_all()
+            .build()
+            .map_err(|e| TransportError::other(format!("cannot start a NATS runtime: {e}")))?;
+        // Another listener may have started one meanwhile: the first one set is used.
+        if let Err(unused) = self.pumps.set(runtime) {
+            unused.shutdown_background();
+        }
+        Ok(self
+            .pumps
+            .get()
+            .map(|r| r.handle().clone())
+            .unwrap_or_else(|| self.handle.clone()))
+    }
+
     async fn client(&self) -> Result<async_nats::Client, TransportError> {
         self.client
             .get_or_try_init(|| async {
@@ -872,6 +905,7 @@ impl NatsTransport {
                 subjects: Subjects::new(&options.prefix),
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
+                pumps: std::sync::OnceLock::new(),
                 client: OnceCell::new(),
                 replies: OnceCell::new(),
                 pending: Arc::default(),
@@ -1172,10 +1206,15 @@ impl Transport for NatsTransport {
             async move { inner.client().await }
         }))
         .map_err(|e| TransportError::other(format!("the NATS task failed: {e}")))??;
+        let consumer = match &source {
+            Source::Rpc(_) => self.inner.pumps()?,
+            Source::Notifications(_) => self.inner.handle.clone(),
+        };
         Ok(Box::new(NatsListener::start(
             source,
             client,
             self.inner.handle.clone(),
+            consumer,
             options,
             listener::Limits {
                 prefetch,
