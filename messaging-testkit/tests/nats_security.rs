@@ -33,6 +33,10 @@ const NATS: &str = "/usr/sbin/nats-server";
 
 static LOGS: LazyLock<LogCapture> = LazyLock::new(LogCapture::global);
 
+/// The tests take turns: each counts the log lines its operations add to the
+/// process's one log.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn enabled() -> bool {
     if std::env::var("MESSAGING_TEST_NATS_URL").is_err() {
         eprintln!("skipped: MESSAGING_TEST_NATS_URL is not set");
@@ -234,6 +238,7 @@ fn users_passwords_nkeys_and_tokens() {
     if !enabled() {
         return;
     }
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let password = format!("pw-{}", ids::hex_id());
     let nkey = nkeys::KeyPair::new_user();
     let seed = nkey.seed().unwrap();
@@ -397,6 +402,7 @@ fn creds_files_in_operator_mode() {
     if !enabled() {
         return;
     }
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // An operator, an account it signs, a user the account signs; and a user signed
     // by an account the server does not know.
     let operator = nkeys::KeyPair::new_operator();
@@ -532,6 +538,7 @@ fn tls_with_client_certificates_and_hostname_verification() {
     if !enabled() {
         return;
     }
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let password = format!("pw-{}", ids::hex_id());
     let (server, _guard) = OwnServer::start(
         "tls",

@@ -22,9 +22,9 @@
 //! redelivered).
 //!
 //! An RPC listener's buffer holds at most `prefetch` requests; when it is full the
-//! consumer task waits, the client's queue for the subscription fills (at most
-//! `prefetch + 64`) and the client drops what arrives after that, which the transport
-//! reports (see the module docs of [`crate::nats`]). Stopping waits for the server at
+//! consumer task keeps reading its subscriptions, holds at most `max_pending` requests
+//! per subscription waiting for room, and drops what arrives beyond them, counted and
+//! reported (see the module docs of [`crate::nats`]). Stopping waits for the server at
 //! most [`STOP_WAIT`], and not at all while the client is disconnected; settling a
 //! notification never blocks (a `Nak`, ack or termination the client cannot queue at
 //! once is queued by a task on the runtime).
@@ -79,6 +79,18 @@ struct Shared {
     max_pending: usize,
     /// Where drops and refusals are counted.
     losses: Arc<Losses>,
+}
+
+/// What a listener shares with its transport.
+pub(crate) struct FromTransport {
+    /// The client's runtime: acknowledgements, replies.
+    pub(crate) runtime: Handle,
+    /// Where the consumer task runs.
+    pub(crate) consumer_runtime: Handle,
+    /// Bumped each time the client (re)connects.
+    pub(crate) connected: watch::Receiver<u64>,
+    /// Where drops and refusals are counted.
+    pub(crate) losses: Arc<Losses>,
 }
 
 /// What bounds a listener.
@@ -171,14 +183,17 @@ impl NatsListener {
     pub(crate) fn start(
         source: Source,
         client: async_nats::Client,
-        runtime: Handle,
-        consumer_runtime: Handle,
+        transport: FromTransport,
         listen: &ListenOptions,
         limits: Limits,
-        connected: watch::Receiver<u64>,
-        losses: Arc<Losses>,
         name: String,
     ) -> NatsListener {
+        let FromTransport {
+            runtime,
+            consumer_runtime,
+            connected,
+            losses,
+        } = transport;
         // Core NATS does not bound what it hands out: the buffer does. JetStream does
         // (`max_ack_pending`).
         let buffer = match source {

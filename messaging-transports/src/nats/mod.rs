@@ -3,9 +3,9 @@
 //!
 //! # URL
 //!
-//! `nats://user:pass@host1:4222,host2:4222?options` (`tls://` or `tls=true` for TLS).
-//! The client connects to one of the servers and fails over to the others, reconnecting
-//! on its own. Options: `codec` (`bincode`, the default, or `json`), `subject_prefix`
+//! `nats://user:pass@host1:4222,host2:4222?options` (`tls://` or `ssl=true` for TLS,
+//! see *Authentication and TLS*). The client connects to one of the servers and fails
+//! over to the others, reconnecting on its own. Options: `codec` (`bincode`, the default, or `json`), `subject_prefix`
 //! (default `msg`; dot-separated tokens without wildcards, whitespace or control
 //! characters), `control_exchange` (default `openstack`; the rules of an exchange
 //! name), `prefetch` (1 to 100000, default 1000: the most unacknowledged
@@ -16,8 +16,54 @@
 //! listener, 1 to 315360000 (ten years), default 7 days), `notification_max_age`
 //! (seconds, 1 to 315360000, default 1 day), `max_message_size` (bytes, 1 to 64 MiB;
 //! default and upper bound: the server's advertised `max_payload`, 1 MiB unless the
-//! server is configured otherwise). An unknown option, or a number outside its range,
-//! is an error naming the option (and the range): nothing is silently moved into range.
+//! server is configured otherwise), `max_pending` (1 to 1000000, default `prefetch +
+//! 64`: the most requests one RPC subscription holds waiting for room in its listener's
+//! buffer, see *Memory*), and the authentication and TLS options below
+//! (`nkey_seed_file`, `creds_file`, `ssl`, `ssl_ca_file`, `ssl_cert_file`,
+//! `ssl_key_file`, `ssl_enforce_hostname_verification`). An unknown option, or a number
+//! outside its range, is an error naming the option (and the range): nothing is
+//! silently moved into range.
+//!
+//! # Authentication and TLS
+//!
+//! One way to authenticate at most (several are a URL error naming them, never their
+//! secrets):
+//!
+//! | URL | the client sends |
+//! |---|---|
+//! | `nats://user:password@host` | a user and password (nats-server `authorization { users = [...] }`, `--user`/`--pass`) |
+//! | `nats://:token@host` | a token (`authorization { token: ... }`, `--auth`): an **empty user name** and the token as the password, so that it is hidden wherever the URL is shown, as a password is |
+//! | `nats://host?nkey_seed_file=/path/user.nk` | the public key of the user NKey seed in the file (its first line that is not blank or a `#`/`//` comment, `SU…`), signing the server's nonce (`users = [{nkey: U…}]`) |
+//! | `nats://host?creds_file=/path/user.creds` | the user JWT of a `.creds` file (as `nsc` writes them), signing the nonce with its seed (operator mode: `operator`, `resolver`) |
+//!
+//! `nats://name@host` (a user name without a password, which NATS's own clients take
+//! for a token) is a URL error that shows neither the name nor the URL's credentials:
+//! before, it connected without credentials. Write `nats://:token@host` for a token.
+//! With several hosts, the credentials are written once (on the first host, or the same
+//! on every host that has any): NATS sends one set to whichever server it reaches. The
+//! files are read, and checked, when the transport opens (a bad file is a URL error
+//! naming the option and the file, never its contents) and kept for reconnections.
+//!
+//! TLS uses the RabbitMQ transport's option names, so one vocabulary serves both
+//! brokers: `tls://` or `ssl=true` (`tls=true`, the earlier name, still works) turns it
+//! on; the server's certificate must chain to the system's roots or to `ssl_ca_file`
+//! (PEM) and name the host connected to (`ssl_enforce_hostname_verification`, default
+//! true; `false` still checks the chain and validity, not the name); `ssl_cert_file` +
+//! `ssl_key_file` (PEM; PKCS#8, PKCS#1 or SEC1 keys) present a client certificate, for
+//! a server with `verify: true`. The files are read and parsed when the transport
+//! opens. A TLS option without TLS, `tls://` with `ssl=false`, a certificate without
+//! its key are URL errors. A server that requires TLS is spoken TLS to even on
+//! `nats://` (with the system's roots only).
+//!
+//! Wrong credentials, and a handshake that fails over a certificate (an unknown CA, a
+//! name the certificate does not hold, a client certificate refused or missing), fail
+//! the operation at once with [`TransportError::Refused`], a permanent error, after one
+//! connection attempt per address the host resolves to (measured against
+//! nats-server 2.9.10: one attempt, 5–200 ms, one log line from the client for an
+//! authorization violation, none for TLS): nothing retries them. No password, token,
+//! seed, `.creds` contents or key appears in an error, a `Debug` output or a log line
+//! (async-nats prints its CONNECT, credentials included, at TRACE level only, for
+//! whoever enables that).
 //!
 //! # Mapping
 //!
@@ -118,7 +164,11 @@
 //! # Delivery and faults
 //!
 //! Calls and casts are at-most-once (core NATS); a call gets its reply or fails with a
-//! timeout, heartbeats keeping a monitored call alive exactly as on RabbitMQ. A request
+//! timeout, heartbeats keeping a monitored call alive exactly as on RabbitMQ. A cast
+//! to a topic nobody serves at that moment is lost (RabbitMQ keeps it in the topic's
+//! queue); [`SendOptions::at_least_once`] has no effect here. Every message core NATS
+//! drops on this side is counted ([`NatsTransport::stats`]) and reported (see *Slow
+//! consumers*); the crate docs compare each pattern's guarantee with RabbitMQ's. A request
 //! to a topic nobody serves is not an error on the wire: the caller times out, as with
 //! oslo. A call carries the time its caller still waits (never a clock reading, so
 //! hosts need not agree on the time); the server takes that, less a transit allowance
@@ -157,32 +207,43 @@
 //!
 //! ## Memory
 //!
-//! What a listener holds is bounded whatever its peers send. The client queues at most
-//! `prefetch + 64` received messages per subscription (async-nats's
-//! `subscription_capacity`, 65,536 unless set). An RPC listener has three
-//! subscriptions (topic, server, fanout) and moves what they receive into a buffer of
-//! at most `prefetch` requests, waiting for room when it is full: it holds at most
-//! `prefetch + 1 + 3 × (prefetch + 64)` requests (4,193 with the default prefetch, 257
-//! with `prefetch=16`), each at most the server's `max_payload` (1 MiB by default).
+//! What a listener holds is bounded whatever its peers send. An RPC listener has
+//! three subscriptions (topic, server, fanout); its task reads them all the time, on a
+//! thread of its own, and moves what they receive into a buffer of at most `prefetch`
+//! requests. While the buffer is full, each subscription keeps at most `max_pending`
+//! requests (default `prefetch + 64`) waiting for room, oldest first; what arrives
+//! beyond that is dropped on arrival, before it is decoded, and counted. So a server
+//! slower than its callers holds at most `prefetch + 3 × max_pending` requests (4,192
+//! with the defaults, 256 with `prefetch=16`), each at most the server's `max_payload`
+//! (1 MiB by default). The client's own queue per subscription (async-nats's
+//! `subscription_capacity`) is `max_pending + 2048`: room for what the connection
+//! reads in one go while the listener's task catches up, empty unless that task is
+//! starved of CPU; what overflows it is dropped by the client (and counted from its
+//! slow-consumer events).
+//!
 //! A notification listener holds at most `prefetch` unacknowledged notifications per
 //! consumer (one per target and priority; JetStream's `max_ack_pending`), queued or
-//! buffered. The transport's reply subscription has the same queue (the client sets
-//! one capacity for all): what it receives is handed to the waiting calls at once,
-//! but with a small `prefetch` a burst of more than `prefetch + 64` replies and
-//! heartbeats arriving together can overflow it, and the calls whose replies were
-//! dropped time out (reported as slow-consumer drops). Keep `prefetch` at least the
-//! number of calls a transport has outstanding at once.
+//! buffered: a pull asks for no more than that, so none is ever dropped for a full
+//! queue, whatever `max_pending`. The transport's reply subscription hands what it
+//! receives to the waiting calls at once; it shares the client's queue size, so only
+//! a burst of more than `max_pending + 2048` replies and heartbeats arriving while its
+//! task is starved can overflow it (the calls whose replies were dropped time out).
 //!
 //! ## Slow consumers
 //!
-//! When a subscription's queue is full (its handlers are slower than its publishers),
-//! the client drops what arrives for it. Each drop is reported: one warning at once,
-//! then at most one every 10 s with the number dropped since the previous one (and one
-//! for the rest when the transport is dropped). The client reports drops through a
-//! queue of 128 events, so in a burst that overflows it the count is a lower bound.
+//! When an RPC subscription holds `max_pending` requests (its handlers are slower than
+//! its callers), or the client's queue for a subscription is full, what arrives for it
+//! is dropped. Each drop is counted in [`NatsTransport::stats`] (the hook for metrics:
+//! `dropped_pending`, exact, per listener; `dropped_by_client`, from the client's
+//! slow-consumer events, a lower bound as the client reports through a queue of 128
+//! events) and reported: one warning at once, then at most one every 10 s with the
+//! number dropped since the previous one, how many by each listener (named by its
+//! subscription), `max_pending` and the total so far (and one for the rest when the
+//! transport is dropped). Measured: 5,000 casts flooding a listener that takes one
+//! every 2 ms (`prefetch=4`, `max_pending=17`): 29–58 handled, every other one counted
+//! as dropped (sent − handled = `dropped()`), two warnings adding up to the same.
 //! Calls and casts are at-most-once on core NATS by design: a dropped request is lost
-//! (its call times out), a dropped reply makes its call time out. A notification is
-//! never dropped this way: a pull has at most `prefetch` on their way.
+//! (its call times out), a dropped reply makes its call time out.
 //!
 //! ## Stopping while the server is unreachable
 //!
@@ -1213,16 +1274,18 @@ impl Transport for NatsTransport {
         Ok(Box::new(NatsListener::start(
             source,
             client,
-            self.inner.handle.clone(),
-            consumer,
+            listener::FromTransport {
+                runtime: self.inner.handle.clone(),
+                consumer_runtime: consumer,
+                connected: self.inner.connected.subscribe(),
+                losses: self.inner.losses.clone(),
+            },
             options,
             listener::Limits {
                 prefetch,
                 max_message_size: self.inner.options.max_message_size,
                 max_pending: self.inner.options.max_pending,
             },
-            self.inner.connected.subscribe(),
-            self.inner.losses.clone(),
             subscription.to_string(),
         )))
     }
