@@ -62,6 +62,14 @@ pub(crate) const KNOWN: &[&str] = &[
     "max_message_size",
     "tls",
     "max_pending",
+    // Authentication and TLS (read by `security`).
+    "nkey_seed_file",
+    "creds_file",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_enforce_hostname_verification",
 ];
 
 impl Options {
@@ -71,15 +79,10 @@ impl Options {
         // First: an error about the credentials may have to hide more of the URL than
         // the others do (a user name that may be a token).
         let auth = security::auth(url, &bad)?;
-        let known = || KNOWN.iter().chain(security::OPTIONS);
-        if let Some(unknown) = url
-            .options()
-            .keys()
-            .find(|k| !known().any(|known| known == k))
-        {
+        if let Some(unknown) = url.options().keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(bad(format!(
                 "unknown option `{unknown}` (known: {})",
-                known().copied().collect::<Vec<_>>().join(", ")
+                KNOWN.join(", ")
             )));
         }
         // A number out of its range is an error naming the option and the range, never

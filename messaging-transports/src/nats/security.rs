@@ -13,17 +13,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-/// The URL options this module reads (listed in the options' known keys).
-pub(crate) const OPTIONS: &[&str] = &[
-    "nkey_seed_file",
-    "creds_file",
-    "ssl",
-    "ssl_ca_file",
-    "ssl_cert_file",
-    "ssl_key_file",
-    "ssl_enforce_hostname_verification",
-];
-
 /// How the client authenticates: one way at most.
 #[derive(Clone, Debug, Default)]
 pub(crate) enum Auth {
