@@ -679,6 +679,40 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Certificate failures are found inside the I/O error the client wraps them in,
+    /// and told apart; other TLS errors are not refusals.
+    #[test]
+    fn tls_refusals_are_recognised_inside_io_errors() {
+        let wrapped =
+            |error: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+        for (error, says) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "not signed by a trusted CA",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                "does not name the host",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "was not accepted",
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+                "client certificate",
+            ),
+        ] {
+            let why = tls_refusal(&wrapped(error)).expect(says);
+            assert!(why.contains(says), "{why}");
+        }
+        assert_eq!(tls_refusal(&wrapped(rustls::Error::DecryptError)), None);
+        assert_eq!(
+            tls_refusal(&std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            None
+        );
+    }
+
     #[test]
     fn max_pending_defaults_to_prefetch_and_slack_and_is_bounded() {
         assert_eq!(options("nats://h").unwrap().max_pending, 1064);
