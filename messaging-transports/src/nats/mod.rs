@@ -51,7 +51,7 @@
 //! true; `false` still checks the chain and validity, not the name); `ssl_cert_file` +
 //! `ssl_key_file` (PEM; PKCS#8, PKCS#1 or SEC1 keys) present a client certificate, for
 //! a server with `verify: true`. The files are read and parsed when the transport
-//! opens. A TLS option without TLS, `tls://` with `ssl=false`, a certificate without
+//! opens; `ssl=false` wins over `tls://`. A TLS option without TLS, a certificate without
 //! its key are URL errors. A server that requires TLS is spoken TLS to even on
 //! `nats://` (with the system's roots only).
 //!
