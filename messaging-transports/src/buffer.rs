@@ -2,7 +2,8 @@
 //! blocking and async polls, batches filled up to a size or a timeout, and stop
 //! semantics. Shared by the broker listeners. A buffer may have a capacity of its own
 //! ([`Buffer::with_capacity`]), for a broker that does not bound what it hands out:
-//! the consumer task then waits for room ([`Buffer::push_when_room`]).
+//! the consumer task then adds to it when there is room ([`Buffer::try_push`],
+//! [`Buffer::room`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -77,7 +78,7 @@ impl<T> Buffer<T> {
     }
 
     /// The buffer holding at most `capacity` messages (at least 1), for
-    /// [`push_when_room`](Buffer::push_when_room). (RabbitMQ's listeners need none:
+    /// [`try_push`](Buffer::try_push). (RabbitMQ's listeners need none:
     /// the broker's prefetch bounds what they hold.)
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn with_capacity(mut self, capacity: usize) -> Self {
@@ -110,28 +111,57 @@ impl<T> Buffer<T> {
         self.wake(&mut state);
     }
 
-    /// Adds a message once the buffer holds fewer than its capacity, waiting for a poll
-    /// to take some; like [`push`](Buffer::push) without a capacity. Returns at once,
-    /// dropping the message, once stopped or closed (a pending wait included).
+    /// Adds a message if the buffer holds fewer than its capacity (always, without a
+    /// capacity); gives it back if the buffer is full. Once stopped or closed the
+    /// message is dropped, as by [`push`](Buffer::push).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) async fn push_when_room(&self, item: T) {
+    pub(crate) fn try_push(&self, item: T) -> Result<(), T> {
+        let mut state = self.lock();
+        if state.closed || state.stopped {
+            return Ok(());
+        }
+        if self.capacity.is_some_and(|c| state.items.len() >= c) {
+            return Err(item);
+        }
+        state.items.push_back(item);
+        self.wake(&mut state);
+        Ok(())
+    }
+
+    /// Returns once the buffer has room for a message (at once if it has), or is
+    /// stopped or closed: a producer holding messages waits for this, and can take new
+    /// ones meanwhile.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn room(&self) {
         loop {
             let notified = self.room.notified();
             let mut notified = std::pin::pin!(notified);
             // Registered before looking, so that no wake-up in between is missed.
             notified.as_mut().enable();
             {
-                let mut state = self.lock();
-                if state.closed || state.stopped {
-                    return;
-                }
-                if self.capacity.is_none_or(|c| state.items.len() < c) {
-                    state.items.push_back(item);
-                    self.wake(&mut state);
+                let state = self.lock();
+                if state.closed
+                    || state.stopped
+                    || self.capacity.is_none_or(|c| state.items.len() < c)
+                {
                     return;
                 }
             }
             notified.await;
+        }
+    }
+
+    /// Adds a message once the buffer holds fewer than its capacity, waiting for a poll
+    /// to take some; like [`push`](Buffer::push) without a capacity. Returns at once,
+    /// dropping the message, once stopped or closed (a pending wait included).
+    #[cfg(test)]
+    pub(crate) async fn push_when_room(&self, mut item: T) {
+        loop {
+            match self.try_push(item) {
+                Ok(()) => return,
+                Err(back) => item = back,
+            }
+            self.room().await;
         }
     }
 

@@ -9,6 +9,24 @@
 //! Each broker transport sits behind its own feature, so a user of the in-memory
 //! transport compiles no broker client.
 //!
+//! # Delivery guarantees
+//!
+//! What each pattern promises on each broker (details in each transport's module docs,
+//! and in `docs/DELIVERY.md`):
+//!
+//! | pattern | RabbitMQ (`rabbit`) | NATS (`nats`) |
+//! |---|---|---|
+//! | call | at-most-once handling: the send returns once the broker confirmed a queue took the request (retried until the call's timeout while no queue does); acknowledged when the dispatcher accepts it. The reply is at-most-once (retried while its queue is missing). | at-most-once: published on core NATS, nothing stored; a request nobody receives, or one a listener drops (its subscription holds `max_pending`), ends in the caller's timeout. The reply is at-most-once. |
+//! | cast (topic, server) | at-most-once handling, but the broker stores it: the send returns once the broker confirmed the topic's (or server's) queue took it, retrying while none does and then failing with `Undeliverable` (at once with `at_least_once`); the queue keeps it while no server consumes (across broker restarts with `amqp_durable_queues`). | at-most-once: lost if no server is subscribed at that moment, or if the listener's subscription holds `max_pending` already; `at_least_once` has no effect. |
+//! | fanout cast | at-most-once, to each server's fanout queue that exists when it is published (no error with no servers). | at-most-once, to each server subscribed at that moment. |
+//! | notification | at-least-once: confirmed into the `<topic>.<priority>` (and pool) queues, acknowledged after dispatch, requeued on request or when a listener dies; duplicates possible. | at-least-once: stored by JetStream (the publish waits for the stream's acknowledgement) for each durable consumer, acknowledged after dispatch, `Nak`ed on requeue, redelivered after the acknowledgement wait if a listener dies; never dropped for a full queue. |
+//!
+//! Nothing is dropped silently: on NATS every request or reply dropped on this side is
+//! counted (`nats::NatsTransport::stats`) and reported in a warning per burst; on
+//! RabbitMQ the broker's prefetch bounds what a listener is sent, so nothing is dropped
+//! for a full queue. On both, a request whose caller gave up, or a message over
+//! `max_message_size`, is dropped with a log line.
+//!
 //! *Compiler support: requires rustc 1.89+.*
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

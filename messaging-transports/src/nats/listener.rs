@@ -22,13 +22,14 @@
 //! redelivered).
 //!
 //! An RPC listener's buffer holds at most `prefetch` requests; when it is full the
-//! consumer task waits, the client's queue for the subscription fills (at most
-//! `prefetch + 64`) and the client drops what arrives after that, which the transport
-//! reports (see the module docs of [`crate::nats`]). Stopping waits for the server at
+//! consumer task keeps reading its subscriptions, holds at most `max_pending` requests
+//! per subscription waiting for room, and drops what arrives beyond them, counted and
+//! reported (see the module docs of [`crate::nats`]). Stopping waits for the server at
 //! most [`STOP_WAIT`], and not at all while the client is disconnected; settling a
 //! notification never blocks (a `Nak`, ack or termination the client cannot queue at
 //! once is queued by a task on the runtime).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use messaging_core::{
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::{STOP_WAIT, frame, message_limit};
+use super::{Losses, STOP_WAIT, frame, message_limit};
 use crate::buffer::{Buffer, OnStop};
 use crate::consumer::{ConsumerTask, Phase, cleaned_up, stopped};
 
@@ -74,6 +75,22 @@ struct Shared {
     runtime: Handle,
     name: String,
     max_message_size: Option<usize>,
+    /// The most requests one subscription holds waiting for room in the buffer.
+    max_pending: usize,
+    /// Where drops and refusals are counted.
+    losses: Arc<Losses>,
+}
+
+/// What a listener shares with its transport.
+pub(crate) struct FromTransport {
+    /// The client's runtime: acknowledgements, replies.
+    pub(crate) runtime: Handle,
+    /// Where the consumer task runs.
+    pub(crate) consumer_runtime: Handle,
+    /// Bumped each time the client (re)connects.
+    pub(crate) connected: watch::Receiver<u64>,
+    /// Where drops and refusals are counted.
+    pub(crate) losses: Arc<Losses>,
 }
 
 /// What bounds a listener.
@@ -83,6 +100,9 @@ pub(crate) struct Limits {
     pub(crate) prefetch: usize,
     /// The URL's `max_message_size`, if any.
     pub(crate) max_message_size: Option<usize>,
+    /// The URL's `max_pending`: the most requests one RPC subscription holds waiting
+    /// for room in the buffer.
+    pub(crate) max_pending: usize,
 }
 
 impl Shared {
@@ -101,6 +121,7 @@ impl Shared {
             subject = %message.subject,
             "{what} larger than max_message_size"
         );
+        self.losses.rejected_one();
         true
     }
 
@@ -162,12 +183,17 @@ impl NatsListener {
     pub(crate) fn start(
         source: Source,
         client: async_nats::Client,
-        runtime: Handle,
+        transport: FromTransport,
         listen: &ListenOptions,
         limits: Limits,
-        connected: watch::Receiver<u64>,
         name: String,
     ) -> NatsListener {
+        let FromTransport {
+            runtime,
+            consumer_runtime,
+            connected,
+            losses,
+        } = transport;
         // Core NATS does not bound what it hands out: the buffer does. JetStream does
         // (`max_ack_pending`).
         let buffer = match source {
@@ -180,10 +206,12 @@ impl NatsListener {
             runtime: runtime.clone(),
             name,
             max_message_size: limits.max_message_size,
+            max_pending: limits.max_pending,
+            losses,
         });
         let consumer = {
             let shared = shared.clone();
-            ConsumerTask::spawn(&runtime, move |phases| async move {
+            ConsumerTask::spawn(&consumer_runtime, move |phases| async move {
                 match source {
                     Source::Rpc(subscribers) => consume_rpc(shared, subscribers, phases).await,
                     Source::Notifications(consumers) => {
@@ -239,6 +267,11 @@ async fn consume_rpc(
     mut subscribers: Vec<async_nats::Subscriber>,
     mut phases: watch::Receiver<Phase>,
 ) {
+    // Requests received but not in the buffer yet (it was full), oldest first, with
+    // the subscription each came from, and how many each subscription holds there.
+    let mut pending: VecDeque<(usize, Item)> = VecDeque::new();
+    let mut held = vec![0usize; subscribers.len()];
+    let dropped = shared.losses.listener(&shared.name);
     {
         type Messages<'a> = Pin<Box<dyn Stream<Item = (usize, async_nats::Message)> + Send + 'a>>;
         let mut streams: Vec<Messages<'_>> = Vec::new();
@@ -251,47 +284,84 @@ async fn consume_rpc(
         let mut merged = streams.into_iter().fold(first, |a, b| {
             Box::pin(futures_lite::stream::race(a, b)) as Messages<'_>
         });
+        enum Next {
+            Stop,
+            Room,
+            Message(Option<(usize, async_nats::Message)>),
+        }
         loop {
-            let next = futures_lite::future::or(async { Some(merged.next().await) }, async {
-                stopped(&mut phases).await;
-                None
-            })
+            // Into the buffer, oldest first, as far as it has room.
+            while let Some((i, item)) = pending.pop_front() {
+                match shared.buffer.try_push(item) {
+                    Ok(()) => held[i] -= 1,
+                    Err(item) => {
+                        pending.push_front((i, item));
+                        break;
+                    }
+                }
+            }
+            // Never waits for room alone: the subscriptions are read all the time, so
+            // that what does not fit is dropped here, counted and reported exactly,
+            // rather than in the client's queue.
+            let waiting = !pending.is_empty();
+            let next = futures_lite::future::or(
+                async {
+                    stopped(&mut phases).await;
+                    Next::Stop
+                },
+                futures_lite::future::or(
+                    async {
+                        if waiting {
+                            shared.buffer.room().await;
+                        } else {
+                            futures_lite::future::pending::<()>().await;
+                        }
+                        Next::Room
+                    },
+                    async { Next::Message(merged.next().await) },
+                ),
+            )
             .await;
-            match next {
-                None | Some(None) => break,
-                Some(Some((_, message))) => {
-                    let arrived = Instant::now();
-                    if shared.too_large(&message, "dropping a request") {
-                        continue;
-                    }
-                    match frame::decode_message(&message.payload) {
-                        // Waits while the buffer is full: the subscriptions' queues
-                        // fill, and the client drops (and reports) what comes next.
-                        Ok(decoded) => {
-                            shared
-                                .buffer
-                                .push_when_room(Item::Rpc {
-                                    message: decoded.message,
-                                    reply: message.reply.map(|r| r.to_string()),
-                                    monitor: decoded.monitor,
-                                    deadline: decoded
-                                        .expires_in
-                                        .and_then(|left| caller_deadline(arrived, left)),
-                                })
-                                .await
-                        }
-                        Err(error) => {
-                            tracing::warn!(listener = %shared.name, %error, "dropping a malformed request")
-                        }
-                    }
+            let (i, message) = match next {
+                Next::Stop | Next::Message(None) => break,
+                Next::Room => continue,
+                Next::Message(Some(received)) => received,
+            };
+            let arrived = Instant::now();
+            if held[i] >= shared.max_pending {
+                // Before decoding: a flood costs as little as possible.
+                shared.losses.pending_dropped_one(&dropped);
+                continue;
+            }
+            if shared.too_large(&message, "dropping a request") {
+                continue;
+            }
+            match frame::decode_message(&message.payload) {
+                Ok(decoded) => {
+                    pending.push_back((
+                        i,
+                        Item::Rpc {
+                            message: decoded.message,
+                            reply: message.reply.map(|r| r.to_string()),
+                            monitor: decoded.monitor,
+                            deadline: decoded
+                                .expires_in
+                                .and_then(|left| caller_deadline(arrived, left)),
+                        },
+                    ));
+                    held[i] += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(listener = %shared.name, %error, "dropping a malformed request");
+                    shared.losses.rejected_one();
                 }
             }
         }
     }
-    // What the client received for the subscriptions but the full buffer had no room
-    // for goes with them: say how much (core NATS cannot take it back).
+    // What was received but never reached the buffer goes with the subscriptions: say
+    // how much (core NATS cannot take it back).
     let left = tokio::task::unconstrained(async {
-        let mut left = 0usize;
+        let mut left = pending.len();
         for subscriber in &mut subscribers {
             while let Ok(Some(_)) = poll_once(subscriber.next()) {
                 left += 1;
@@ -301,6 +371,7 @@ async fn consume_rpc(
     })
     .await;
     if left > 0 {
+        shared.losses.dropped_on_stop(left as u64);
         tracing::warn!(
             listener = %shared.name,
             dropped = left,
@@ -579,6 +650,7 @@ async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_n
         }),
         Err(error) => {
             tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
+            shared.losses.rejected_one();
             let _ = settle(&shared.runtime, delivery, AckKind::Term);
         }
     }

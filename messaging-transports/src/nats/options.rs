@@ -5,8 +5,9 @@ use std::time::Duration;
 use std::ops::RangeInclusive;
 
 use messaging_core::codec::CodecKind;
-use messaging_core::{InvalidTransportUrl, Secret, Target, TransportError, TransportUrl};
+use messaging_core::{InvalidTransportUrl, Target, TransportError, TransportUrl};
 
+use super::security::{self, Auth, Tls};
 use super::subjects::{MAX_NAME_LEN, Subjects};
 
 /// What `prefetch` may be: at least one notification handed out at a time.
@@ -18,14 +19,20 @@ const SECONDS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
 const CONNECT_TIMEOUT: RangeInclusive<u64> = 1..=3600;
 /// What `max_message_size` may be (bytes): NATS's `max_payload` is at most 64 MiB.
 const MESSAGE_SIZE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
+/// What `max_pending` may be (requests per subscription).
+const MAX_PENDING: RangeInclusive<u64> = 1..=1_000_000;
+/// `max_pending`'s default beyond `prefetch` (what the client's queue per subscription
+/// held before `max_pending` existed).
+const QUEUE_SLACK: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     /// `nats://host:port` (or `tls://`), in the order written.
     pub(crate) servers: Vec<String>,
-    pub(crate) user: Option<String>,
-    pub(crate) password: Option<Secret>,
-    pub(crate) tls: bool,
+    /// How the client authenticates (see [`security::auth`]).
+    pub(crate) auth: Auth,
+    /// TLS, if on (see [`security::tls`]).
+    pub(crate) tls: Option<Tls>,
     pub(crate) codec: CodecKind,
     pub(crate) prefix: String,
     pub(crate) control_exchange: String,
@@ -38,8 +45,12 @@ pub(crate) struct Options {
     /// The largest message body sent or accepted, if the URL sets one (otherwise the
     /// server's advertised `max_payload`).
     pub(crate) max_message_size: Option<usize>,
+    /// `max_pending`: the most requests one RPC subscription holds waiting for room in
+    /// its listener's buffer; what arrives beyond them is dropped and counted.
+    pub(crate) max_pending: usize,
 }
 
+/// The options this transport understands.
 pub(crate) const KNOWN: &[&str] = &[
     "codec",
     "subject_prefix",
@@ -50,12 +61,24 @@ pub(crate) const KNOWN: &[&str] = &[
     "notification_max_age",
     "max_message_size",
     "tls",
+    "max_pending",
+    // Authentication and TLS (read by `security`).
+    "nkey_seed_file",
+    "creds_file",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_enforce_hostname_verification",
 ];
 
 impl Options {
     pub(crate) fn from_url(url: &TransportUrl) -> Result<Options, TransportError> {
         let bad =
             |reason: String| TransportError::InvalidUrl(InvalidTransportUrl::new(url, reason));
+        // First: an error about the credentials may have to hide more of the URL than
+        // the others do (a user name that may be a token).
+        let auth = security::auth(url, &bad)?;
         if let Some(unknown) = url.options().keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(bad(format!(
                 "unknown option `{unknown}` (known: {})",
@@ -78,18 +101,7 @@ impl Options {
                     ))
                 }),
         };
-        // oslo.config's booleans, as on RabbitMQ: true/1/on/yes and false/0/off/no, any case.
-        let tls = match url.option("tls").map(str::to_ascii_lowercase).as_deref() {
-            None => url.scheme() == "tls",
-            Some("true" | "1" | "on" | "yes") => true,
-            Some("false" | "0" | "off" | "no") => false,
-            Some(_) => {
-                return Err(bad(format!(
-                    "`tls` must be true or false, got `{}`",
-                    url.option("tls").unwrap_or_default()
-                )));
-            }
-        };
+        let tls = security::tls(url, &bad)?;
         let codec = match url.option("codec") {
             None => CodecKind::Bincode,
             Some(name) => name
@@ -123,7 +135,6 @@ impl Options {
             .with_exchange(control_exchange)
             .validate_names()
             .map_err(|e| bad(format!("`control_exchange`: {}", e.reason())))?;
-        let first = url.hosts().first();
         let servers = if url.hosts().is_empty() {
             vec!["nats://127.0.0.1:4222".to_owned()]
         } else {
@@ -138,21 +149,21 @@ impl Options {
                     };
                     format!(
                         "{}://{host}:{}",
-                        if tls { "tls" } else { "nats" },
+                        if tls.is_some() { "tls" } else { "nats" },
                         h.port.unwrap_or(4222)
                     )
                 })
                 .collect()
         };
+        let prefetch = number("prefetch", 1000, PREFETCH)? as usize;
         Ok(Options {
             servers,
-            user: first.and_then(|h| h.username.clone()),
-            password: first.and_then(|h| h.password.clone()),
+            auth,
             tls,
             codec,
             prefix,
             control_exchange: control_exchange.to_owned(),
-            prefetch: number("prefetch", 1000, PREFETCH)? as usize,
+            prefetch,
             connect_timeout: Duration::from_secs(number("connect_timeout", 10, CONNECT_TIMEOUT)?),
             consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600, SECONDS)?),
             max_age: Duration::from_secs(number("notification_max_age", 24 * 3600, SECONDS)?),
@@ -160,6 +171,8 @@ impl Options {
                 None => None,
                 Some(_) => Some(number("max_message_size", 0, MESSAGE_SIZE)? as usize),
             },
+            max_pending: number("max_pending", (prefetch + QUEUE_SLACK) as u64, MAX_PENDING)?
+                as usize,
         })
     }
 }
@@ -182,13 +195,15 @@ mod tests {
         );
         let o = options("nats://me:secret@h1,h2:4223?codec=json&prefetch=8").unwrap();
         assert_eq!(o.servers, ["nats://h1:4222", "nats://h2:4223"]);
-        assert_eq!(
-            (o.user.as_deref(), o.password.as_ref().map(Secret::expose)),
-            (Some("me"), Some("secret"))
+        assert!(
+            matches!(&o.auth, Auth::UserPassword { user, password }
+                if user == "me" && password.expose() == "secret"),
+            "{:?}",
+            o.auth
         );
         assert_eq!((o.codec, o.prefetch), (CodecKind::Json, 8));
         assert_eq!(o.max_message_size, None);
-        assert!(options("tls://h").unwrap().tls);
+        assert!(options("tls://h").unwrap().tls.is_some());
         for (yes, no) in [
             ("true", "false"),
             ("True", "FALSE"),
@@ -196,10 +211,16 @@ mod tests {
             ("YES", "no"),
         ] {
             assert!(
-                options(&format!("nats://h?tls={yes}")).unwrap().tls,
+                options(&format!("nats://h?tls={yes}"))
+                    .unwrap()
+                    .tls
+                    .is_some(),
                 "{yes}"
             );
-            assert!(!options(&format!("tls://h?tls={no}")).unwrap().tls, "{no}");
+            assert!(
+                options(&format!("tls://h?tls={no}")).unwrap().tls.is_none(),
+                "{no}"
+            );
         }
         let o = options("nats://h?max_message_size=4096").unwrap();
         assert_eq!(o.max_message_size, Some(4096));
