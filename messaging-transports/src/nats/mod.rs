@@ -18,7 +18,9 @@
 //! default and upper bound: the server's advertised `max_payload`, 1 MiB unless the
 //! server is configured otherwise), `max_pending` (1 to 1000000, default `prefetch +
 //! 64`: the most requests one RPC subscription holds waiting for room in its listener's
-//! buffer, see *Memory*), and the authentication and TLS options below
+//! buffer, see *Memory*), `stream_replicas` (1 to 5, default 1: how many servers of a
+//! JetStream cluster keep the notification stream and its consumers, see *Clusters*),
+//! and the authentication and TLS options below
 //! (`nkey_seed_file`, `creds_file`, `ssl`, `ssl_ca_file`, `ssl_cert_file`,
 //! `ssl_key_file`, `ssl_enforce_hostname_verification`). An unknown option, or a number
 //! outside its range, is an error naming the option (and the range): nothing is
@@ -642,6 +644,37 @@ fn connect_error(error: async_nats::ConnectError, auth: &security::Auth) -> Tran
     }
 }
 
+/// Why the notification stream could not be created. A server that cannot keep
+/// `stream_replicas` copies says so in terms of the option: a server outside a
+/// cluster never can ([`TransportError::Refused`]); a cluster with fewer JetStream
+/// servers up than that may once more are up (a connection error, which is retried).
+fn stream_error(error: jetstream::context::CreateStreamError, replicas: usize) -> TransportError {
+    use jetstream::ErrorCode;
+    use jetstream::context::CreateStreamErrorKind;
+    if let CreateStreamErrorKind::JetStream(answer) = error.kind() {
+        let code = answer.error_code();
+        if code == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED {
+            return TransportError::Refused {
+                message: format!(
+                    "stream_replicas={replicas} needs a JetStream cluster, and this NATS \
+                     server is not clustered ({answer}): use stream_replicas=1"
+                ),
+                source: None,
+            };
+        }
+        if code == ErrorCode::CLUSTER_NO_PEERS || code == ErrorCode::INSUFFICIENT_RESOURCES {
+            return connection_error(
+                "cannot create the notification stream",
+                format!(
+                    "stream_replicas={replicas} needs {replicas} JetStream servers of the \
+                     cluster up, with room ({answer})"
+                ),
+            );
+        }
+    }
+    connection_error("cannot create the notification stream", error)
+}
+
 /// The largest message body this transport sends or accepts: the URL's
 /// `max_message_size`, and never more than the server's advertised `max_payload`.
 pub(crate) fn message_limit(option: Option<usize>, client: &async_nats::Client) -> usize {
@@ -775,10 +808,11 @@ impl Inner {
                         },
                         storage: stream::StorageType::File,
                         max_age: self.options.max_age,
+                        num_replicas: self.options.stream_replicas,
                         ..stream::Config::default()
                     })
                     .await
-                    .map_err(|e| connection_error("cannot create the notification stream", e))?;
+                    .map_err(|e| stream_error(e, self.options.stream_replicas))?;
                 // Two prefixes can share a stream name (`a.b` and `a_2Eb`): never
                 // store, or consume, one's notifications in the other's stream.
                 let stored = &stream.cached_info().config.subjects;
@@ -792,6 +826,18 @@ impl Inner {
                         ),
                         source: None,
                     });
+                }
+                // An existing stream keeps its replica count: see "Clusters".
+                let replicas = stream.cached_info().config.num_replicas.max(1);
+                if replicas != self.options.stream_replicas {
+                    tracing::warn!(
+                        stream = %self.subjects.stream(),
+                        replicas,
+                        stream_replicas = self.options.stream_replicas,
+                        "the notification stream exists with another replica count than \
+                         this transport's stream_replicas and keeps its own; change it on \
+                         the server (`nats stream edit <stream> --replicas N`)"
+                    );
                 }
                 let retention = stream.cached_info().config.retention;
                 if purges && retention == stream::RetentionPolicy::Interest {

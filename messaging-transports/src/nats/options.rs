@@ -24,6 +24,8 @@ const MAX_PENDING: RangeInclusive<u64> = 1..=1_000_000;
 /// `max_pending`'s default beyond `prefetch` (what the client's queue per subscription
 /// held before `max_pending` existed).
 const QUEUE_SLACK: usize = 64;
+/// What `stream_replicas` may be: JetStream keeps at most five copies of a stream.
+const REPLICAS: RangeInclusive<u64> = 1..=5;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -48,6 +50,9 @@ pub(crate) struct Options {
     /// `max_pending`: the most requests one RPC subscription holds waiting for room in
     /// its listener's buffer; what arrives beyond them is dropped and counted.
     pub(crate) max_pending: usize,
+    /// How many servers of a JetStream cluster keep the notification stream, when this
+    /// transport creates it.
+    pub(crate) stream_replicas: usize,
 }
 
 /// The options this transport understands.
@@ -70,6 +75,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "ssl_cert_file",
     "ssl_key_file",
     "ssl_enforce_hostname_verification",
+    "stream_replicas",
 ];
 
 impl Options {
@@ -173,6 +179,7 @@ impl Options {
             },
             max_pending: number("max_pending", (prefetch + QUEUE_SLACK) as u64, MAX_PENDING)?
                 as usize,
+            stream_replicas: number("stream_replicas", 1, REPLICAS)? as usize,
         })
     }
 }
@@ -224,6 +231,13 @@ mod tests {
         }
         let o = options("nats://h?max_message_size=4096").unwrap();
         assert_eq!(o.max_message_size, Some(4096));
+        assert_eq!(o.stream_replicas, 1);
+        let o = options("nats://h1:4222,h2:4223,h3:4224?stream_replicas=3").unwrap();
+        assert_eq!(
+            o.servers,
+            ["nats://h1:4222", "nats://h2:4223", "nats://h3:4224"]
+        );
+        assert_eq!(o.stream_replicas, 3);
     }
 
     #[test]
@@ -284,6 +298,9 @@ mod tests {
             ("connect_timeout", "0", "from 1 to 3600"),
             ("connect_timeout", "99999999999999999999", "from 1 to 3600"),
             ("max_message_size", "67108865", "from 1 to 67108864"),
+            ("stream_replicas", "0", "from 1 to 5"),
+            ("stream_replicas", "6", "from 1 to 5"),
+            ("stream_replicas", "three", "from 1 to 5"),
         ] {
             let url = format!("nats://h?{option}={value}");
             match options(&url) {
@@ -301,6 +318,8 @@ mod tests {
             ("notification_max_age", "315360000"),
             ("connect_timeout", "3600"),
             ("max_message_size", "1"),
+            ("stream_replicas", "1"),
+            ("stream_replicas", "5"),
         ] {
             assert!(
                 options(&format!("nats://h?{option}={value}")).is_ok(),
