@@ -20,7 +20,10 @@
 //! 64`: the most requests one RPC subscription holds waiting for room in its listener's
 //! buffer, see *Memory*), `stream_replicas` (1 to 5, default 1: how many servers of a
 //! JetStream cluster keep the notification stream and its consumers, see *Clusters*),
-//! and the authentication and TLS options below
+//! `notification_ack_wait` (seconds, 1 to 315360000, default 30: JetStream's
+//! `ack_wait`, after which a notification delivered to a listener that neither settled
+//! it nor still holds it is redelivered, see *Delivery and faults*), and the
+//! authentication and TLS options below
 //! (`nkey_seed_file`, `creds_file`, `ssl`, `ssl_ca_file`, `ssl_cert_file`,
 //! `ssl_key_file`, `ssl_enforce_hostname_verification`). An unknown option, or a number
 //! outside its range, is an error naming the option (and the range): nothing is
@@ -118,10 +121,11 @@
 //!
 //! ## Consumer settings
 //!
-//! A listener applies its `prefetch` (`max_ack_pending`) and `consumer_ttl`
-//! (`inactive_threshold`) to the durable consumers it uses: one that exists with other
-//! values (created under another URL) is updated, with a warning naming the consumer
-//! and both values. Listeners of one pool started with different values update it in
+//! A listener applies its `prefetch` (`max_ack_pending`), `consumer_ttl`
+//! (`inactive_threshold`) and `notification_ack_wait` (`ack_wait`) to the durable
+//! consumers it uses: one that exists with other values (created under another URL,
+//! or by an earlier version) is updated, with a warning naming the consumer and both
+//! values. Listeners of one pool started with different values update it in
 //! turn: the last one started wins. A notifier creates a missing consumer with its
 //! own values and never changes an existing one. Should the server refuse the update,
 //! the listener warns, naming both values, and uses the consumer as it is.
@@ -177,9 +181,22 @@
 //! of 25 ms (at most half of it), as the request's deadline from its arrival, and drops
 //! a request still waiting in line when it passes: nobody would read the reply.
 //! Notifications are at-least-once: acknowledged after dispatch, `Nak`ed on
-//! requeue (redelivered at once), redelivered after the acknowledgement wait if a
-//! listener dies. When the connection drops, the client reconnects and restores its
-//! subscriptions; JetStream pulls restart; stored notifications stay stored.
+//! requeue (redelivered at once). While a listener holds one (pulled and buffered, or
+//! in its handler) it tells JetStream every third of `notification_ack_wait` that the
+//! notification is in progress (`+WPI`), so none is redelivered while a listener has
+//! it, however long that is; one a listener never settles (its connection dropped
+//! with the notification on the way, its process died) is redelivered after
+//! `notification_ack_wait`. When the connection drops, the client reconnects and
+//! restores its subscriptions; JetStream pulls restart; stored notifications stay
+//! stored.
+//!
+//! **Upgrading:** the previous version created consumers with an acknowledgement wait
+//! of 300 s and never said a notification was in progress. A listener of this version
+//! updates the consumers it uses to `notification_ack_wait` (one warning each, see
+//! *Consumer settings*); a listener of the previous version still consuming from such
+//! a consumer has a notification it holds for longer than that redelivered, a
+//! duplicate. Upgrade a pool's listeners together, or set `notification_ack_wait=300`
+//! until all are.
 //!
 //! Sending a notification returns once the server acknowledged storing it. An
 //! attempt that fails in a way a reconnect may fix (no server reachable, no
@@ -875,7 +892,7 @@ impl Inner {
             // queue declared now does: on a limits-retention stream it must not
             // replay the stream's history.
             deliver_policy: consumer::DeliverPolicy::New,
-            ack_wait: Duration::from_secs(300),
+            ack_wait: self.options.ack_wait,
             max_ack_pending: self.options.prefetch as i64,
             inactive_threshold: self.options.consumer_ttl,
             ..consumer::pull::Config::default()
@@ -885,14 +902,23 @@ impl Inner {
             .await
             .map_err(|e| connection_error(&format!("cannot create consumer {name}"), e))?;
         let had = &existing.cached_info().config;
-        let (max_ack_pending, inactive_threshold) = (had.max_ack_pending, had.inactive_threshold);
+        let (max_ack_pending, inactive_threshold, ack_wait) =
+            (had.max_ack_pending, had.inactive_threshold, had.ack_wait);
         if ensure == Ensure::Create
-            || (max_ack_pending, inactive_threshold)
-                == (config.max_ack_pending, config.inactive_threshold)
+            || (max_ack_pending, inactive_threshold, ack_wait)
+                == (
+                    config.max_ack_pending,
+                    config.inactive_threshold,
+                    config.ack_wait,
+                )
         {
             return Ok(existing);
         }
-        let (prefetch, consumer_ttl) = (config.max_ack_pending, config.inactive_threshold);
+        let (prefetch, consumer_ttl, notification_ack_wait) = (
+            config.max_ack_pending,
+            config.inactive_threshold,
+            config.ack_wait,
+        );
         // JetStream updates these on a create with the same name and settings otherwise.
         match stream.create_consumer(config).await {
             Ok(updated) => {
@@ -902,8 +928,11 @@ impl Inner {
                     prefetch,
                     ?inactive_threshold,
                     ?consumer_ttl,
-                    "the durable consumer had another max_ack_pending or inactive_threshold; \
-                     updated to this listener's prefetch and consumer_ttl"
+                    ?ack_wait,
+                    ?notification_ack_wait,
+                    "the durable consumer had another max_ack_pending, inactive_threshold or \
+                     ack_wait; updated to this listener's prefetch, consumer_ttl and \
+                     notification_ack_wait"
                 );
                 Ok(updated)
             }
@@ -914,10 +943,12 @@ impl Inner {
                     prefetch,
                     ?inactive_threshold,
                     ?consumer_ttl,
+                    ?ack_wait,
+                    ?notification_ack_wait,
                     %error,
-                    "the durable consumer has another max_ack_pending or inactive_threshold \
-                     than this listener's prefetch and consumer_ttl, and the server did not \
-                     update it; using it as it is"
+                    "the durable consumer has another max_ack_pending, inactive_threshold or \
+                     ack_wait than this listener's prefetch, consumer_ttl and \
+                     notification_ack_wait, and the server did not update it; using it as it is"
                 );
                 Ok(existing)
             }
@@ -1331,6 +1362,7 @@ impl Transport for NatsTransport {
                 prefetch,
                 max_message_size: self.inner.options.max_message_size,
                 max_pending: self.inner.options.max_pending,
+                ack_wait: self.inner.options.ack_wait,
             },
             subscription.to_string(),
         )))

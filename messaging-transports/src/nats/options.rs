@@ -12,8 +12,8 @@ use super::subjects::{MAX_NAME_LEN, Subjects};
 
 /// What `prefetch` may be: at least one notification handed out at a time.
 pub(crate) const PREFETCH: RangeInclusive<u64> = 1..=100_000;
-/// What the options in seconds may be (`consumer_ttl`, `notification_max_age`): ten
-/// years at most.
+/// What the options in seconds may be (`consumer_ttl`, `notification_max_age`,
+/// `notification_ack_wait`): ten years at most.
 const SECONDS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
 /// What `connect_timeout` may be (seconds).
 const CONNECT_TIMEOUT: RangeInclusive<u64> = 1..=3600;
@@ -44,6 +44,9 @@ pub(crate) struct Options {
     pub(crate) consumer_ttl: Duration,
     /// Notifications older than this are dropped from the stream.
     pub(crate) max_age: Duration,
+    /// A delivered notification not acknowledged (nor told in progress) for this long
+    /// is redelivered: the consumers' `ack_wait`.
+    pub(crate) ack_wait: Duration,
     /// The largest message body sent or accepted, if the URL sets one (otherwise the
     /// server's advertised `max_payload`).
     pub(crate) max_message_size: Option<usize>,
@@ -76,6 +79,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "ssl_key_file",
     "ssl_enforce_hostname_verification",
     "stream_replicas",
+    "notification_ack_wait",
 ];
 
 impl Options {
@@ -173,6 +177,7 @@ impl Options {
             connect_timeout: Duration::from_secs(number("connect_timeout", 10, CONNECT_TIMEOUT)?),
             consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600, SECONDS)?),
             max_age: Duration::from_secs(number("notification_max_age", 24 * 3600, SECONDS)?),
+            ack_wait: Duration::from_secs(number("notification_ack_wait", 30, SECONDS)?),
             max_message_size: match url.option("max_message_size") {
                 None => None,
                 Some(_) => Some(number("max_message_size", 0, MESSAGE_SIZE)? as usize),
@@ -232,6 +237,9 @@ mod tests {
         let o = options("nats://h?max_message_size=4096").unwrap();
         assert_eq!(o.max_message_size, Some(4096));
         assert_eq!(o.stream_replicas, 1);
+        assert_eq!(o.ack_wait, Duration::from_secs(30));
+        let o = options("nats://h?notification_ack_wait=5").unwrap();
+        assert_eq!(o.ack_wait, Duration::from_secs(5));
         let o = options("nats://h1:4222,h2:4223,h3:4224?stream_replicas=3").unwrap();
         assert_eq!(
             o.servers,
@@ -299,6 +307,7 @@ mod tests {
             ("connect_timeout", "99999999999999999999", "from 1 to 3600"),
             ("max_message_size", "67108865", "from 1 to 67108864"),
             ("stream_replicas", "0", "from 1 to 5"),
+            ("notification_ack_wait", "0", "from 1 to 315360000"),
             ("stream_replicas", "6", "from 1 to 5"),
             ("stream_replicas", "three", "from 1 to 5"),
         ] {
