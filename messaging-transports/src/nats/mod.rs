@@ -200,8 +200,10 @@
 //!
 //! Sending a notification returns once the server acknowledged storing it. An
 //! attempt that fails in a way a reconnect may fix (no server reachable, no
-//! acknowledgement within the client's request timeout) is tried again after 100 ms,
-//! doubling to 5 s, within the send's budget: [`SendOptions::retry`] retries
+//! acknowledgement within the client's request timeout, the connection dropped before
+//! the acknowledgement came: that attempt ends when the client reconnects) is tried
+//! again after 100 ms, doubling to 5 s, within the send's budget:
+//! [`SendOptions::retry`] retries
 //! (`None`: no limit) and its deadline ([`SendOptions::timeout`], 60 s when unset);
 //! then it fails with the last error, or [`TransportError::TimedOut`]. Until a first
 //! connection succeeds, each attempt is one connection attempt to each server of the
