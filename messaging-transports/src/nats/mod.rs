@@ -159,6 +159,40 @@
 //! affected server an interest-retention stream gets one warning per transport
 //! (upgrade the server, or delete the stream so that it is recreated).
 //!
+//! ## Clusters
+//!
+//! Name every server of a cluster in the URL (`nats://h1:4222,h2:4222,h3:4222`): the
+//! client connects to one of them at random, learns the others from the server, and
+//! moves to another when its server goes away. With `stream_replicas=3` the
+//! notification stream and its durable consumers (which take the stream's count) keep
+//! a copy on three servers: a notification `notify` returned `Ok` for is stored on two
+//! of them at least, and survives the loss of one. The option applies when the
+//! transport creates the stream. A stream that exists keeps its replica count whatever
+//! the URL says (changing it copies or drops every stored notification, and
+//! transports with different URLs would change it back and forth): a transport asking
+//! for another count warns once, naming both; change it on the server (`nats stream
+//! edit <stream> --replicas N`). A lone server refuses `stream_replicas` above 1 for
+//! good ([`TransportError::Refused`], naming the option); a cluster with fewer
+//! JetStream servers up than asked fails the first `notify` or `listen` with a
+//! connection error naming the option (tried again on the next).
+//!
+//! What a failover costs, measured by `tests/nats_cluster.rs` in messaging-testkit
+//! (three nats-server 2.9.10 nodes on one host, `stream_replicas=3`; calls, casts and
+//! notifications from three processes to an RPC server and a notification listener in
+//! a fourth; the node each client is connected to stopped with `SIGTERM`, then killed,
+//! one node at a time, each back before the next fault; 7 runs, 42 faults): every
+//! connection on the node is back on another within 0.01–0.24 s. Casts are
+//! at-most-once: those being written when the connection went are lost (0–4 per
+//! fault, all sent within 0.16 s after it), none elsewhere. A call whose request or
+//! reply went with the node fails with its timeout (0 or 1 per fault); none hangs. No
+//! notification JetStream acknowledged is lost, and none fails to be stored: while the
+//! stream has no leader, `notify` keeps trying. Notifications flow again within
+//! 0.04 s unless the node led the stream or the consumer: then within 0.12 s with
+//! `SIGTERM` (the leader hands over), after 4.6–11.4 s (median 6.4 s) with `kill -9`
+//! (nats-server 2.9 elects a new leader after 4 to 9 s without the old one). A
+//! notification whose acknowledgement went with its node is delivered twice (0 or 1
+//! per fault).
+//!
 //! ## Frames
 //!
 //! Every message body is a small JSON header (kind, context, codec, method, namespace,
