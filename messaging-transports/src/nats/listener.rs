@@ -5,13 +5,15 @@
 //! warning saying how many. Notifications: JetStream durable pull consumers, pulled
 //! one request at a time (up to `prefetch` notifications, waiting up to
 //! [`PULL_EXPIRES`]; again at once after a reconnection), acknowledged after dispatch
-//! or `Nak`ed for requeue. On
+//! or `Nak`ed for requeue, and told to JetStream as in progress every third of the
+//! consumers' acknowledgement wait while the listener holds them ([`InProgress`]). On
 //! `stop()` each pull's inbox is drained (unsubscribed, and what the server had already
 //! sent received) and everything not handed out is `Nak`ed, so it is redelivered at
 //! once; `cleanup()` returns once the server has seen all that, so nothing published
 //! afterwards goes to a stopped listener. Only a notification the server sends within
 //! the round trip of the unsubscription can still be lost on the way and come back
-//! after the acknowledgement wait (300 s), as it does when a listener dies.
+//! after the acknowledgement wait (`notification_ack_wait`, 30 s by default), as it
+//! does when a listener dies or its connection drops with notifications on the way.
 //!
 //! A request carries its caller's remaining wait; on arrival it becomes the message's
 //! deadline ([`IncomingMessage::with_deadline`]), less [`TRANSIT_ALLOWANCE`](messaging_core::TRANSIT_ALLOWANCE) for the
@@ -66,6 +68,8 @@ pub(crate) enum Item {
     Notification {
         message: Message,
         delivery: Box<jetstream::Message>,
+        /// Keeps it told as in progress until it is settled or dropped.
+        held: Option<Held>,
     },
 }
 
@@ -79,6 +83,8 @@ struct Shared {
     max_pending: usize,
     /// Where drops and refusals are counted.
     losses: Arc<Losses>,
+    /// The notifications this listener holds, told to JetStream as in progress.
+    in_progress: Arc<InProgress>,
 }
 
 /// What a listener shares with its transport.
@@ -93,6 +99,79 @@ pub(crate) struct FromTransport {
     pub(crate) losses: Arc<Losses>,
 }
 
+// ===== in progress =====
+
+/// The notifications a listener holds (pulled and buffered, or handed out and not yet
+/// settled), by their acknowledgement subjects. Every third of the consumers'
+/// acknowledgement wait, each is told to JetStream as in progress (`+WPI`), which
+/// restarts its wait: none is redelivered while the listener has it, however long it
+/// waits in the buffer or its handler runs, and one the listener loses (its connection
+/// dropped with the notification on the way, the process died) is redelivered after
+/// the wait.
+#[derive(Debug, Default)]
+pub(crate) struct InProgress {
+    next: std::sync::atomic::AtomicU64,
+    subjects: std::sync::Mutex<std::collections::HashMap<u64, String>>,
+}
+
+impl InProgress {
+    /// Holds the delivery whose acknowledgement subject is `subject` until the
+    /// returned [`Held`] is dropped.
+    fn hold(self: &Arc<Self>, subject: String) -> Held {
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(key, subject);
+        Held {
+            registry: self.clone(),
+            key,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, String>> {
+        self.subjects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells JetStream, every `interval`, that the held notifications are in
+    /// progress, for as long as the registry lives (the listener, or a notification it
+    /// handed out). A tick's publishes wait at most `interval` for room in the
+    /// client's outgoing queue: while the server is away there is nobody to tell.
+    async fn tell(
+        registry: std::sync::Weak<InProgress>,
+        client: async_nats::Client,
+        interval: Duration,
+    ) {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let subjects: Vec<String> = registry.lock().values().cloned().collect();
+            drop(registry);
+            let _ = tokio::time::timeout(interval, async {
+                for subject in subjects {
+                    let _ = client.publish(subject, Bytes::from_static(b"+WPI")).await;
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// A notification's place in its listener's [`InProgress`]: removed when dropped
+/// (after its acknowledgement, `Nak` or termination was sent).
+#[derive(Debug)]
+pub(crate) struct Held {
+    registry: Arc<InProgress>,
+    key: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.key);
+    }
+}
+
+// ===== the listener =====
+
 /// What bounds a listener.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -103,6 +182,8 @@ pub(crate) struct Limits {
     /// The URL's `max_pending`: the most requests one RPC subscription holds waiting
     /// for room in the buffer.
     pub(crate) max_pending: usize,
+    /// The notification consumers' acknowledgement wait.
+    pub(crate) ack_wait: Duration,
 }
 
 impl Shared {
@@ -148,11 +229,15 @@ impl Shared {
                     None => incoming,
                 }
             }
-            Item::Notification { message, delivery } => IncomingMessage::new(message)
-                .with_acknowledger(JetStreamAck {
-                    delivery,
-                    runtime: self.runtime.clone(),
-                }),
+            Item::Notification {
+                message,
+                delivery,
+                held,
+            } => IncomingMessage::new(message).with_acknowledger(JetStreamAck {
+                delivery,
+                runtime: self.runtime.clone(),
+                _held: held,
+            }),
         }
     }
 }
@@ -208,7 +293,22 @@ impl NatsListener {
             max_message_size: limits.max_message_size,
             max_pending: limits.max_pending,
             losses,
+            in_progress: Arc::default(),
         });
+        if let Source::Notifications(consumers) = &source {
+            // The consumers' own wait: one the server did not update keeps its own.
+            let ack_wait = consumers
+                .iter()
+                .map(|c| c.cached_info().config.ack_wait)
+                .filter(|wait| !wait.is_zero())
+                .min()
+                .unwrap_or(limits.ack_wait);
+            runtime.spawn(InProgress::tell(
+                Arc::downgrade(&shared.in_progress),
+                shared.client.clone(),
+                ack_wait / 3,
+            ));
+        }
         let consumer = {
             let shared = shared.clone();
             ConsumerTask::spawn(&consumer_runtime, move |phases| async move {
@@ -644,10 +744,18 @@ async fn deliver(shared: &Shared, context: &jetstream::Context, message: async_n
         return;
     }
     match frame::decode_message(&delivery.message.payload) {
-        Ok(decoded) => shared.buffer.push(Item::Notification {
-            message: decoded.message,
-            delivery: Box::new(delivery),
-        }),
+        Ok(decoded) => {
+            let held = delivery
+                .message
+                .reply
+                .as_ref()
+                .map(|subject| shared.in_progress.hold(subject.to_string()));
+            shared.buffer.push(Item::Notification {
+                message: decoded.message,
+                delivery: Box::new(delivery),
+                held,
+            })
+        }
         Err(error) => {
             tracing::warn!(listener = %shared.name, %error, "terminating a malformed notification");
             shared.losses.rejected_one();
@@ -679,10 +787,11 @@ fn settle(
 }
 
 /// Settles a JetStream delivery: ack, or `Nak` for an immediate redelivery; never
-/// blocks (see [`settle`]).
+/// blocks (see [`settle`]). The delivery is told as in progress until then.
 struct JetStreamAck {
     delivery: Box<jetstream::Message>,
     runtime: Handle,
+    _held: Option<Held>,
 }
 
 impl std::fmt::Debug for JetStreamAck {

@@ -2,14 +2,16 @@
 //! server, retried within the send's budget (its retries and its deadline), stored
 //! once however often it is sent.
 //!
-//! An attempt connects if the client never did (one connection attempt to each
-//! server of the URL), makes sure of the stream and of the pool-less consumer, and
-//! publishes, waiting for the server's acknowledgement. A failure a reconnect may
-//! fix (no server, no acknowledgement in time) is retried after 100 ms, doubling to
-//! 5 s; a permanent one (credentials refused, a message too large, names too long)
-//! fails at once. Every attempt carries the same `Nats-Msg-Id`, so JetStream stores
-//! the notification once even when an attempt whose acknowledgement was lost did
-//! store it (within the stream's duplicate window, two minutes).
+//! An attempt connects if the client never did (one connection attempt to each server
+//! of the URL), makes sure of the stream and of the pool-less consumer, and publishes,
+//! waiting for the server's acknowledgement (or for the client to reconnect: an
+//! acknowledgement never comes over a dropped connection). A failure a reconnect may
+//! fix (no server, no acknowledgement in time, the connection dropped before it) is
+//! retried after 100 ms, doubling to 5 s; a permanent one (credentials refused, a
+//! message too large, names too long) fails at once. Every attempt carries the same
+//! `Nats-Msg-Id`, so JetStream stores the notification once even when an attempt whose
+//! acknowledgement was lost did store it (within the stream's duplicate window, two
+//! minutes).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -167,6 +169,8 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.clone(), Instant::now());
         }
+        // Noticed from here on: a reconnection while the acknowledgement is awaited.
+        let mut connected = self.connected.subscribe();
         let publish = PublishMessage::build()
             .payload(notification.body.clone())
             .message_id(&notification.id);
@@ -179,8 +183,23 @@ impl Inner {
                 }
                 _ => connection_error("publishing a notification", e),
             })?;
-        acknowledgement
+        // The acknowledgement of a publish whose connection dropped never comes: the
+        // attempt ends when the client reconnects (and is made again, with the same
+        // id), not when the client's request timeout (5 s) passes.
+        let reconnected = async {
+            if connected.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            None
+        };
+        futures_lite::future::or(async { Some(acknowledgement.await) }, reconnected)
             .await
+            .ok_or_else(|| {
+                connection_error(
+                    "storing a notification",
+                    "the connection dropped before the server acknowledged it",
+                )
+            })?
             .map_err(|e| connection_error("storing a notification", e))?;
         Ok(())
     }

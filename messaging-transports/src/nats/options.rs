@@ -12,8 +12,8 @@ use super::subjects::{MAX_NAME_LEN, Subjects};
 
 /// What `prefetch` may be: at least one notification handed out at a time.
 pub(crate) const PREFETCH: RangeInclusive<u64> = 1..=100_000;
-/// What the options in seconds may be (`consumer_ttl`, `notification_max_age`): ten
-/// years at most.
+/// What the options in seconds may be (`consumer_ttl`, `notification_max_age`,
+/// `notification_ack_wait`): ten years at most.
 const SECONDS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
 /// What `connect_timeout` may be (seconds).
 const CONNECT_TIMEOUT: RangeInclusive<u64> = 1..=3600;
@@ -24,6 +24,8 @@ const MAX_PENDING: RangeInclusive<u64> = 1..=1_000_000;
 /// `max_pending`'s default beyond `prefetch` (what the client's queue per subscription
 /// held before `max_pending` existed).
 const QUEUE_SLACK: usize = 64;
+/// What `stream_replicas` may be: JetStream keeps at most five copies of a stream.
+const REPLICAS: RangeInclusive<u64> = 1..=5;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -42,12 +44,18 @@ pub(crate) struct Options {
     pub(crate) consumer_ttl: Duration,
     /// Notifications older than this are dropped from the stream.
     pub(crate) max_age: Duration,
+    /// A delivered notification not acknowledged (nor told in progress) for this long
+    /// is redelivered: the consumers' `ack_wait`.
+    pub(crate) ack_wait: Duration,
     /// The largest message body sent or accepted, if the URL sets one (otherwise the
     /// server's advertised `max_payload`).
     pub(crate) max_message_size: Option<usize>,
     /// `max_pending`: the most requests one RPC subscription holds waiting for room in
     /// its listener's buffer; what arrives beyond them is dropped and counted.
     pub(crate) max_pending: usize,
+    /// How many servers of a JetStream cluster keep the notification stream, when this
+    /// transport creates it.
+    pub(crate) stream_replicas: usize,
 }
 
 /// The options this transport understands.
@@ -70,6 +78,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "ssl_cert_file",
     "ssl_key_file",
     "ssl_enforce_hostname_verification",
+    "stream_replicas",
+    "notification_ack_wait",
 ];
 
 impl Options {
@@ -167,12 +177,14 @@ impl Options {
             connect_timeout: Duration::from_secs(number("connect_timeout", 10, CONNECT_TIMEOUT)?),
             consumer_ttl: Duration::from_secs(number("consumer_ttl", 7 * 24 * 3600, SECONDS)?),
             max_age: Duration::from_secs(number("notification_max_age", 24 * 3600, SECONDS)?),
+            ack_wait: Duration::from_secs(number("notification_ack_wait", 30, SECONDS)?),
             max_message_size: match url.option("max_message_size") {
                 None => None,
                 Some(_) => Some(number("max_message_size", 0, MESSAGE_SIZE)? as usize),
             },
             max_pending: number("max_pending", (prefetch + QUEUE_SLACK) as u64, MAX_PENDING)?
                 as usize,
+            stream_replicas: number("stream_replicas", 1, REPLICAS)? as usize,
         })
     }
 }
@@ -224,6 +236,16 @@ mod tests {
         }
         let o = options("nats://h?max_message_size=4096").unwrap();
         assert_eq!(o.max_message_size, Some(4096));
+        assert_eq!(o.stream_replicas, 1);
+        assert_eq!(o.ack_wait, Duration::from_secs(30));
+        let o = options("nats://h?notification_ack_wait=5").unwrap();
+        assert_eq!(o.ack_wait, Duration::from_secs(5));
+        let o = options("nats://h1:4222,h2:4223,h3:4224?stream_replicas=3").unwrap();
+        assert_eq!(
+            o.servers,
+            ["nats://h1:4222", "nats://h2:4223", "nats://h3:4224"]
+        );
+        assert_eq!(o.stream_replicas, 3);
     }
 
     #[test]
@@ -284,6 +306,10 @@ mod tests {
             ("connect_timeout", "0", "from 1 to 3600"),
             ("connect_timeout", "99999999999999999999", "from 1 to 3600"),
             ("max_message_size", "67108865", "from 1 to 67108864"),
+            ("stream_replicas", "0", "from 1 to 5"),
+            ("notification_ack_wait", "0", "from 1 to 315360000"),
+            ("stream_replicas", "6", "from 1 to 5"),
+            ("stream_replicas", "three", "from 1 to 5"),
         ] {
             let url = format!("nats://h?{option}={value}");
             match options(&url) {
@@ -301,6 +327,8 @@ mod tests {
             ("notification_max_age", "315360000"),
             ("connect_timeout", "3600"),
             ("max_message_size", "1"),
+            ("stream_replicas", "1"),
+            ("stream_replicas", "5"),
         ] {
             assert!(
                 options(&format!("nats://h?{option}={value}")).is_ok(),
