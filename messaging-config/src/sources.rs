@@ -8,6 +8,12 @@
 //!   name; a leading `~` means the home directory;
 //! * a missing file is an error, reported with every other missing one at the end; a
 //!   missing dir is an error at once;
+//! * (not oslo's) a file larger than [`MAX_FILE_SIZE`] is an error, read no further, so
+//!   `/dev/zero` or a pipe that never ends cannot exhaust memory; and a dir's `*.conf`
+//!   that is not a regular file (a FIFO, a device, a socket, a directory), symlinks
+//!   followed, is an error rather than something to open, since opening a FIFO waits
+//!   for a writer forever. A file named on its own may be anything readable
+//!   (`--config-file <(...)`, a pipe from the shell, works);
 //! * section names other than `DEFAULT` are case-insensitive (`[OSLO_MESSAGING_RABBIT]`
 //!   is `[oslo_messaging_rabbit]`), `DEFAULT` must be written so (`[default]` is a
 //!   section named `default`); keys are case-sensitive;
@@ -17,10 +23,16 @@
 //!   winning within one file.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Origin};
 use crate::ini;
+
+/// The largest config file read (16 MiB; oslo's sample `nova.conf`, every option
+/// commented, is under 1 MiB). A larger one is [`ConfigError::Unreadable`] with an
+/// error of kind [`io::ErrorKind::FileTooLarge`].
+pub(crate) const MAX_FILE_SIZE: u64 = 16 << 20;
 
 /// One place to read configuration from, as `--config-file` and `--config-dir` name
 /// them.
@@ -104,6 +116,46 @@ fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// How a file came to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Named on its own: anything readable.
+    Named,
+    /// Found in a config dir: regular files only.
+    InDir,
+}
+
+/// The bytes of `path`, at most [`MAX_FILE_SIZE`] of them.
+fn read_bounded(path: &Path, kind: Kind) -> io::Result<Vec<u8>> {
+    if kind == Kind::InDir && !std::fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a config dir's *.conf must be files: a FIFO or device \
+             there could never be read to its end)",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "larger than {} MiB, the most a config file may hold",
+                MAX_FILE_SIZE >> 20
+            ),
+        )
+    };
+    let known = file.metadata()?;
+    if known.is_file() && known.len() > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 impl Store {
     /// Reads `sources` in order.
     ///
@@ -116,10 +168,12 @@ impl Store {
         let mut missing = Vec::new();
         for source in sources {
             match source {
-                Source::File(path) => store.read_file(&expand_home(path), &mut missing)?,
+                Source::File(path) => {
+                    store.read_file(&expand_home(path), Kind::Named, &mut missing)?
+                }
                 Source::Dir(path) => {
                     for file in dir_files(&expand_home(path))? {
-                        store.read_file(&file, &mut missing)?;
+                        store.read_file(&file, Kind::InDir, &mut missing)?;
                     }
                 }
             }
@@ -130,8 +184,13 @@ impl Store {
         Ok(store)
     }
 
-    fn read_file(&mut self, path: &Path, missing: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
-        let bytes = match std::fs::read(path) {
+    fn read_file(
+        &mut self,
+        path: &Path,
+        kind: Kind,
+        missing: &mut Vec<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        let bytes = match read_bounded(path, kind) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 missing.push(path.to_owned());
