@@ -402,3 +402,48 @@ fn odd_section_and_key_names_are_logged_escaped_and_cut() {
         assert!(event.message.len() < 1000, "{} bytes", event.message.len());
     }
 }
+
+// ===== notification options at their edges =====
+
+#[test]
+fn retry_edge_values_are_forever_a_limit_or_a_clear_error() {
+    use messaging_core::notify::Retry;
+    let retry_of = |value: &str| {
+        load_text(&format!(
+            "[DEFAULT]\ntransport_url = memory://\n[oslo_messaging_notifications]\n\
+             driver = messagingv2\nretry = {value}\n"
+        ))
+        .map(|config| {
+            let notifier = messaging_config::notifier(
+                &config,
+                messaging_config::notification_transport(&config).unwrap(),
+                "p",
+            )
+            .unwrap();
+            (config.notification_settings().retry, notifier.retry())
+        })
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(retry_of("-1"), Ok((None, Some(Retry::Forever))));
+    assert_eq!(retry_of("-99999999999"), Ok((None, Some(Retry::Forever))));
+    assert_eq!(retry_of(""), Ok((None, Some(Retry::Forever))));
+    assert_eq!(retry_of("0"), Ok((Some(0), Some(Retry::Limit(0)))));
+    assert_eq!(
+        retry_of("4294967295"),
+        Ok((Some(u32::MAX), Some(Retry::Limit(u32::MAX))))
+    );
+    for bad in [
+        "4294967296",
+        "1e3",
+        "3.0",
+        "forever",
+        "0x10",
+        "99999999999999999999",
+    ] {
+        let error = retry_of(bad).unwrap_err();
+        assert!(
+            error.contains("[oslo_messaging_notifications] retry"),
+            "{error}"
+        );
+    }
+}
