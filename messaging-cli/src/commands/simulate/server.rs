@@ -11,7 +11,9 @@ use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
 use messaging_core::rpc::{Endpoint, HandlerError, RpcDispatcher};
-use messaging_core::{Context, Dispatcher, ListenOptions, Priority, Subscription, Target};
+use messaging_core::{
+    Context, Dispatcher, ListenOptions, Priority, Subscription, Target, Untrusted,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -198,15 +200,19 @@ impl Running {
                 let (start_note, done_note) = (err.clone(), err.clone());
                 let endpoint = Endpoint::new()
                     .method("info", info)
+                    // A client's id is a peer's text: shown escaped and cut, so it
+                    // cannot write escape sequences to the terminal or flood it.
                     .method("sync_start", move |_ctx, args: SyncArgs| {
                         let id = args.message.id;
-                        start_note.note(&format!("rpc-server: client {id} started"));
+                        let shown = Untrusted::new(&id);
+                        start_note.note(&format!("rpc-server: client {shown} started"));
                         started.start(id);
                         Ok::<_, HandlerError>(Value::Null)
                     })
                     .method("sync_done", move |_ctx, args: SyncArgs| {
                         let id = args.message.id;
-                        done_note.note(&format!("rpc-server: client {id} is done"));
+                        let shown = Untrusted::new(&id);
+                        done_note.note(&format!("rpc-server: client {shown} is done"));
                         if done.done(&id) {
                             done_note
                                 .note("rpc-server: every --sync client is done: stopping in 1 s");
