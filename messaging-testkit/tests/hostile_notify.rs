@@ -169,3 +169,26 @@ fn a_routing_table_naming_drivers_not_listed_sends_through_them_once_each() {
         assert!(messages.is_empty());
     });
 }
+
+#[test]
+fn the_log_driver_never_writes_an_unmasked_payload_however_deep() {
+    within(LIMIT, "deep payload", || {
+        let password = format!("pw-{}", ids::hex_id());
+        // Deeper than serde_json reads back (128 levels), a secret beside it.
+        let deep = (0..200).fold(json!({"adminPass": password}), |v, _| json!([v]));
+        let payload = json!({"deep": deep, "admin_password": password, "n": 1});
+        let transport = messaging_transports::open("memory://").unwrap();
+        let notifier = Notifier::new(transport, "compute.host1").with_driver(NotifyDriver::Log);
+        let (logs, _guard) = LogCapture::start();
+        block_on(notifier.info(&Context::new(), "compute.instance.update", &payload)).unwrap();
+        let events = logs.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let text = format!("{} {:?}", events[0].message, events[0].fields);
+        assert!(
+            !text.contains(password.as_str()),
+            "the password was logged: {text}"
+        );
+        assert!(text.contains("not shown"), "{text}");
+        assert!(text.contains("compute.instance.update"), "{text}");
+    });
+}
