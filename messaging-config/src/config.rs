@@ -153,12 +153,12 @@ fn log_ignored(store: &Store) {
         match section {
             Section::Unknown => tracing::debug!(
                 section = %name,
-                origin = %group.first_seen,
+                origin = %store.origin(group.first_seen),
                 "config: ignoring section [{name}]: no messaging options there",
             ),
             Section::WithoutTransport(transport) => tracing::debug!(
                 section = %name,
-                origin = %group.first_seen,
+                origin = %store.origin(group.first_seen),
                 "config: ignoring section [{name}]: this build has no {transport} transport",
             ),
             Section::Known(known) => {
@@ -167,11 +167,11 @@ fn log_ignored(store: &Store) {
                         continue;
                     }
                     let key = Untrusted::new(key);
-                    let origin = settings.last().map(|s| &s.origin);
+                    let origin = settings.last().map(|s| store.origin((s.rank, s.line)));
                     tracing::debug!(
                         section = %name,
                         key = %key,
-                        origin = ?origin.map(ToString::to_string),
+                        origin = ?origin.as_ref().map(ToString::to_string),
                         "config: ignoring unknown option `{key}` in [{name}]",
                     );
                 }

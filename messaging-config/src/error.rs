@@ -79,7 +79,7 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// A file or dir that exists but cannot be read (permissions, a directory named
-    /// as a config file), a file larger than 16 MiB (error kind
+    /// as a config file), a file larger than 4 MiB (error kind
     /// [`FileTooLarge`](std::io::ErrorKind::FileTooLarge): `/dev/zero` as a config
     /// file ends here rather than exhausting memory), or a config dir's `*.conf` that
     /// is not a regular file (a FIFO, a device).

@@ -79,7 +79,7 @@
 //!
 //! # Limits (not oslo's)
 //!
-//! * A config file larger than 16 MiB is refused ([`ConfigError::Unreadable`]) after
+//! * A config file larger than 4 MiB is refused ([`ConfigError::Unreadable`]) after
 //!   reading at most that much, so `/dev/zero` or a pipe that never ends cannot exhaust
 //!   memory.
 //! * A config dir's `*.conf` that is not a regular file (a FIFO, a device, a socket, a
