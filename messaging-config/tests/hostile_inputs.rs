@@ -451,21 +451,40 @@ fn retry_edge_values_are_forever_a_limit_or_a_clear_error() {
 // ===== files named by transport options =====
 
 #[test]
-fn an_endless_tls_file_is_refused_at_a_size_limit() {
-    let config = load_text(
-        "[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/\n\
-         [oslo_messaging_rabbit]\nssl = true\nssl_ca_file = /dev/zero\n",
-    )
-    .unwrap();
-    let started = Instant::now();
-    let error = within(QUICK, "ssl_ca_file = /dev/zero", move || {
-        config
-            .rpc_transport_url()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .unwrap_err();
-    eprintln!("ssl_ca_file = /dev/zero: {:?}", started.elapsed());
-    assert!(error.contains("ssl_ca_file"), "{error}");
-    assert!(error.contains("larger than"), "{error}");
+fn an_endless_tls_or_credentials_file_is_refused_at_a_size_limit() {
+    for (text, key) in [
+        (
+            "[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/\n\
+             [oslo_messaging_rabbit]\nssl = true\nssl_ca_file = /dev/zero\n",
+            "ssl_ca_file",
+        ),
+        (
+            "[DEFAULT]\ntransport_url = nats://h:4222\n\
+             [oslo_messaging_nats]\nssl = true\nssl_ca_file = /dev/zero\n",
+            "ssl_ca_file",
+        ),
+        (
+            "[DEFAULT]\ntransport_url = nats://h:4222\n\
+             [oslo_messaging_nats]\ncreds_file = /dev/zero\n",
+            "creds_file",
+        ),
+        (
+            "[DEFAULT]\ntransport_url = nats://h:4222\n\
+             [oslo_messaging_nats]\nnkey_seed_file = /dev/zero\n",
+            "nkey_seed_file",
+        ),
+    ] {
+        let config = load_text(text).unwrap();
+        let started = Instant::now();
+        let error = within(QUICK, key, move || {
+            config
+                .rpc_transport_url()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        eprintln!("{key} = /dev/zero: {:?}", started.elapsed());
+        assert!(error.contains(key), "{error}");
+        assert!(error.contains("larger than"), "{error}");
+    }
 }
