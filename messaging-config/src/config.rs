@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use messaging_core::notify::NotifyDriver;
-use messaging_core::{Target, TransportUrl};
+use messaging_core::{Target, TransportUrl, Untrusted};
 
 use crate::error::{ConfigError, Origin, Purpose};
 use crate::schema::{self, DEFAULT, NOTIFICATIONS, Section};
@@ -144,18 +144,21 @@ impl ConfigBuilder {
     }
 }
 
-/// One debug line per unknown section and per unknown option of a known one.
+/// One debug line per unknown section and per unknown option of a known one; the
+/// names escaped and cut as [`Untrusted`] text (a file may hold anything).
 fn log_ignored(store: &Store) {
     for (name, group) in &store.groups {
-        match schema::section(name) {
+        let section = schema::section(name);
+        let name = Untrusted::new(name);
+        match section {
             Section::Unknown => tracing::debug!(
                 section = %name,
-                origin = %group.first_seen,
+                origin = %store.origin(group.first_seen),
                 "config: ignoring section [{name}]: no messaging options there",
             ),
             Section::WithoutTransport(transport) => tracing::debug!(
                 section = %name,
-                origin = %group.first_seen,
+                origin = %store.origin(group.first_seen),
                 "config: ignoring section [{name}]: this build has no {transport} transport",
             ),
             Section::Known(known) => {
@@ -163,11 +166,12 @@ fn log_ignored(store: &Store) {
                     if known.contains(&key.as_str()) {
                         continue;
                     }
-                    let origin = settings.last().map(|s| &s.origin);
+                    let key = Untrusted::new(key);
+                    let origin = settings.last().map(|s| store.origin((s.rank, s.line)));
                     tracing::debug!(
                         section = %name,
                         key = %key,
-                        origin = ?origin.map(ToString::to_string),
+                        origin = ?origin.as_ref().map(ToString::to_string),
                         "config: ignoring unknown option `{key}` in [{name}]",
                     );
                 }
@@ -179,18 +183,27 @@ fn log_ignored(store: &Store) {
 // ===== Value =====
 
 /// A value as set for an option (after `$` substitution), and where it was set. Its
-/// `Debug` hides it when the key is secret.
+/// `Debug` hides it when it is [secret](Value::is_secret).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Value {
     key: String,
     text: String,
     origin: Origin,
+    secret: bool,
 }
 
 impl Value {
-    /// The value. If the key is secret (see [`ConfigError`]), do not log it.
+    /// The value. If it [is secret](Value::is_secret), do not log it.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// Whether the value is secret: its key is (see [`ConfigError`]), or a `$`
+    /// reference took in the value of a secret key (`control_exchange =
+    /// $admin_password`). A secret value is never shown in a `Debug` output or an
+    /// error.
+    pub fn is_secret(&self) -> bool {
+        self.secret
     }
 
     /// Where it was set.
@@ -206,11 +219,7 @@ impl Value {
 
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text: &dyn fmt::Debug = if is_secret(&self.key) {
-            &"***"
-        } else {
-            &self.text
-        };
+        let text: &dyn fmt::Debug = if self.secret { &"***" } else { &self.text };
         f.debug_struct("Value")
             .field("key", &self.key)
             .field("text", text)
@@ -222,7 +231,10 @@ impl fmt::Debug for Value {
 // ===== NotificationSettings =====
 
 /// `[oslo_messaging_notifications]`, typed: what a `Notifier` is built from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows `***` for an option whose value took in a secret by a `$`
+/// reference (`topics = $admin_password`).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NotificationSettings {
     /// `driver` (multi-valued: one line each), every file's, oldest first: some of
@@ -243,6 +255,33 @@ pub struct NotificationSettings {
     /// [`notification_transport`](crate::notification_transport), which adds the
     /// transport section's options.
     pub transport_url: Option<TransportUrl>,
+    /// The options whose values took in a secret (not shown by `Debug`).
+    secret_options: Vec<&'static str>,
+}
+
+/// `value`, or `***` if `name` is one of `secret`.
+fn shown<'a>(secret: &[&str], name: &str, value: &'a dyn fmt::Debug) -> &'a dyn fmt::Debug {
+    if secret.contains(&name) {
+        &"***"
+    } else {
+        value
+    }
+}
+
+impl fmt::Debug for NotificationSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = &self.secret_options;
+        f.debug_struct("NotificationSettings")
+            .field("drivers", shown(secret, "driver", &self.drivers))
+            .field("topics", shown(secret, "topics", &self.topics))
+            .field("retry", shown(secret, "retry", &self.retry))
+            .field(
+                "routing_config",
+                shown(secret, "routing_config", &self.routing_config),
+            )
+            .field("transport_url", &self.transport_url)
+            .finish()
+    }
 }
 
 impl NotificationSettings {
@@ -273,20 +312,40 @@ pub struct Config {
     executor_thread_pool_size: usize,
     rpc_ping_enabled: bool,
     notifications: NotificationSettings,
+    /// The `[DEFAULT]` options whose values took in a secret by a `$` reference
+    /// (`control_exchange = $admin_password`): not shown by `Debug`.
+    pub(crate) secret_options: Vec<&'static str>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = &self.secret_options;
         f.debug_struct("Config")
             .field("files", &self.store.files)
             .field(
                 "transport_url",
                 &self.transport_url.as_ref().map(|(u, _)| u),
             )
-            .field("control_exchange", &self.control_exchange)
-            .field("rpc_response_timeout", &self.rpc_response_timeout)
-            .field("executor_thread_pool_size", &self.executor_thread_pool_size)
-            .field("rpc_ping_enabled", &self.rpc_ping_enabled)
+            .field(
+                "control_exchange",
+                shown(secret, "control_exchange", &self.control_exchange),
+            )
+            .field(
+                "rpc_response_timeout",
+                shown(secret, "rpc_response_timeout", &self.rpc_response_timeout),
+            )
+            .field(
+                "executor_thread_pool_size",
+                shown(
+                    secret,
+                    "executor_thread_pool_size",
+                    &self.executor_thread_pool_size,
+                ),
+            )
+            .field(
+                "rpc_ping_enabled",
+                shown(secret, "rpc_ping_enabled", &self.rpc_ping_enabled),
+            )
             .field("notifications", &self.notifications)
             .finish_non_exhaustive()
     }
@@ -328,7 +387,9 @@ impl Config {
                 retry: None,
                 routing_config: None,
                 transport_url: None,
+                secret_options: Vec::new(),
             },
+            secret_options: Vec::new(),
         };
         config.transport_url = config.url(DEFAULT)?;
         config.notification_url = config.url(NOTIFICATIONS)?;
@@ -337,24 +398,35 @@ impl Config {
                 .with_exchange(v.as_str())
                 .validate_names()
                 .map_err(|e| invalid(&v, DEFAULT, e.reason()))?;
+            config.note_secret("control_exchange", &v);
             config.control_exchange = v.text;
         }
         if let Some(v) = config.typed(DEFAULT, &["rpc_response_timeout"])?
             && let Some(seconds) = whole(&v, DEFAULT, 0, MAX_TIMEOUT_S)?
         {
+            config.note_secret("rpc_response_timeout", &v);
             config.rpc_response_timeout = Duration::from_secs(seconds as u64);
         }
         if let Some(v) = config.typed(DEFAULT, &schema::names_of("executor_thread_pool_size"))?
             && let Some(size) = whole(&v, DEFAULT, 1, MAX_POOL_SIZE)?
         {
+            config.note_secret("executor_thread_pool_size", &v);
             config.executor_thread_pool_size = size as usize;
         }
         if let Some(v) = config.typed(DEFAULT, &["rpc_ping_enabled"])? {
+            config.note_secret("rpc_ping_enabled", &v);
             config.rpc_ping_enabled =
                 values::boolean(v.as_str()).map_err(|r| invalid(&v, DEFAULT, &r))?;
         }
         config.notifications = config.notification_settings_from_store()?;
         Ok(config)
+    }
+
+    /// Remembers that option `name` of `[DEFAULT]` is not to be shown, if `v` is secret.
+    fn note_secret(&mut self, name: &'static str, v: &Value) {
+        if v.secret {
+            self.secret_options.push(name);
+        }
     }
 
     fn notification_settings_from_store(&self) -> Result<NotificationSettings, ConfigError> {
@@ -368,7 +440,14 @@ impl Config {
                 .as_ref()
                 .or(self.transport_url.as_ref())
                 .map(|(url, _)| url.clone()),
+            secret_options: Vec::new(),
         };
+        let mut note = |name: &'static str, v: &Value| {
+            if v.secret && !settings.secret_options.contains(&name) {
+                settings.secret_options.push(name);
+            }
+        };
+        let mut drivers = Vec::new();
         for v in self.values(NOTIFICATIONS, "driver")? {
             if v.as_str().is_empty() {
                 continue;
@@ -384,29 +463,39 @@ impl Config {
                 };
                 return Err(invalid(&v, NOTIFICATIONS, &reason));
             }
-            settings.drivers.push(v.text);
+            note("driver", &v);
+            drivers.push(v.text);
         }
+        let mut topics = vec![DEFAULT_NOTIFICATION_TOPIC.to_owned()];
         if let Some(v) = self.typed(NOTIFICATIONS, &["topics"])? {
-            let topics = values::list(v.as_str());
+            topics = values::list(v.as_str());
             for topic in &topics {
                 Target::new(topic.as_str()).validate_names().map_err(|e| {
-                    invalid(
-                        &v,
-                        NOTIFICATIONS,
-                        &format!("topic `{}`: {}", topic.escape_debug(), e.reason()),
-                    )
+                    let reason = match v.secret {
+                        true => format!("a topic: {}", e.reason()),
+                        false => format!("topic `{}`: {}", topic.escape_debug(), e.reason()),
+                    };
+                    invalid(&v, NOTIFICATIONS, &reason)
                 })?;
             }
-            settings.topics = topics;
+            note("topics", &v);
         }
+        let mut retry = None;
         if let Some(v) = self.typed(NOTIFICATIONS, &["retry"])?
-            && let Some(retry) = whole(&v, NOTIFICATIONS, i64::MIN, u32::MAX as i64)?
+            && let Some(limit) = whole(&v, NOTIFICATIONS, i64::MIN, u32::MAX as i64)?
         {
-            settings.retry = u32::try_from(retry).ok();
+            note("retry", &v);
+            retry = u32::try_from(limit).ok();
         }
+        let mut routing_config = None;
         if let Some(v) = self.typed(NOTIFICATIONS, &["routing_config"])? {
-            settings.routing_config = (!v.as_str().is_empty()).then(|| PathBuf::from(v.as_str()));
+            note("routing_config", &v);
+            routing_config = (!v.as_str().is_empty()).then(|| PathBuf::from(v.as_str()));
         }
+        settings.drivers = drivers;
+        settings.topics = topics;
+        settings.retry = retry;
+        settings.routing_config = routing_config;
         Ok(settings)
     }
 
@@ -440,18 +529,15 @@ impl Config {
                 .map(|s| s.value)
                 .or_else(|| schema::default_text(&owner, name).map(str::to_owned))
         };
-        let text = substitute(&setting.value, &group, &lookup).map_err(|e| {
-            ConfigError::value(
-                &setting.origin,
-                &group,
-                &setting.key,
-                e.reason(is_secret(&setting.key)),
-            )
+        let secret = is_secret(&setting.key);
+        let substituted = substitute(&setting.value, &group, &lookup).map_err(|e| {
+            ConfigError::value(&setting.origin, &group, &setting.key, e.reason(secret))
         })?;
         Ok(Value {
             key: setting.key,
-            text,
+            text: substituted.text,
             origin: setting.origin,
+            secret: secret || substituted.secret,
         })
     }
 
@@ -557,7 +643,7 @@ impl Config {
 
 /// A [`ConfigError::Value`] for `v` of `group`.
 pub(crate) fn invalid(v: &Value, group: &str, reason: &str) -> ConfigError {
-    ConfigError::value(&v.origin, group, &v.key, got(&v.key, reason, &v.text))
+    ConfigError::value(&v.origin, group, &v.key, got(v.secret, reason, &v.text))
 }
 
 /// `v` as a whole number from `min` to `max`; `None` for an empty value.

@@ -79,7 +79,10 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// A file or dir that exists but cannot be read (permissions, a directory named
-    /// `*.conf`).
+    /// as a config file), a file larger than 4 MiB (error kind
+    /// [`FileTooLarge`](std::io::ErrorKind::FileTooLarge): `/dev/zero` as a config
+    /// file ends here rather than exhausting memory), or a config dir's `*.conf` that
+    /// is not a regular file (a FIFO, a device).
     #[error("cannot read {}: {source}", path.display())]
     Unreadable {
         /// The file or dir.

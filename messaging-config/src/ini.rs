@@ -26,8 +26,8 @@
 /// One `key = value`, with the section it is in and the line it starts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Assignment {
-    /// The section, as written between the brackets.
-    pub(crate) section: String,
+    /// The section: its index in [`Parsed::sections`].
+    pub(crate) section: usize,
     pub(crate) key: String,
     /// The value: stripped, unquoted, continuation lines joined with `\n`.
     pub(crate) value: String,
@@ -97,10 +97,10 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, SyntaxError> {
         });
     }
     let mut parsed = Parsed::default();
-    let mut section: Option<&str> = None;
+    let mut section: Option<usize> = None;
     let mut pending: Option<Pending<'_>> = None;
     let flush = |pending: &mut Option<Pending<'_>>,
-                 section: Option<&str>,
+                 section: Option<usize>,
                  parsed: &mut Parsed|
      -> Result<(), SyntaxError> {
         let Some(done) = pending.take() else {
@@ -113,7 +113,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, SyntaxError> {
             });
         };
         parsed.assignments.push(Assignment {
-            section: section.to_owned(),
+            section,
             key: done.key.to_owned(),
             value: done.lines.join("\n"),
             line: done.line,
@@ -155,8 +155,8 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, SyntaxError> {
                     reason: "empty section name",
                 });
             }
+            section = Some(parsed.sections.len());
             parsed.sections.push((name.to_owned(), number));
-            section = Some(name);
         } else if line.starts_with(['#', ';']) {
             // A comment.
         } else {
@@ -204,11 +204,11 @@ mod tests {
 
     /// The assignments of `text` as `(section, key, value, line)`.
     fn assignments(text: &str) -> Vec<(String, String, String, usize)> {
-        parse(text)
-            .unwrap()
+        let parsed = parse(text).unwrap();
+        parsed
             .assignments
             .into_iter()
-            .map(|a| (a.section, a.key, a.value, a.line))
+            .map(|a| (parsed.sections[a.section].0.clone(), a.key, a.value, a.line))
             .collect()
     }
 
@@ -319,7 +319,10 @@ mod tests {
                 ("a]b".to_owned(), 6)
             ]
         );
-        assert_eq!(parsed.assignments[1].section, "OSLO_Messaging_Rabbit");
+        assert_eq!(
+            parsed.sections[parsed.assignments[1].section].0,
+            "OSLO_Messaging_Rabbit"
+        );
     }
 
     #[test]

@@ -71,7 +71,25 @@
 //! nobody registered, with one `tracing` debug line each (naming the section, key and
 //! file, never the value). `transport_url` and keys naming a password, secret, token or
 //! credential are secret: their values never reach a log line, a `Debug` output or an
-//! error message (URLs are shown with `***` for passwords).
+//! error message (URLs are shown with `***` for passwords). So is any value that takes
+//! in a secret one by a `$` reference (`rpc_response_timeout = $transport_url` is
+//! refused without quoting what it got), and an error inside a secret value reached by
+//! reference does not quote the part it is about. Other values are quoted in errors
+//! escaped and cut to 100 characters.
+//!
+//! # Limits (not oslo's)
+//!
+//! * A config file larger than 4 MiB is refused ([`ConfigError::Unreadable`]) after
+//!   reading at most that much, so `/dev/zero` or a pipe that never ends cannot exhaust
+//!   memory.
+//! * A config dir's `*.conf` that is not a regular file (a FIFO, a device, a socket, a
+//!   directory; symlinks followed) is refused rather than opened: opening a FIFO would
+//!   wait for a writer forever. A file named with
+//!   [`config_file`](ConfigBuilder::config_file) may be anything readable, so
+//!   `--config-file <(generate-config)` works.
+//! * `$` references are followed 16 deep at most, 10 000 of them per value, and a
+//!   value may expand to at most 1 MiB (or its own length): `a = $b$b`, `b = $c$c`, ...
+//!   is an error, not exponential time and memory.
 //!
 //! # No transport URL
 //!

@@ -8,6 +8,12 @@
 //!   name; a leading `~` means the home directory;
 //! * a missing file is an error, reported with every other missing one at the end; a
 //!   missing dir is an error at once;
+//! * (not oslo's) a file larger than [`MAX_FILE_SIZE`] is an error, read no further, so
+//!   `/dev/zero` or a pipe that never ends cannot exhaust memory; and a dir's `*.conf`
+//!   that is not a regular file (a FIFO, a device, a socket, a directory), symlinks
+//!   followed, is an error rather than something to open, since opening a FIFO waits
+//!   for a writer forever. A file named on its own may be anything readable
+//!   (`--config-file <(...)`, a pipe from the shell, works);
 //! * section names other than `DEFAULT` are case-insensitive (`[OSLO_MESSAGING_RABBIT]`
 //!   is `[oslo_messaging_rabbit]`), `DEFAULT` must be written so (`[default]` is a
 //!   section named `default`); keys are case-sensitive;
@@ -17,10 +23,17 @@
 //!   winning within one file.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Origin};
 use crate::ini;
+
+/// The largest config file read (4 MiB; oslo's sample `nova.conf`, every option
+/// commented, is about 0.5 MiB). Reading one costs up to about 30 times its size in
+/// memory when it is nothing but one-line assignments, so the limit also bounds that. A larger one is [`ConfigError::Unreadable`] with an
+/// error of kind [`io::ErrorKind::FileTooLarge`].
+pub(crate) const MAX_FILE_SIZE: u64 = 4 << 20;
 
 /// One place to read configuration from, as `--config-file` and `--config-dir` name
 /// them.
@@ -43,11 +56,22 @@ pub(crate) struct Setting {
     pub(crate) rank: usize,
 }
 
-/// A section: where it was first seen, and its values by key, oldest first.
+/// One value as a file gave it, stored compactly (its key is the map's, its file the
+/// store's `files[rank]`): a file of a million one-line assignments must not cost a
+/// copy of its path each.
+#[derive(Clone, Debug)]
+pub(crate) struct Stored {
+    pub(crate) value: String,
+    pub(crate) line: usize,
+    pub(crate) rank: usize,
+}
+
+/// A section: where it was first seen (file index and line), and its values by key,
+/// oldest first.
 #[derive(Clone, Debug)]
 pub(crate) struct Group {
-    pub(crate) first_seen: Origin,
-    pub(crate) keys: BTreeMap<String, Vec<Setting>>,
+    pub(crate) first_seen: (usize, usize),
+    pub(crate) keys: BTreeMap<String, Vec<Stored>>,
 }
 
 /// Everything read, by normalised section name.
@@ -104,6 +128,46 @@ fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// How a file came to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Named on its own: anything readable.
+    Named,
+    /// Found in a config dir: regular files only.
+    InDir,
+}
+
+/// The bytes of `path`, at most [`MAX_FILE_SIZE`] of them.
+fn read_bounded(path: &Path, kind: Kind) -> io::Result<Vec<u8>> {
+    if kind == Kind::InDir && !std::fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a config dir's *.conf must be files: a FIFO or device \
+             there could never be read to its end)",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "larger than {} MiB, the most a config file may hold",
+                MAX_FILE_SIZE >> 20
+            ),
+        )
+    };
+    let known = file.metadata()?;
+    if known.is_file() && known.len() > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 impl Store {
     /// Reads `sources` in order.
     ///
@@ -116,10 +180,12 @@ impl Store {
         let mut missing = Vec::new();
         for source in sources {
             match source {
-                Source::File(path) => store.read_file(&expand_home(path), &mut missing)?,
+                Source::File(path) => {
+                    store.read_file(&expand_home(path), Kind::Named, &mut missing)?
+                }
                 Source::Dir(path) => {
                     for file in dir_files(&expand_home(path))? {
-                        store.read_file(&file, &mut missing)?;
+                        store.read_file(&file, Kind::InDir, &mut missing)?;
                     }
                 }
             }
@@ -130,8 +196,13 @@ impl Store {
         Ok(store)
     }
 
-    fn read_file(&mut self, path: &Path, missing: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
-        let bytes = match std::fs::read(path) {
+    fn read_file(
+        &mut self,
+        path: &Path,
+        kind: Kind,
+        missing: &mut Vec<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        let bytes = match read_bounded(path, kind) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 missing.push(path.to_owned());
@@ -159,36 +230,57 @@ impl Store {
         })?;
         let rank = self.files.len();
         self.files.push(path.to_owned());
-        let origin = |line| Origin::File {
-            path: path.to_owned(),
-            line,
-        };
-        for (name, line) in parsed.sections {
-            self.groups
-                .entry(normalize_group(&name))
-                .or_insert_with(|| Group {
-                    first_seen: origin(line),
+        // Each section's normalised name, once.
+        let names: Vec<String> = parsed
+            .sections
+            .iter()
+            .map(|(name, line)| {
+                let name = normalize_group(name);
+                self.groups.entry(name.clone()).or_insert_with(|| Group {
+                    first_seen: (rank, *line),
                     keys: BTreeMap::new(),
                 });
-        }
+                name
+            })
+            .collect();
         for assignment in parsed.assignments {
-            self.groups
-                .entry(normalize_group(&assignment.section))
-                .or_insert_with(|| Group {
-                    first_seen: origin(assignment.line),
-                    keys: BTreeMap::new(),
-                })
-                .keys
-                .entry(assignment.key.clone())
-                .or_default()
-                .push(Setting {
-                    key: assignment.key,
-                    value: assignment.value,
-                    origin: origin(assignment.line),
-                    rank,
-                });
+            let Some(group) = self.groups.get_mut(&names[assignment.section]) else {
+                continue; // every section was entered above
+            };
+            let stored = Stored {
+                value: assignment.value,
+                line: assignment.line,
+                rank,
+            };
+            match group.keys.get_mut(&assignment.key) {
+                Some(values) => values.push(stored),
+                None => {
+                    group.keys.insert(assignment.key, vec![stored]);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Where a value of the file of index `rank` at `line` was set (overrides have no
+    /// file).
+    pub(crate) fn origin(&self, (rank, line): (usize, usize)) -> Origin {
+        match self.files.get(rank) {
+            Some(path) => Origin::File {
+                path: path.clone(),
+                line,
+            },
+            None => Origin::Override,
+        }
+    }
+
+    fn setting(&self, key: &str, stored: &Stored) -> Setting {
+        Setting {
+            key: key.to_owned(),
+            value: stored.value.clone(),
+            origin: self.origin((stored.rank, stored.line)),
+            rank: stored.rank,
+        }
     }
 
     /// Sets a value that wins over the files.
@@ -216,7 +308,7 @@ impl Store {
             return Some(set);
         }
         let keys = &self.groups.get(&normalize_group(group))?.keys;
-        let mut best: Option<(usize, usize, &Setting)> = None;
+        let mut best: Option<(usize, usize, &Stored)> = None;
         for (preference, name) in names.iter().enumerate() {
             let Some(last) = keys.get(*name).and_then(|all| all.last()) else {
                 continue;
@@ -230,7 +322,7 @@ impl Store {
                 best = Some((last.rank, preference, last));
             }
         }
-        best.map(|(_, _, setting)| setting.clone())
+        best.map(|(_, preference, stored)| self.setting(names[preference], stored))
     }
 
     /// Every value of a multi-valued option, oldest file first; an override stands for
@@ -242,7 +334,7 @@ impl Store {
         self.groups
             .get(&normalize_group(group))
             .and_then(|g| g.keys.get(key))
-            .cloned()
+            .map(|all| all.iter().map(|stored| self.setting(key, stored)).collect())
             .unwrap_or_default()
     }
 
@@ -267,11 +359,10 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn setting(key: &str, value: &str, rank: usize) -> Setting {
-        Setting {
-            key: key.to_owned(),
+    fn setting(value: &str, rank: usize) -> Stored {
+        Stored {
             value: value.to_owned(),
-            origin: Origin::Override,
+            line: 0,
             rank,
         }
     }
@@ -283,13 +374,13 @@ mod tests {
                 .groups
                 .entry(normalize_group(group))
                 .or_insert_with(|| Group {
-                    first_seen: Origin::Override,
+                    first_seen: (usize::MAX, 0),
                     keys: BTreeMap::new(),
                 })
                 .keys
                 .entry((*key).to_owned())
                 .or_default()
-                .push(setting(key, value, *rank));
+                .push(setting(value, *rank));
         }
         store
     }

@@ -13,6 +13,17 @@
 //! defaults. A file reader knows only what the files (and overrides) set, plus the
 //! defaults of the options read here; naming anything else is an error, since the
 //! value oslo would use is unknown.
+//!
+//! Bounds oslo does not have: references are followed at most [`MAX_DEPTH`] deep, at
+//! most [`MAX_REFERENCES`] of them for one value, and one value expands to at most
+//! [`MAX_EXPANDED`] bytes (or its own length, if longer), so that `a = $b$b`,
+//! `b = $c$c`, ... cannot take exponential time or memory.
+//!
+//! A value that takes in the value of a secret key (`control_exchange =
+//! $admin_password`) is secret in turn ([`Substituted::secret`]), and an error inside
+//! a secret value reached by reference does not name what it found there.
+
+use crate::values::is_secret;
 
 /// A value could not be substituted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +32,12 @@ pub(crate) enum SubstituteError {
     NotSet(String),
     /// References nested too deep: most likely a loop (`a = $b`, `b = $a`).
     TooDeep(String),
+    /// More than [`MAX_REFERENCES`] references, or more than [`MAX_EXPANDED`] bytes,
+    /// for one value.
+    TooLarge(&'static str),
+    /// Something wrong inside a secret value a reference led to: not said what, which
+    /// would quote part of it.
+    InSecret,
 }
 
 impl SubstituteError {
@@ -36,6 +53,15 @@ impl SubstituteError {
             (SubstituteError::TooDeep(name), false) => {
                 format!("`${name}`: `$` references nested too deep (a loop?)")
             }
+            (SubstituteError::TooLarge(what), _) => {
+                format!("{what} (references that multiply? write `$$` for a literal `$`)")
+            }
+            (SubstituteError::InSecret, false) => "a `$` reference leads to a hidden value \
+                                                    (it may hold a password) in which a `$` \
+                                                    names an option set in no config file, \
+                                                    or starts a loop: write `$$` there for a \
+                                                    literal `$`"
+                .to_owned(),
             (_, true) => "a `$` in this value (hidden: it may hold a password) names \
                           an option set in no config file, or starts a loop: write `$$` \
                           for a literal `$`"
@@ -44,8 +70,29 @@ impl SubstituteError {
     }
 }
 
+/// A substituted value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Substituted {
+    pub(crate) text: String,
+    /// Whether a reference took in the value of a secret key.
+    pub(crate) secret: bool,
+}
+
 /// The deepest chain of references followed.
-const MAX_DEPTH: usize = 16;
+pub(crate) const MAX_DEPTH: usize = 16;
+
+/// The most references followed for one value, nested ones included.
+pub(crate) const MAX_REFERENCES: usize = 10_000;
+
+/// The most bytes one value expands to (unless it is longer itself).
+pub(crate) const MAX_EXPANDED: usize = 1 << 20;
+
+/// What is left of one value's allowance as it is substituted.
+struct Budget {
+    references: usize,
+    max_len: usize,
+    secret: bool,
+}
 
 /// `value` of an option in `group`, substituted. `lookup(group, name)` returns the
 /// value set for option `name` of `group` (not yet substituted), if any.
@@ -53,8 +100,17 @@ pub(crate) fn substitute(
     value: &str,
     group: &str,
     lookup: &dyn Fn(&str, &str) -> Option<String>,
-) -> Result<String, SubstituteError> {
-    substitute_at(value, group, lookup, 0)
+) -> Result<Substituted, SubstituteError> {
+    let mut budget = Budget {
+        references: MAX_REFERENCES,
+        max_len: MAX_EXPANDED.max(value.len()),
+        secret: false,
+    };
+    let text = substitute_at(value, group, lookup, 0, &mut budget)?;
+    Ok(Substituted {
+        text,
+        secret: budget.secret,
+    })
 }
 
 fn substitute_at(
@@ -62,35 +118,46 @@ fn substitute_at(
     group: &str,
     lookup: &dyn Fn(&str, &str) -> Option<String>,
     depth: usize,
+    budget: &mut Budget,
 ) -> Result<String, SubstituteError> {
     if !value.contains('$') {
         return Ok(value.to_owned());
     }
     let value = value.replace("\\$", "$$");
-    let mut out = String::with_capacity(value.len());
+    let mut out = String::with_capacity(value.len().min(budget.max_len));
     let mut rest = value.as_str();
+    let max_len = budget.max_len;
+    let push = |out: &mut String, text: &str| {
+        if out.len() + text.len() > max_len {
+            return Err(SubstituteError::TooLarge(
+                "the value expands to more than 1 MiB through `$` references",
+            ));
+        }
+        out.push_str(text);
+        Ok(())
+    };
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
+        push(&mut out, &rest[..at])?;
         let after = &rest[at + 1..];
         if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+            push(&mut out, "$")?;
             rest = tail;
         } else if let Some(name) = identifier(after) {
-            out.push_str(&resolve(name, group, lookup, depth)?);
+            push(&mut out, &resolve(name, group, lookup, depth, budget)?)?;
             rest = &after[name.len()..];
         } else if let Some(name) = after
             .strip_prefix('{')
             .and_then(|braced| identifier(braced).filter(|n| braced[n.len()..].starts_with('}')))
         {
-            out.push_str(&resolve(name, group, lookup, depth)?);
+            push(&mut out, &resolve(name, group, lookup, depth, budget)?)?;
             rest = &after[name.len() + 2..];
         } else {
             // Not a placeholder: `safe_substitute` keeps the `$`.
-            out.push('$');
+            push(&mut out, "$")?;
             rest = after;
         }
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
     Ok(out)
 }
 
@@ -112,21 +179,35 @@ fn resolve(
     group: &str,
     lookup: &dyn Fn(&str, &str) -> Option<String>,
     depth: usize,
+    budget: &mut Budget,
 ) -> Result<String, SubstituteError> {
     if depth >= MAX_DEPTH {
         return Err(SubstituteError::TooDeep(name.to_owned()));
     }
+    if budget.references == 0 {
+        return Err(SubstituteError::TooLarge(
+            "too many `$` references (more than 10000 to expand this value)",
+        ));
+    }
+    budget.references -= 1;
     let (owner, option) = match name.split_once('.') {
         Some((owner, option)) => (owner, option),
         None => (group, name),
     };
     let found = lookup(owner, option)
-        .map(|value| (owner, value))
-        .or_else(|| lookup("DEFAULT", name).map(|value| ("DEFAULT", value)));
-    match found {
-        Some((owner, value)) => substitute_at(&value, owner, lookup, depth + 1),
-        None => Err(SubstituteError::NotSet(name.to_owned())),
+        .map(|value| (owner, option, value))
+        .or_else(|| lookup("DEFAULT", name).map(|value| ("DEFAULT", name, value)));
+    let Some((owner, key, value)) = found else {
+        return Err(SubstituteError::NotSet(name.to_owned()));
+    };
+    if !is_secret(key) {
+        return substitute_at(&value, owner, lookup, depth + 1, budget);
     }
+    budget.secret = true;
+    substitute_at(&value, owner, lookup, depth + 1, budget).map_err(|e| match e {
+        SubstituteError::TooLarge(what) => SubstituteError::TooLarge(what),
+        _ => SubstituteError::InSecret,
+    })
 }
 
 #[cfg(test)]
@@ -148,7 +229,7 @@ mod tests {
         value: &str,
         values: &'static [(&'static str, &'static str, &'static str)],
     ) -> Result<String, SubstituteError> {
-        substitute(value, "g", &with(values))
+        substitute(value, "g", &with(values)).map(|s| s.text)
     }
 
     #[test]
@@ -212,6 +293,65 @@ mod tests {
             SubstituteError::NotSet("xyzzy".into())
                 .reason(false)
                 .contains("`$xyzzy`")
+        );
+    }
+
+    #[test]
+    fn references_are_bounded_in_number_and_expansion() {
+        // 4^8 = 65536 references to an empty value: stopped at MAX_REFERENCES.
+        let fanout = &[
+            ("g", "a0", "$a1$a1$a1$a1"),
+            ("g", "a1", "$a2$a2$a2$a2"),
+            ("g", "a2", "$a3$a3$a3$a3"),
+            ("g", "a3", "$a4$a4$a4$a4"),
+            ("g", "a4", "$a5$a5$a5$a5"),
+            ("g", "a5", "$a6$a6$a6$a6"),
+            ("g", "a6", "$a7$a7$a7$a7"),
+            ("g", "a7", "$a8$a8$a8$a8"),
+            ("g", "a8", ""),
+        ];
+        assert!(matches!(
+            sub("$a0", fanout),
+            Err(SubstituteError::TooLarge(_))
+        ));
+        // 4^6 = 4096 references: allowed.
+        assert_eq!(sub("$a2", fanout).unwrap(), "");
+        // Growth past MAX_EXPANDED, from a short value.
+        let big: &'static str = Box::leak("x".repeat(300_000).into_boxed_str());
+        let values: &'static [(&str, &str, &str)] =
+            Box::leak(vec![("g", "b", big), ("g", "c", "$b$b$b$b")].into_boxed_slice());
+        assert!(matches!(
+            sub("$c", values),
+            Err(SubstituteError::TooLarge(_))
+        ));
+        assert_eq!(sub("$b$b$b", values).unwrap().len(), 900_000);
+        // A value longer than MAX_EXPANDED by itself is no error.
+        let long = "y".repeat(MAX_EXPANDED + 10);
+        assert_eq!(
+            sub(&format!("{long}$$"), &[]).unwrap().len(),
+            MAX_EXPANDED + 11
+        );
+    }
+
+    #[test]
+    fn taking_in_a_secret_makes_the_value_secret_and_hides_errors_inside_it() {
+        let values = &[
+            ("g", "admin_password", "pa$$word"),
+            ("g", "host", "h"),
+            ("g", "db_password", "pa$zz9q"),
+        ];
+        let lookup = with(values);
+        let plain = substitute("$host", "g", &lookup).unwrap();
+        assert_eq!((plain.text.as_str(), plain.secret), ("h", false));
+        let secret = substitute("x-$admin_password", "g", &lookup).unwrap();
+        assert_eq!((secret.text.as_str(), secret.secret), ("x-pa$word", true));
+        // `$zz9q` is part of the password: not named.
+        let error = substitute("$db_password", "g", &lookup).unwrap_err();
+        assert_eq!(error, SubstituteError::InSecret);
+        assert!(
+            !error.reason(false).contains("zz9q"),
+            "{}",
+            error.reason(false)
         );
     }
 }

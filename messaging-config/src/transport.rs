@@ -45,6 +45,8 @@ struct Contribution {
     section: &'static str,
     /// Where it was set: (file index, line), overrides last.
     order: (usize, usize),
+    /// Whether the value is secret ([`crate::Value::is_secret`]).
+    secret: bool,
 }
 
 /// The order of a value set at `origin` in the file of index `rank`.
@@ -141,21 +143,55 @@ impl Config {
                     Err(_) => false,
                 }
             });
+            // The transport's words could quote a secret value, the culprit's or
+            // another's it conflicts with.
+            let quotes_secret = contributions
+                .iter()
+                .any(|c| c.secret && !c.value.is_empty() && first.contains(c.value.as_str()));
             return Err(match culprit.map(|i| &contributions[i]) {
-                // The transport's words could quote the value.
-                Some(c) if values::is_secret(&c.key) => ConfigError::value(
+                Some(c) if c.secret || quotes_secret => ConfigError::value(
                     &c.origin,
                     c.section,
                     &c.key,
                     "the transport refuses this value (value hidden)",
                 ),
                 Some(c) => ConfigError::value(&c.origin, c.section, &c.key, first),
+                None if quotes_secret => ConfigError::value(
+                    origin,
+                    url_section,
+                    "transport_url",
+                    "the transport refuses this URL with the options of its section \
+                     (reason hidden: it quotes a secret value)",
+                ),
                 None => ConfigError::value(origin, url_section, "transport_url", first),
             });
         }
+        // Secret values of the section logged as `***`, as the URL shows passwords.
+        let shown = match contributions.iter().any(|c| c.secret) {
+            false => merged.to_string(),
+            true => {
+                let masked: Vec<Contribution> = contributions
+                    .iter()
+                    .map(|c| Contribution {
+                        key: c.key.clone(),
+                        value: if c.secret {
+                            "***".to_owned()
+                        } else {
+                            c.value.clone()
+                        },
+                        origin: c.origin.clone(),
+                        section: c.section,
+                        order: c.order,
+                        secret: c.secret,
+                    })
+                    .collect();
+                with_options(base, masked.iter())
+                    .map_or_else(|_| "(hidden)".to_owned(), |url| url.to_string())
+            }
+        };
         tracing::debug!(
             purpose = %purpose,
-            url = %merged,
+            url = %shown,
             origin = %origin,
             "config: {purpose} transport URL resolved",
         );
@@ -203,6 +239,7 @@ impl Config {
                     origin: value.origin().clone(),
                     section,
                     order,
+                    secret: value.is_secret(),
                 });
             }
         }
@@ -211,12 +248,14 @@ impl Config {
             && !in_url(&["control_exchange"])
             && let Some(setting) = self.store().single(DEFAULT, &["control_exchange"])
         {
+            let secret = self.secret_options.contains(&"control_exchange");
             added.push(Contribution {
                 key: "control_exchange".to_owned(),
                 value: self.control_exchange().to_owned(),
                 order: order_of(setting.rank, &setting.origin),
                 origin: setting.origin,
                 section: DEFAULT,
+                secret,
             });
         }
         added.sort_by_key(|c| c.order);
@@ -307,6 +346,7 @@ mod tests {
             origin: Origin::Default,
             section: schema::RABBIT,
             order: (0, 0),
+            secret: false,
         };
         let url = with_options(&base, [&c].into_iter()).unwrap();
         assert_eq!(url.option("ssl_ca_file"), Some("/etc/a+b/ca.pem"));

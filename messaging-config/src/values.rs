@@ -53,12 +53,22 @@ pub(crate) fn is_secret(key: &str) -> bool {
             .any(|word| key.contains(word))
 }
 
-/// `reason`, followed by the value quoted unless the key is secret.
-pub(crate) fn got(key: &str, reason: &str, value: &str) -> String {
-    if is_secret(key) {
-        format!("{reason} (value hidden)")
-    } else {
-        format!("{reason}, got `{}`", value.escape_debug())
+/// How many characters of a value an error quotes.
+const QUOTED: usize = 100;
+
+/// `reason`, followed by the value quoted (escaped, and cut after [`QUOTED`]
+/// characters, its length said) unless it is secret.
+pub(crate) fn got(secret: bool, reason: &str, value: &str) -> String {
+    if secret {
+        return format!("{reason} (value hidden)");
+    }
+    match value.char_indices().nth(QUOTED) {
+        None => format!("{reason}, got `{}`", value.escape_debug()),
+        Some((cut, _)) => format!(
+            "{reason}, got `{}`…({} bytes)",
+            value[..cut].escape_debug(),
+            value.len()
+        ),
     }
 }
 
@@ -123,11 +133,16 @@ mod tests {
             "credentials_file",
         ] {
             assert!(is_secret(key), "{key}");
-            assert!(!got(key, "bad", "hunter2").contains("hunter2"));
+            assert!(!got(is_secret(key), "bad", "hunter2").contains("hunter2"));
         }
         for key in ["heartbeat_rate", "ssl_key_file", "topics", "driver"] {
             assert!(!is_secret(key), "{key}");
         }
-        assert_eq!(got("retry", "bad", "x\n"), "bad, got `x\\n`");
+        assert_eq!(got(false, "bad", "x\n"), "bad, got `x\\n`");
+        let long = "é".repeat(1000);
+        assert_eq!(
+            got(false, "bad", &long),
+            format!("bad, got `{}`…(2000 bytes)", "é".repeat(QUOTED))
+        );
     }
 }

@@ -118,7 +118,11 @@ impl Context {
     /// | `service_token` | not copied, and never in `to_dict()` | removed |
     /// | `auth_token_info` | removed from log records (`get_logging_values`) | removed |
     ///
-    /// Every other key is kept as it is. (oslo sends an empty context when it is given
+    /// The same holds inside every other value, at any depth (`{"request":
+    /// {"auth_token": "…", "id": 1}}` goes out as `{"request": {"auth_token": null,
+    /// "id": 1}}`): oslo's `to_dict()` carries only the identity fields, so a token
+    /// tucked inside another value never leaves either. Everything else is kept as it
+    /// is. (oslo sends an empty context when it is given
     /// a plain dict, which it cannot redact; a `Context` is always redacted and sent.
     /// oslo's `redacted_copy()` builds a new
     /// `RequestContext` from the identity fields only, so `read_only`,
@@ -157,6 +161,27 @@ impl Context {
                 }
             } else {
                 self.0.remove(*key);
+            }
+        }
+        // Inside other values too (`{"request": {"auth_token": ...}}`), at any depth:
+        // iteratively, so that no nesting can exhaust the stack.
+        let mut pending: Vec<&mut serde_json::Value> = self.0.values_mut().collect();
+        while let Some(value) = pending.pop() {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for key in Self::SENSITIVE_KEYS {
+                        if *key == "auth_token" {
+                            if let Some(value) = map.get_mut(*key) {
+                                *value = serde_json::Value::Null;
+                            }
+                        } else {
+                            map.remove(*key);
+                        }
+                    }
+                    pending.extend(map.values_mut());
+                }
+                serde_json::Value::Array(items) => pending.extend(items.iter_mut()),
+                _ => {}
             }
         }
     }

@@ -36,9 +36,10 @@ pub enum NotifyDriver {
     MessagingV2,
     /// `log`: to `tracing`, target `messaging::notification`, at the priority's level
     /// (`debug` at DEBUG; `info`, `audit` and `sample` at INFO; `warn` at WARN;
-    /// `error` and `critical` at ERROR), with the payload's secrets masked. (oslo's
-    /// log driver drops `audit` and `sample`, having no logger method of those
-    /// names.)
+    /// `error` and `critical` at ERROR), with the payload's secrets masked (a payload
+    /// nested more than 128 levels deep, which cannot be searched, is replaced by its
+    /// size). (oslo's log driver drops `audit` and `sample`, having no logger method
+    /// of those names.)
     Log,
     /// `noop`: nowhere.
     Noop,

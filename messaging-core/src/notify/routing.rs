@@ -186,12 +186,20 @@ pub use yaml::RoutingError;
 
 #[cfg(feature = "yaml")]
 mod yaml {
+    use std::io::Read;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use serde_yaml_ng::Value;
 
     use super::{NotifyDriver, Pattern, Route, RoutingTable};
+
+    /// The largest routing config read: 1 MiB (oslo's example is ten lines).
+    const MAX_SIZE: usize = 1 << 20;
+
+    /// The deepest nesting of flow collections (`[`, `{`) read: the YAML reader's own
+    /// limit, checked before it spends time on deeper ones.
+    const MAX_FLOW_DEPTH: usize = 128;
 
     /// A `routing_config` file that cannot be used.
     #[derive(Clone, Debug, thiserror::Error)]
@@ -212,22 +220,47 @@ mod yaml {
         /// The YAML is not a routing table: what is wrong, and where.
         #[error("invalid routing config: {0}")]
         Invalid(String),
+        /// The file or text is larger than 1 MiB (a routing table is a few lines; a
+        /// larger one, or an endless file, is refused before it costs memory).
+        #[error("the routing config{} is larger than 1 MiB", shown_path(path.as_deref()))]
+        TooLarge {
+            /// The file, when read from one.
+            path: Option<PathBuf>,
+        },
     }
 
     impl RoutingTable {
         /// Reads oslo's `routing_config` file; see
         /// [`from_yaml_str`](RoutingTable::from_yaml_str).
         ///
+        /// At most 1 MiB is read: a larger file (or `/dev/zero`) is
+        /// [`RoutingError::TooLarge`].
+        ///
         /// # Errors
         ///
-        /// [`RoutingError::Read`] if the file cannot be read, else as
-        /// `from_yaml_str`.
+        /// [`RoutingError::Read`] if the file cannot be read or is not UTF-8,
+        /// [`RoutingError::TooLarge`], else as `from_yaml_str`.
         #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
         pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<RoutingTable, RoutingError> {
             let path = path.as_ref();
-            let text = std::fs::read_to_string(path).map_err(|e| RoutingError::Read {
+            let read = |e| RoutingError::Read {
                 path: path.to_owned(),
                 source: Arc::new(e),
+            };
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_SIZE as u64 + 1).read_to_end(&mut bytes))
+                .map_err(read)?;
+            if bytes.len() > MAX_SIZE {
+                return Err(RoutingError::TooLarge {
+                    path: Some(path.to_owned()),
+                });
+            }
+            let text = String::from_utf8(bytes).map_err(|_| {
+                read(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
             })?;
             RoutingTable::from_yaml_str(&text)
         }
@@ -260,7 +293,9 @@ mod yaml {
         ///
         /// # Errors
         ///
-        /// [`RoutingError::Syntax`] for YAML that does not parse,
+        /// [`RoutingError::TooLarge`] for more than 1 MiB of text,
+        /// [`RoutingError::Syntax`] for YAML that does not parse (or nests more
+        /// than 128 deep, the YAML reader's limit),
         /// [`RoutingError::Invalid`] (naming the group and driver) for an unknown
         /// driver, `routing`, a group or driver that is not a mapping, or a rule
         /// that is not a list of strings.
@@ -280,6 +315,14 @@ mod yaml {
         /// ```
         #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
         pub fn from_yaml_str(text: &str) -> Result<RoutingTable, RoutingError> {
+            if text.len() > MAX_SIZE {
+                return Err(RoutingError::TooLarge { path: None });
+            }
+            if flow_depth_exceeds(text, MAX_FLOW_DEPTH) {
+                return Err(RoutingError::Syntax(format!(
+                    "`[` and `{{` nested more than {MAX_FLOW_DEPTH} deep"
+                )));
+            }
             let document: Value =
                 serde_yaml_ng::from_str(text).map_err(|e| RoutingError::Syntax(e.to_string()))?;
             let groups = match document {
@@ -345,6 +388,53 @@ mod yaml {
             }
             Ok(table)
         }
+    }
+
+    /// ` <path>`, or nothing.
+    fn shown_path(path: Option<&Path>) -> String {
+        path.map(|p| format!(" {}", p.display()))
+            .unwrap_or_default()
+    }
+
+    /// Whether `[` and `{` outside quotes and comments nest deeper than `limit` (the
+    /// YAML reader would refuse the document at its recursion limit, after spending
+    /// time on every level: 25 s for 256 Ki levels in a debug build). Counts at most
+    /// what the reader sees: a quote inside a plain scalar (`don't`) hides brackets
+    /// from the count, never adds any.
+    fn flow_depth_exceeds(text: &str, limit: usize) -> bool {
+        let mut depth = 0usize;
+        let mut quote = None;
+        let mut comment = false;
+        let mut after_space = true;
+        let mut escaped = false;
+        for c in text.chars() {
+            if comment {
+                comment = c != '\n';
+            } else if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if q == '"' && c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            } else {
+                match c {
+                    '\'' | '"' => quote = Some(c),
+                    '#' if after_space => comment = true,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > limit {
+                            return true;
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            after_space = c.is_whitespace();
+        }
+        false
     }
 
     /// A mapping key as text (YAML keys may be numbers or booleans).

@@ -50,7 +50,11 @@ struct Header {
     expires_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_error"
+    )]
     error: Option<RemoteError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
@@ -62,6 +66,55 @@ struct Header {
     priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timestamp: Option<String>,
+}
+
+/// A remote error as a peer wrote it, read as the RabbitMQ wire reads oslo's failures:
+/// fields of the wrong type do not make the reply unreadable (its caller would wait
+/// out its timeout), they fall back: a `class` that is not a string is
+/// `RemoteError`, a `module` is empty, a `message` is the value's JSON text, a
+/// `traceback` is empty; `args` that is not a list is one argument (none if `null` or
+/// missing), `kwargs` that is not an object is none. An error that is not an object
+/// is a `RemoteError` whose message is its JSON text.
+fn lenient_error<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RemoteError>, D::Error> {
+    use serde_json::Value;
+    let Some(value) = Option::<Value>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let Value::Object(mut error) = value else {
+        return Ok(Some(RemoteError::new("RemoteError", "", value.to_string())));
+    };
+    let mut string = |key: &str| match error.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(None),
+        Some(other) => Err(Some(other)),
+    };
+    let class = string("class").unwrap_or_else(|_| "RemoteError".to_owned());
+    let module = string("module").unwrap_or_default();
+    let message =
+        string("message").unwrap_or_else(|other| other.map(|v| v.to_string()).unwrap_or_default());
+    let mut remote = RemoteError::new(class, module, message);
+    remote.traceback = match error.remove("traceback") {
+        Some(Value::Array(lines)) => lines
+            .into_iter()
+            .map(|line| match line {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    remote.args = match error.remove("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(args)) => args,
+        Some(one) => vec![one],
+    };
+    remote.kwargs = match error.remove("kwargs") {
+        Some(Value::Object(kwargs)) => kwargs,
+        _ => serde_json::Map::new(),
+    };
+    Ok(Some(remote))
 }
 
 /// A decoded request or notification, with what a caller said about waiting.
@@ -505,3 +558,7 @@ mod tests {
 #[cfg(test)]
 #[path = "frame_error_tests.rs"]
 mod error_tests;
+
+#[cfg(test)]
+#[path = "frame_lenient_tests.rs"]
+mod lenient_tests;

@@ -335,8 +335,8 @@ use messaging_core::codec::CodecKind;
 use messaging_core::dispatch::block_on;
 use messaging_core::reply::{ReplyReceiver, reply_channel};
 use messaging_core::{
-    ListenOptions, Listener, Message, Priority, SendOptions, Subscription, Target, Transport,
-    TransportError, TransportUrl, ids,
+    ListenOptions, Listener, Message, Priority, RemoteError, SendOptions, Subscription, Target,
+    Transport, TransportError, TransportUrl, ids,
 };
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::OnceCell;
@@ -415,7 +415,8 @@ pub struct NatsStats {
     /// (core NATS cannot give them back).
     pub dropped_on_stop: u64,
     /// Messages refused on arrival: larger than `max_message_size`, or unreadable
-    /// (requests and replies dropped, notifications terminated).
+    /// (requests and oversized replies dropped, an unreadable reply failing its call,
+    /// notifications terminated).
     pub rejected: u64,
     /// Slow-consumer warnings logged (each covers one burst of drops, see the module
     /// docs).
@@ -1027,9 +1028,17 @@ impl Inner {
                         match frame::decode_reply(&message.payload) {
                             Ok(Some(outcome)) => pending.deliver(id, Some(outcome), true),
                             Ok(None) => pending.deliver(id, None, false),
+                            // The subject says whose reply it is: the call ends with an
+                            // error now rather than waiting out its timeout.
                             Err(error) => {
-                                tracing::warn!(%error, "dropping an unreadable reply");
+                                tracing::warn!(%error, "an unreadable reply: failing its call");
                                 losses.rejected_one();
+                                let unreadable = RemoteError::new(
+                                    "RemoteError",
+                                    "",
+                                    format!("the reply could not be read: {error}"),
+                                );
+                                pending.deliver(id, Some(Err(unreadable)), true);
                             }
                         }
                     }

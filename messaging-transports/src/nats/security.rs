@@ -99,6 +99,36 @@ fn without_credentials(url: &TransportUrl) -> TransportUrl {
 
 /// Reads the URL's credentials: those of its hosts (the same for every host that
 /// has any), `nkey_seed_file` or `creds_file`, one of them at most.
+/// The largest credentials or TLS file read: a CA bundle of every public root is
+/// under 1 MiB.
+const FILE_LIMIT: u64 = 8 << 20;
+
+/// A file's bytes, at most [`FILE_LIMIT`] of them: `/dev/zero` or an endless pipe
+/// named as a file is an error (see [`unreadable`]), not memory exhausted.
+fn read_bounded(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(bytes)
+}
+
+/// Why the file `path` of option `key` could not be used: the error's kind only (its
+/// message could quote the file).
+fn unreadable(key: &str, path: &str, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::FileTooLarge => format!(
+            "`{key}`: `{path}` is larger than {} MiB: not a credentials, key or certificate file",
+            FILE_LIMIT >> 20
+        ),
+        kind => format!("`{key}`: cannot read `{path}`: {kind}"),
+    }
+}
+
 pub(crate) fn auth(
     url: &TransportUrl,
     bad: &dyn Fn(String) -> TransportError,
@@ -147,8 +177,13 @@ pub(crate) fn auth(
         if path.is_empty() {
             return Err(bad(format!("`{key}` is empty: give the file's path")));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("`{key}`: cannot read `{path}`: {}", e.kind())))?;
+        let bytes = read_bounded(path).map_err(|e| bad(unreadable(key, path, &e)))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            bad(format!(
+                "`{key}`: cannot read `{path}`: {}",
+                std::io::ErrorKind::InvalidData
+            ))
+        })?;
         Ok(Some((path.to_owned(), text)))
     };
     let nkey = match file("nkey_seed_file")? {
@@ -289,8 +324,7 @@ pub(crate) fn tls(
         let Some(file) = path(key) else {
             return Ok(None);
         };
-        let bytes = std::fs::read(file)
-            .map_err(|e| bad(format!("`{key}`: cannot read `{file}`: {}", e.kind())))?;
+        let bytes = read_bounded(file).map_err(|e| bad(unreadable(key, file, &e)))?;
         Ok(Some((file.to_owned(), bytes)))
     };
     // Parsed now, so that a bad file is an error when the transport opens. The

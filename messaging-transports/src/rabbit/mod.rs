@@ -53,7 +53,8 @@
 //! URL's user and password. `ssl_version` may be `TLSv1_2` or `TLSv1_3`: rustls
 //! negotiates the highest both sides speak and never goes below 1.2, so older values
 //! are errors, and so is `ssl_enforce_hostname_verification=false`, which rustls cannot
-//! do. The files are read when the transport is opened: a missing or non-PEM file is an
+//! do. The files are read when the transport is opened: a missing or non-PEM file, or
+//! one larger than 8 MiB (`/dev/zero`), is an
 //! [`TransportError::InvalidUrl`] naming the option and the path, never the contents. A
 //! certificate the other side rejects (an unknown issuer, another name, an expired
 //! certificate) is a [`TransportError::Refused`] at once, not retried: measured 40–200

@@ -153,6 +153,10 @@ pub(crate) const KNOWN: &[&str] = &[
     "kombu_compression",
 ];
 
+/// The largest TLS file read (`ssl_ca_file`, `ssl_cert_file`, `ssl_key_file`): a CA
+/// bundle of every public root is under 1 MiB.
+const TLS_FILE_LIMIT: u64 = 8 << 20;
+
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -206,12 +210,23 @@ fn tls_files(
     }
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    // At most TLS_FILE_LIMIT bytes: `/dev/zero` or an endless pipe named as a file
+    // is an error, not memory exhausted.
     let read = |key: &str| -> Result<Option<(String, Vec<u8>)>, TransportError> {
+        use std::io::Read;
         let Some(file) = path(key) else {
             return Ok(None);
         };
-        let bytes =
-            std::fs::read(file).map_err(|e| bad(format!("`{key}`: cannot read `{file}`: {e}")))?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(TLS_FILE_LIMIT + 1).read_to_end(&mut bytes))
+            .map_err(|e| bad(format!("`{key}`: cannot read `{file}`: {e}")))?;
+        if bytes.len() as u64 > TLS_FILE_LIMIT {
+            return Err(bad(format!(
+                "`{key}`: `{file}` is larger than {} MiB: not a certificate or key file",
+                TLS_FILE_LIMIT >> 20
+            )));
+        }
         Ok(Some((file.to_owned(), bytes)))
     };
     // Parsed now, so that a bad file is a clear error when the transport opens, not a

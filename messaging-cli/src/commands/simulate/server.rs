@@ -11,7 +11,9 @@ use messaging_core::notify::{
     Notification, NotificationDispatcher, NotificationEndpoint, NotificationResult,
 };
 use messaging_core::rpc::{Endpoint, HandlerError, RpcDispatcher};
-use messaging_core::{Context, Dispatcher, ListenOptions, Priority, Subscription, Target};
+use messaging_core::{
+    Context, Dispatcher, ListenOptions, Priority, Subscription, Target, Untrusted,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -59,8 +61,18 @@ pub(super) struct Spec {
     pub(super) batch: Option<(usize, Duration)>,
 }
 
+/// The longest client id (`sync_start`) or publisher id (`--requeue`) kept: a
+/// peer's text, kept for the whole run.
+const MAX_CLIENT_ID: usize = 255;
+
+/// The most `--sync` clients kept at once (oslo's simulator runs at most a few
+/// thousand per process).
+const MAX_CLIENTS: usize = 65_536;
+
 /// oslo's `ServerControlEndpoint`: the clients that said `sync_start` and not yet
-/// `sync_done`; once the last one is done the server stops a second later.
+/// `sync_done`; once the last one is done the server stops a second later. Ids longer
+/// than [`MAX_CLIENT_ID`] and clients beyond [`MAX_CLIENTS`] are refused, so that a
+/// peer cannot grow it without bound.
 #[derive(Debug, Default)]
 struct Sync {
     state: Mutex<SyncState>,
@@ -78,10 +90,17 @@ impl Sync {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn start(&self, id: String) {
+    fn start(&self, id: String) -> Result<(), &'static str> {
+        if id.len() > MAX_CLIENT_ID {
+            return Err("the client id is longer than 255 bytes");
+        }
         let mut state = self.lock();
+        if state.clients.len() >= MAX_CLIENTS && !state.clients.contains(&id) {
+            return Err("too many --sync clients at once (65536)");
+        }
         state.clients.insert(id);
         state.all_done_at = None;
+        Ok(())
     }
 
     /// Whether that was the last client.
@@ -108,12 +127,15 @@ struct Requeues {
 }
 
 impl Requeues {
-    /// Whether `(publisher, seq)` is new (and now seen). A message without a seq is
-    /// never requeued.
+    /// Whether `(publisher, seq)` is new (and now seen). A message without a seq, or
+    /// of a publisher id longer than [`MAX_CLIENT_ID`], is never requeued.
     fn first_time(&self, publisher: &str, message: &Value) -> bool {
         let Some(seq) = seq(message) else {
             return false;
         };
+        if publisher.len() > MAX_CLIENT_ID {
+            return false;
+        }
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -198,15 +220,23 @@ impl Running {
                 let (start_note, done_note) = (err.clone(), err.clone());
                 let endpoint = Endpoint::new()
                     .method("info", info)
+                    // A client's id is a peer's text: shown escaped and cut, so it
+                    // cannot write escape sequences to the terminal or flood it.
                     .method("sync_start", move |_ctx, args: SyncArgs| {
                         let id = args.message.id;
-                        start_note.note(&format!("rpc-server: client {id} started"));
-                        started.start(id);
+                        let shown = Untrusted::new(&id).to_string();
+                        started.start(id).map_err(|reason| {
+                            HandlerError::new("ValueError", reason)
+                                .with_module("builtins")
+                                .expected()
+                        })?;
+                        start_note.note(&format!("rpc-server: client {shown} started"));
                         Ok::<_, HandlerError>(Value::Null)
                     })
                     .method("sync_done", move |_ctx, args: SyncArgs| {
                         let id = args.message.id;
-                        done_note.note(&format!("rpc-server: client {id} is done"));
+                        let shown = Untrusted::new(&id);
+                        done_note.note(&format!("rpc-server: client {shown} is done"));
                         if done.done(&id) {
                             done_note
                                 .note("rpc-server: every --sync client is done: stopping in 1 s");
@@ -449,8 +479,8 @@ mod tests {
         let sync = Sync::default();
         let now = Instant::now();
         assert!(!sync.stop_due(now + SECOND * 10));
-        sync.start("a".into());
-        sync.start("b".into());
+        sync.start("a".into()).unwrap();
+        sync.start("b".into()).unwrap();
         assert!(!sync.done("a"));
         assert!(!sync.stop_due(Instant::now() + SECOND * 10));
         assert!(sync.done("b"));
@@ -458,12 +488,34 @@ mod tests {
         assert!(!sync.stop_due(done));
         assert!(sync.stop_due(done + SECOND + SECOND / 10));
         // A client starting within that second keeps the server up.
-        sync.start("c".into());
+        sync.start("c".into()).unwrap();
         assert!(!sync.stop_due(Instant::now() + SECOND * 10));
         assert!(!sync.done("never-started"));
         assert!(sync.done("c"));
         // oslo: a done without a start still stops a server nobody else syncs with.
         assert!(Sync::default().done("never-started"));
+    }
+
+    #[test]
+    fn sync_refuses_long_ids_and_more_clients_than_it_keeps() {
+        let sync = Sync::default();
+        assert!(sync.start("i".repeat(MAX_CLIENT_ID + 1)).is_err());
+        assert!(sync.start("i".repeat(MAX_CLIENT_ID)).is_ok());
+        for i in 1..MAX_CLIENTS {
+            sync.start(format!("c{i}")).unwrap();
+        }
+        // One too many; a client already known is still welcome.
+        assert!(sync.start("one-more".to_owned()).is_err());
+        assert!(sync.start("c1".to_owned()).is_ok());
+        assert!(!sync.done("c1"));
+    }
+
+    #[test]
+    fn a_publisher_id_too_long_to_remember_is_never_requeued() {
+        let requeues = Requeues::default();
+        let m = json!([1, "x", 1.0, 0, 0]);
+        assert!(!requeues.first_time(&"p".repeat(MAX_CLIENT_ID + 1), &m));
+        assert!(requeues.first_time(&"p".repeat(MAX_CLIENT_ID), &m));
     }
 
     #[test]
