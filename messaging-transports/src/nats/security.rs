@@ -341,7 +341,7 @@ pub(crate) fn tls(
     let mut roots = rustls::RootCertStore::empty();
     // The system's roots, plus `ssl_ca_file` (as on RabbitMQ). A system without
     // readable roots is no error when the URL names a CA.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.add_parsable_certificates(native_roots().iter().cloned());
     let ca = read("ssl_ca_file")?;
     if let Some((file, bytes)) = &ca {
         for cert in certificates("ssl_ca_file", file, bytes)? {
@@ -509,6 +509,15 @@ pub(crate) fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> Option<S
         next = error.source();
     }
     None
+}
+
+/// The system's root certificates, read once per process (reading them costs about
+/// 2 MB of allocations and a walk of the system's certificate store, which every URL
+/// check with `ssl=true` would otherwise repeat). A certificate store changed while the
+/// process runs is seen after a restart.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 #[cfg(test)]
